@@ -1,0 +1,1 @@
+"""Datasets (records), the synthetic pedestrian generator and the grain input pipeline."""

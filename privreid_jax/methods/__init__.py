@@ -1,0 +1,1 @@
+"""Training methods: each module exports create / train_step / eval_settings."""

@@ -1,0 +1,1 @@
+"""Flax Linen networks: Re-ID backbone and head, generators, discriminators, adversaries."""
