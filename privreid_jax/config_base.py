@@ -1,0 +1,96 @@
+"""Defaults shared by every experiment config: the BoT/AGW strong baseline (METHODS.md s.0).
+
+Experiment files under `configs/` start from `base_config()` and change what differs.
+Every field can be overridden on the command line (`--config.optim.lr=1e-4`); the
+configs are locked, so a misspelt key is an error.
+"""
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.method = "baseline"      # module name under privreid_jax/methods/
+  c.seed = 0
+
+  # --- data -----------------------------------------------------------------
+  c.data = ml_collections.ConfigDict()
+  c.data.name = "market1501"  # market1501 | dukemtmcreid | msmt17 | cuhk03 | synthetic
+  c.data.root = ""            # dataset folder; required for real datasets
+  c.data.source = "folder"    # folder (image files) | tfds (prepared ArrayRecord)
+  c.data.tfds_dir = ""        # where the tfds builder wrote the prepared dataset
+  c.data.cuhk03_subset = "labeled"  # labeled | detected (CUHK03-NP)
+  c.data.height = 256
+  c.data.width = 128
+  c.data.batch_size = 64      # global P x K batch, split over all devices
+  c.data.num_instances = 4    # K images per identity
+  c.data.num_workers = 2      # grain worker processes (0 = in-process)
+  c.data.eval_batch_size = 128
+  c.data.mean = (0.485, 0.456, 0.406)
+  c.data.std = (0.229, 0.224, 0.225)
+  c.data.flip_prob = 0.5
+  c.data.pad = 10
+  c.data.erasing_prob = 0.5
+  c.data.erasing_area = (0.02, 0.4)
+  c.data.erasing_aspect = 0.3  # aspect ratio drawn from [0.3, 1/0.3]
+  # Synthetic pedestrians (used when data.name == "synthetic"): generated into
+  # data.root, or a cache folder named after these values when root is "".
+  c.data.synthetic = ml_collections.ConfigDict()
+  c.data.synthetic.num_ids = 200     # half train, half test (like Market's 751/750)
+  c.data.synthetic.num_cameras = 6
+  c.data.synthetic.height = 128
+  c.data.synthetic.width = 64
+  c.data.synthetic.seed = 0
+
+  # --- model ----------------------------------------------------------------
+  c.model = ml_collections.ConfigDict()
+  c.model.backbone = "resnet50"  # resnet18 | resnet34 | resnet50
+  c.model.width = 64             # stem width; 64 is torchvision's
+  c.model.last_stride = 1
+  c.model.pooling = "avg"        # avg (BoT) | gem (AGW, learnable p)
+  c.model.gem_p = 3.0
+  c.model.non_local = False      # AGW non-local blocks after layer2/layer3 blocks
+  c.model.dtype = "float32"      # compute dtype; bfloat16 keeps float32 params
+  c.model.conv_impl = "auto"     # auto (matmul on CPU, XLA conv elsewhere) | xla | matmul
+  c.model.pretrained = ""        # local torchvision ResNet weights (.safetensors/.npz/.pth)
+
+  # --- losses ---------------------------------------------------------------
+  c.loss = ml_collections.ConfigDict()
+  c.loss.id_weight = 1.0
+  c.loss.label_smoothing = 0.1
+  c.loss.triplet = "batch_hard"  # batch_hard | soft_margin | weighted (AGW) | none
+  c.loss.triplet_weight = 1.0
+  c.loss.triplet_margin = 0.3
+  c.loss.center_weight = 0.0     # 5e-4 enables the center loss
+  c.loss.center_lr = 0.5         # centers have their own SGD optimizer
+
+  # --- optimisation ---------------------------------------------------------
+  c.optim = ml_collections.ConfigDict()
+  c.optim.lr = 3.5e-4
+  c.optim.b1 = 0.9
+  c.optim.b2 = 0.999
+  c.optim.weight_decay = 5e-4    # coupled (added to the gradient), as torch Adam
+  c.optim.epochs = 120
+  c.optim.warmup_epochs = 10
+  c.optim.warmup_factor = 0.01
+  c.optim.milestones = (40, 70)
+  c.optim.gamma = 0.1
+  c.optim.steps_per_epoch = 0    # 0: derived from the sampler (torchreid's epoch)
+
+  # --- evaluation -----------------------------------------------------------
+  c.eval = ml_collections.ConfigDict()
+  c.eval.every_epochs = 40
+  c.eval.distance = "euclidean"  # euclidean (squared, on L2-normalised feats) | cosine
+  c.eval.rerank = False
+  c.eval.max_rank = 50
+
+  # --- checkpoints and logging ------------------------------------------------
+  c.checkpoint = ml_collections.ConfigDict()
+  c.checkpoint.every_epochs = 5
+  c.checkpoint.keep = 3
+  c.checkpoint.init_file = ""    # a checkpoint dir to start from when the workdir has none
+  c.log = ml_collections.ConfigDict()
+  c.log.every_steps = 50
+  c.log.tensorboard = True
+  c.log.progress = True
+  return c
