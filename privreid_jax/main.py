@@ -1,0 +1,38 @@
+"""Entry point: `python -m privreid_jax.main --config=configs/synthetic.py --workdir=DIR`.
+
+Intentionally kept short: flags only, then `trainer.run`.
+"""
+
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Experiment config file (configs/*.py[:variant]).", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints and logs go.")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", False, "Call jax.distributed.initialize() (multi-host TPU/GPU).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  import jax
+  if _DISTRIBUTED.value:
+    jax.distributed.initialize()
+  from privreid_jax import trainer
+  from privreid_jax.data.records import DatasetError
+  logging.set_verbosity(logging.INFO)
+  try:
+    results = trainer.run(_CONFIG.value, _WORKDIR.value)
+  except (DatasetError, FileNotFoundError, trainer.NonFiniteLossError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+  for setting, metrics in results.items():
+    print(f"{setting}: " + "  ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+
+
+if __name__ == "__main__":
+  app.run(main)
