@@ -53,8 +53,9 @@ class MetricWriter:
       with open(os.path.join(self.workdir, EVAL_FILE), "a") as f:
         f.write(json.dumps(row) + "\n")
       if self._tb is not None:
+        tag = setting.replace("->", "_to_")   # TensorBoard tags allow no '>'
         for k, v in metrics.items():
-          self._tb.add_scalar(f"eval/{setting}/{k}", float(v), step)
+          self._tb.add_scalar(f"eval/{tag}/{k}", float(v), step)
     return row
 
   def flush(self) -> None:

@@ -80,10 +80,18 @@ class _Loss:
     return out
 
 
+class _QuietLibraries:
+  """Drops INFO records from orbax (dozens per save) from the absl log."""
+
+  def filter(self, record) -> bool:
+    return record.levelno > 20 or "/orbax/" not in record.pathname
+
+
 def run(config, workdir: str) -> dict[str, dict[str, float]]:
   """Trains and evaluates; returns the last evaluation {setting: metrics}."""
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
+  logging.get_absl_handler().addFilter(_QuietLibraries())
   mesh = sharding.make_mesh()
   sharding.check_batch_size(config.data.batch_size)
   logging.info("devices: %d x %s, processes: %d", jax.device_count(),

@@ -82,7 +82,8 @@ def open_splits(data_cfg) -> Splits:
                          f"--root {root or 'DIR'} --data_dir DIR")
     splits = {}
     for split in ("train", "query", "gallery"):
-      src = tfds_market.data_source(tfds_dir, name, split)
+      src = tfds_market.data_source(tfds_dir, name, split,
+                                    cuhk03_subset=data_cfg.cuhk03_subset)
       items = [src[i] for i in range(len(src))]
       splits[split] = Split(src, np.array([it["pid"] for it in items], np.int32),
                             np.array([it["camid"] for it in items], np.int32))
