@@ -1,0 +1,140 @@
+"""Images/s the training input pipeline delivers (decode + resize + augment + batch).
+
+  python experiments/bench_input.py --workers=0,2 --num_batches=30 --repeats=3
+
+Reads a folder of Market-named JPEGs: `--root` if given, else the synthetic
+dataset (`privreid_jax.data.synthetic.ensure_dataset`, cached in a temporary
+folder), else a temporary folder of random 128x64 JPEGs. Prints one row per
+worker count (medians over alternated repeats) and the speed-up of each
+worker count over the in-process loader.
+"""
+
+import os
+import re
+import sys
+import tempfile
+import time
+
+from absl import app
+from absl import flags
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from privreid_jax import config_base  # noqa: E402
+from privreid_jax.data import pipeline  # noqa: E402
+from privreid_jax.data.records import Record, relabel  # noqa: E402
+# pylint: enable=g-import-not-at-top,wrong-import-position
+
+_WORKERS = flags.DEFINE_list("workers", ["0", "2"], "Worker counts to compare.")
+_NUM_BATCHES = flags.DEFINE_integer("num_batches", 30, "Timed batches per run.")
+_WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed batches after the first.")
+_REPEATS = flags.DEFINE_integer("repeats", 3, "Runs per worker count, "
+                                "alternated (the machine may be shared); "
+                                "medians are reported.")
+_BATCH = flags.DEFINE_integer("batch_size", 64, "Global P x K batch size.")
+_K = flags.DEFINE_integer("num_instances", 4, "K images per identity.")
+_HEIGHT = flags.DEFINE_integer("height", 256, "Network input height.")
+_WIDTH = flags.DEFINE_integer("width", 128, "Network input width.")
+_ROOT = flags.DEFINE_string("root", "", "Folder of Market-named JPEGs (the "
+                            "train split if it has bounding_box_train/).")
+_NUM_IDS = flags.DEFINE_integer("num_ids", 100, "Identities to generate when "
+                                "no --root is given.")
+
+_NAME = re.compile(r"^(-?\d+)_c(\d+)")
+
+
+def _random_folder(folder: str, num_ids: int) -> str:
+  """Random 128x64 JPEGs named like Market's training images."""
+  rng = np.random.default_rng(0)
+  os.makedirs(folder, exist_ok=True)
+  for pid in range(1, num_ids + 1):
+    for j in range(8):
+      img = rng.integers(0, 256, (128, 64, 3), dtype=np.uint8)
+      Image.fromarray(img).save(os.path.join(
+          folder, f"{pid:04d}_c{j % 6 + 1}s1_{j:06d}_00.jpg"), quality=90)
+  return folder
+
+
+def _image_folder() -> tuple[str, str]:
+  if _ROOT.value:
+    return _ROOT.value, "--root"
+  cache = os.path.join(tempfile.gettempdir(), "privreid_bench_input")
+  try:
+    from privreid_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return _random_folder(os.path.join(cache, "random"), _NUM_IDS.value), \
+        "random JPEGs"
+  root = synthetic.ensure_dataset(os.path.join(cache, f"synth{_NUM_IDS.value}"),
+                                  num_ids=_NUM_IDS.value, seed=0)
+  return root, "synthetic.ensure_dataset"
+
+
+def _records(folder: str) -> tuple[Record, ...]:
+  if os.path.isdir(os.path.join(folder, "bounding_box_train")):
+    folder = os.path.join(folder, "bounding_box_train")
+  recs = []
+  for name in sorted(os.listdir(folder)):
+    match = _NAME.match(name)
+    if match and name.lower().endswith((".jpg", ".jpeg", ".png")):
+      pid, cam = int(match.group(1)), int(match.group(2))
+      if pid > 0:
+        recs.append(Record(os.path.join(folder, name), pid, cam - 1))
+  if not recs:
+    raise SystemExit(f"no Market-named images in {folder}")
+  return relabel(recs)
+
+
+def _run(records, cfg, workers: int) -> dict[str, float]:
+  cfg.num_workers = workers
+  start = time.perf_counter()
+  with pipeline.train_loader(records, [r.pid for r in records], cfg,
+                             seed=0) as loader:
+    next(loader)
+    first = time.perf_counter() - start
+    for _ in range(_WARMUP.value):
+      next(loader)
+    t0 = time.perf_counter()
+    for _ in range(_NUM_BATCHES.value):
+      batch = next(loader)
+    elapsed = time.perf_counter() - t0
+  assert batch["image"].shape == (_BATCH.value, _HEIGHT.value, _WIDTH.value, 3)
+  return {"first": first, "img_s": _NUM_BATCHES.value * _BATCH.value / elapsed,
+          "ms": 1000 * elapsed / _NUM_BATCHES.value}
+
+
+def main(argv):
+  del argv
+  folder, origin = _image_folder()
+  records = _records(folder)
+  cfg = config_base.base_config().data
+  cfg.height, cfg.width = _HEIGHT.value, _WIDTH.value
+  cfg.batch_size, cfg.num_instances = _BATCH.value, _K.value
+  print(f"{len(records)} training images of "
+        f"{len({r.pid for r in records})} ids from {folder} ({origin}); "
+        f"output {cfg.height}x{cfg.width}, batch {cfg.batch_size}, "
+        f"{os.cpu_count()} CPUs")
+  workers = [int(v) for v in _WORKERS.value]
+  runs = {w: [] for w in workers}
+  for _ in range(_REPEATS.value):
+    for w in workers:
+      runs[w].append(_run(records, cfg, w))
+  results = {w: {k: float(np.median([r[k] for r in rs])) for k in rs[0]}
+             for w, rs in runs.items()}
+  print(f"{'workers':>7} {'first batch s':>13} {'ms/batch':>9} {'img/s':>8} "
+        f"{'img/s per run':>20}")
+  for w, r in results.items():
+    each = " ".join(f"{x['img_s']:.0f}" for x in runs[w])
+    print(f"{w:>7} {r['first']:>13.2f} {r['ms']:>9.1f} {r['img_s']:>8.1f} "
+          f"{each:>20}")
+  if 0 in results:
+    for w, r in results.items():
+      if w:
+        print(f"{w} workers vs in-process: "
+              f"x{r['img_s'] / results[0]['img_s']:.2f}")
+
+
+if __name__ == "__main__":
+  app.run(main)

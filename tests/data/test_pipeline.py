@@ -1,0 +1,444 @@
+"""Tests for privreid_jax.data.pipeline: P x K sampler, training stream, eval loader."""
+
+import collections
+import io
+import json
+
+import numpy as np
+from PIL import Image
+import pytest
+
+from privreid_jax import config_base
+from privreid_jax.data import pipeline
+from privreid_jax.data import transforms
+from privreid_jax.data.records import DatasetError, Record
+
+H, W = 16, 8
+
+
+def _data_cfg(**kw):
+  c = config_base.base_config().data
+  c.height, c.width, c.pad = H, W, 2
+  c.batch_size, c.num_instances, c.num_workers = 8, 2, 0
+  c.eval_batch_size = 4
+  for k, v in kw.items():
+    setattr(c, k, v)
+  return c
+
+
+def _source(counts, seed=0, size=(20, 10)):
+  """In-memory dict source: counts[i] images of pid i, camera j % 3."""
+  rng = np.random.default_rng(seed)
+  items = []
+  for pid, n in enumerate(counts):
+    for j in range(n):
+      items.append({"image": rng.integers(0, 256, size + (3,), dtype=np.uint8),
+                    "pid": pid, "camid": j % 3})
+  return items
+
+
+def _pids(source):
+  return [item["pid"] for item in source]
+
+
+def _take(loader, n):
+  return [next(loader) for _ in range(n)]
+
+
+def _assert_batches_equal(a, b):
+  assert len(a) == len(b)
+  for x, y in zip(a, b):
+    assert sorted(x) == sorted(y)
+    for key in x:
+      np.testing.assert_array_equal(x[key], y[key], err_msg=key)
+
+
+def invert(x01):
+  """A picklable target function (worker processes need to import it)."""
+  return 1.0 - x01
+
+
+# ---------------------------------------------------------------- sampler ---
+
+
+COUNTS = [2, 4, 5, 8, 9, 3, 6, 4, 7, 1, 10, 4]
+
+
+def test_sampler_batches_hold_p_ids_with_k_images_each():
+  pids = np.repeat(np.arange(len(COUNTS)), COUNTS)
+  sampler = pipeline.PKSampler(pids, batch_size=12, num_instances=3, seed=0)
+  for epoch in range(3):
+    plan = sampler.epoch(epoch)
+    assert plan.shape[1] == 12 and len(plan) >= 1
+    for row in plan:
+      counts = collections.Counter(pids[row].tolist())
+      assert len(counts) == 4 and set(counts.values()) == {3}
+      # One identity's K images are consecutive.
+      assert all(len(set(pids[row[i:i + 3]])) == 1 for i in range(0, 12, 3))
+
+
+def test_sampler_follows_random_identity_sampler_rules():
+  k, p = 3, 4
+  pids = np.repeat(np.arange(len(COUNTS)), COUNTS)
+  sampler = pipeline.PKSampler(pids, batch_size=p * k, num_instances=k, seed=5)
+  plan = sampler.epoch(0)
+  used = collections.Counter(pids[plan.ravel()].tolist())
+  left = 0
+  for pid, n in enumerate(COUNTS):
+    groups = max(n, k) // k
+    assert used[pid] % k == 0 and used[pid] // k <= groups
+    left += used[pid] // k < groups
+    idx = plan.ravel()[pids[plan.ravel()] == pid]
+    assert set(idx) <= set(np.flatnonzero(pids == pid))
+    if n >= k:   # without replacement inside an identity
+      assert len(set(idx.tolist())) == len(idx)
+  # Sampling stops only when fewer than P identities have groups left.
+  assert left < p
+
+
+def test_sampler_with_replacement_for_small_identities():
+  # pid 0 has a single image, pid 1 two: each still fills K=4 slots.
+  pids = np.array([0, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3])
+  sampler = pipeline.PKSampler(pids, batch_size=8, num_instances=4, seed=0)
+  rows = np.concatenate([sampler.epoch(e) for e in range(4)])
+  assert len(rows) >= 4
+  for row in rows:
+    for i in range(0, 8, 4):
+      group = row[i:i + 4]
+      if pids[group[0]] == 0:
+        np.testing.assert_array_equal(group, [0, 0, 0, 0])
+      if pids[group[0]] == 1:
+        assert set(group) <= {1, 2} and len(group) == 4
+  seen = {pids[r[0]] for r in rows} | {pids[r[4]] for r in rows}
+  assert {0, 1} <= seen
+
+
+def test_sampler_epoch_covers_every_identity():
+  # K images per identity and #ids divisible by P: each epoch uses every image
+  # exactly once. (With uneven identities torchreid's rule may leave fewer
+  # than P identities' last groups unused; see the rules test above.)
+  pids = np.repeat(np.arange(12), 2)
+  sampler = pipeline.PKSampler(pids, batch_size=8, num_instances=2, seed=3)
+  for epoch in range(3):
+    plan = sampler.epoch(epoch)
+    assert len(plan) == 3
+    np.testing.assert_array_equal(np.sort(plan.ravel()), np.arange(24))
+  # Identities with fewer than K images are covered too.
+  pids = np.repeat(np.arange(8), [1, 2, 2, 1, 2, 1, 1, 2])
+  plan = pipeline.PKSampler(pids, 8, 2, seed=0).epoch(0)
+  assert len(plan) == 2 and set(pids[plan.ravel()]) == set(range(8))
+
+
+def test_sampler_depends_on_seed_and_epoch_only():
+  pids = np.repeat(np.arange(len(COUNTS)), COUNTS)
+  a = pipeline.PKSampler(pids, 12, 3, seed=1)
+  b = pipeline.PKSampler(pids, 12, 3, seed=1)
+  np.testing.assert_array_equal(a.epoch(2), b.epoch(2))   # order of calls
+  np.testing.assert_array_equal(a.epoch(0), b.epoch(0))   # does not matter
+  assert not np.array_equal(a.epoch(0), a.epoch(1)[:len(a.epoch(0))])
+  c = pipeline.PKSampler(pids, 12, 3, seed=2)
+  assert not np.array_equal(a.epoch(0)[:2], c.epoch(0)[:2])
+
+
+def test_sampler_locate_walks_over_epochs():
+  pids = np.repeat(np.arange(len(COUNTS)), COUNTS)
+  sampler = pipeline.PKSampler(pids, 12, 3, seed=0)
+  lengths = [len(sampler.epoch(e)) for e in range(3)]
+  assert sampler.locate(lengths[0] - 1) == (0, lengths[0] - 1)
+  assert sampler.locate(lengths[0]) == (1, 0)
+  assert sampler.locate(lengths[0] + lengths[1] + 1) == (2, 1)
+  np.testing.assert_array_equal(sampler.batch(lengths[0] + 2),
+                                sampler.epoch(1)[2])
+
+
+def test_sampler_needs_p_identities():
+  with pytest.raises(ValueError, match="only 3"):
+    pipeline.PKSampler([0, 0, 1, 1, 2, 2], batch_size=8, num_instances=2,
+                       seed=0)
+
+
+# ----------------------------------------------------------- train loader ---
+
+
+def test_train_batches_shapes_labels_and_determinism():
+  src = _source(COUNTS)
+  cfg = _data_cfg()
+  a = pipeline.train_loader(src, _pids(src), cfg, seed=0)
+  batches = _take(a, 4)
+  b = batch = batches[0]
+  assert b["image"].shape == (8, H, W, 3) and b["image"].dtype == np.float32
+  for key in ("pid", "camid", "index"):
+    assert batch[key].shape == (8,) and batch[key].dtype == np.int32
+  for batch in batches:
+    np.testing.assert_array_equal(
+        batch["pid"], [src[i]["pid"] for i in batch["index"]])
+    np.testing.assert_array_equal(
+        batch["camid"], [src[i]["camid"] for i in batch["index"]])
+    assert set(collections.Counter(batch["pid"].tolist()).values()) == {2}
+  _assert_batches_equal(
+      batches, _take(pipeline.train_loader(src, _pids(src), cfg, seed=0), 4))
+  other = _take(pipeline.train_loader(src, _pids(src), cfg, seed=1), 4)
+  assert not all(np.array_equal(x["index"], y["index"])
+                 for x, y in zip(batches, other))
+  a.close()
+
+
+def test_train_stream_follows_sampler_epochs_and_uses_given_pids():
+  src = _source(COUNTS)
+  relabelled = [100 + p for p in _pids(src)]
+  loader = pipeline.train_loader(src, relabelled, _data_cfg(), seed=4)
+  n = loader.steps_per_epoch
+  assert n == len(loader.sampler.epoch(0)) and n >= 1
+  batches = _take(loader, n + 1)
+  for row, batch in enumerate(batches[:n]):
+    np.testing.assert_array_equal(batch["index"], loader.sampler.epoch(0)[row])
+  np.testing.assert_array_equal(batches[n]["index"], loader.sampler.epoch(1)[0])
+  assert batches[0]["pid"].min() >= 100   # pids come from `pids`
+
+
+def test_augmentation_is_per_sample_and_varies():
+  # One identity-sized source where every image is identical: differences
+  # between samples come from the augmentation alone.
+  image = np.random.default_rng(0).integers(0, 256, (H, W, 3), dtype=np.uint8)
+  src = [{"image": image, "pid": i // 2, "camid": 0} for i in range(8)]
+  cfg = _data_cfg(erasing_prob=0.0)
+  batch = next(pipeline.train_loader(src, _pids(src), cfg, seed=0))
+  distinct = {batch["image"][j].tobytes() for j in range(8)}
+  assert len(distinct) > 2
+  plain = next(pipeline.train_loader(
+      src, _pids(src), _data_cfg(flip_prob=0.0, pad=0, erasing_prob=0.0),
+      seed=0))
+  expected = transforms.eval_transform(image, transforms.TransformConfig(
+      height=H, width=W, pad=0))
+  np.testing.assert_allclose(plain["image"],
+                             np.broadcast_to(expected, (8, H, W, 3)), rtol=1e-6)
+
+
+def test_process_slices_concatenate_to_the_global_batch():
+  src = _source(COUNTS)
+  cfg = _data_cfg()
+  whole = _take(pipeline.train_loader(src, _pids(src), cfg, seed=2), 3)
+  parts = [_take(pipeline.train_loader(src, _pids(src), cfg, seed=2,
+                                       process_index=p, process_count=4), 3)
+           for p in range(4)]
+  for step in range(3):
+    assert parts[0][step]["image"].shape[0] == 2
+    for key in whole[step]:
+      np.testing.assert_array_equal(
+          np.concatenate([parts[p][step][key] for p in range(4)]),
+          whole[step][key], err_msg=key)
+
+
+def test_sample_randomness_comes_from_seed_and_stream_position():
+  src = _source(COUNTS)
+  cfg = _data_cfg(erasing_prob=1.0)
+  tcfg = transforms.TransformConfig.from_config(cfg)
+  loader = pipeline.train_loader(src, _pids(src), cfg, seed=9, process_index=1,
+                                 process_count=2, targets=invert)
+  batches = _take(loader, 2)
+  for b, batch in enumerate(batches):
+    for j, idx in enumerate(batch["index"]):
+      rng = pipeline.sample_rng(9, b * 8 + 4 + j)   # rows 4..7 of batch b
+      image, target = transforms.train_transform(src[idx]["image"], rng, tcfg,
+                                                 target_fn=invert)
+      np.testing.assert_array_equal(batch["image"][j], image)
+      np.testing.assert_array_equal(batch["target"][j], target)
+
+
+def test_paired_identity_target_equals_image_and_inverted_target_shares_geometry():
+  src = _source(COUNTS)
+  cfg = _data_cfg(erasing_prob=1.0)
+  same = _take(pipeline.train_loader(src, _pids(src), cfg, seed=0,
+                                     targets=lambda x: x), 2)
+  for batch in same:
+    np.testing.assert_array_equal(batch["target"], batch["image"])
+    assert (batch["image"] == 0).any()    # erasing happened
+  inv = _take(pipeline.train_loader(src, _pids(src), cfg, seed=0,
+                                    targets=invert), 2)
+  for a, b in zip(same, inv):
+    np.testing.assert_array_equal(b["image"], a["image"])
+    assert (b["target"][a["image"] == 0] == 0).all()
+    assert not np.allclose(b["target"], b["image"])
+  # Known geometry: always flipped, no shift, no erasing.
+  cfg = _data_cfg(flip_prob=1.0, pad=0, erasing_prob=0.0)
+  batch = next(pipeline.train_loader(src, _pids(src), cfg, seed=0,
+                                     targets=invert))
+  tcfg = transforms.TransformConfig.from_config(cfg)
+  for j, idx in enumerate(batch["index"]):
+    x01 = transforms.to_unit(transforms.resize(src[idx]["image"], H, W))
+    np.testing.assert_allclose(
+        batch["target"][j], transforms.normalise(1.0 - x01[:, ::-1], tcfg),
+        rtol=1e-5, atol=1e-6)
+
+
+def test_paired_stored_targets_come_from_the_aligned_source():
+  src = _source(COUNTS, seed=0)
+  stored = [{"image": item["image"][::-1].copy()} for item in _source(COUNTS)]
+  cfg = _data_cfg(flip_prob=0.0, pad=0, erasing_prob=0.0)
+  batch = next(pipeline.train_loader(src, _pids(src), cfg, seed=0,
+                                     targets=stored))
+  tcfg = transforms.TransformConfig.from_config(cfg)
+  for j, idx in enumerate(batch["index"]):
+    np.testing.assert_allclose(
+        batch["target"][j], transforms.eval_transform(stored[idx]["image"], tcfg),
+        rtol=1e-6)
+  with pytest.raises(ValueError, match="targets source has 3 items"):
+    pipeline.train_loader(src, _pids(src), cfg, seed=0, targets=stored[:3])
+
+
+def test_state_restore_in_process():
+  src = _source(COUNTS)
+  cfg = _data_cfg()
+  loader = pipeline.train_loader(src, _pids(src), cfg, seed=7)
+  _take(loader, 3)
+  state = json.loads(json.dumps(loader.get_state()))
+  after = _take(loader, 4)
+  fresh = pipeline.train_loader(src, _pids(src), cfg, seed=7)
+  fresh.set_state(state)
+  _assert_batches_equal(_take(fresh, 4), after)
+  loader.set_state(state)                   # rewinding the same iterator
+  _assert_batches_equal(_take(loader, 4), after)
+  other_seed = pipeline.train_loader(src, _pids(src), cfg, seed=8)
+  with pytest.raises(ValueError, match="seed 7"):
+    other_seed.set_state(state)
+  with pytest.raises(ValueError, match="next_batch"):
+    fresh.set_state({"step": 3})
+
+
+def test_state_through_grain_checkpoint_handler(tmp_path):
+  import grain  # pylint: disable=g-import-not-at-top
+  from etils import epath  # pylint: disable=g-import-not-at-top
+  src = _source(COUNTS)
+  loader = pipeline.train_loader(src, _pids(src), _data_cfg(), seed=1)
+  _take(loader, 2)
+  grain.checkpoint.CheckpointHandler().save(epath.Path(tmp_path), item=loader)
+  after = _take(loader, 2)
+  restored = pipeline.train_loader(src, _pids(src), _data_cfg(), seed=1)
+  grain.checkpoint.CheckpointHandler().restore(epath.Path(tmp_path),
+                                               item=restored)
+  assert restored.get_state() == {"next_batch": 2, "seed": 1}
+  _assert_batches_equal(_take(restored, 2), after)
+
+
+def test_worker_processes_match_in_process_and_restore():
+  src = _source(COUNTS)
+  reference = _take(pipeline.train_loader(src, _pids(src), _data_cfg(), seed=3,
+                                          targets=invert), 6)
+  with pipeline.train_loader(src, _pids(src), _data_cfg(num_workers=2), seed=3,
+                             targets=invert) as loader:
+    first = _take(loader, 2)
+    state = loader.get_state()
+    after = _take(loader, 4)
+    _assert_batches_equal(first + after, reference)
+    loader.set_state(state)
+    _assert_batches_equal(_take(loader, 4), after)
+  assert state == {"next_batch": 2, "seed": 3}
+
+
+def test_folder_of_jpegs(tmp_path):
+  rng = np.random.default_rng(0)
+  records = []
+  for pid in range(4):
+    for j in range(3):
+      path = tmp_path / f"{pid + 1:04d}_c{j + 1}s1_{j:06d}_00.jpg"
+      Image.fromarray(rng.integers(0, 256, (32, 16, 3), dtype=np.uint8)).save(path)
+      records.append(Record(str(path), pid, j))
+  cfg = _data_cfg()
+  batch = next(pipeline.train_loader(records, [r.pid for r in records], cfg,
+                                     seed=0))
+  np.testing.assert_array_equal(batch["camid"],
+                                [records[i].camid for i in batch["index"]])
+  assert np.isfinite(batch["image"]).all() and batch["image"].std() > 0.1
+  first = next(iter(pipeline.eval_loader(records, cfg)))
+  tcfg = transforms.TransformConfig.from_config(cfg)
+  expected = transforms.eval_transform(
+      np.asarray(Image.open(records[0].path).convert("RGB")), tcfg)
+  np.testing.assert_allclose(first["image"][0], expected, rtol=1e-6)
+  records.append(Record(str(tmp_path / "0009_c1s1_000000_00.jpg"), 3, 0))
+  loader = pipeline.eval_loader(records, cfg)
+  with pytest.raises(DatasetError, match="0009_c1s1_000000_00.jpg"):
+    list(loader)
+
+
+def test_bad_input_errors():
+  src = _source(COUNTS)
+  pids = _pids(src)
+  with pytest.raises(ValueError, match="batch_size=9.*num_instances=2"):
+    pipeline.train_loader(src, pids, _data_cfg(batch_size=9), seed=0)
+  with pytest.raises(ValueError, match="batch_size=8.*process count 3"):
+    pipeline.train_loader(src, pids, _data_cfg(), seed=0, process_index=0,
+                          process_count=3)
+  with pytest.raises(ValueError, match="process_index=2"):
+    pipeline.train_loader(src, pids, _data_cfg(), seed=0, process_index=2,
+                          process_count=2)
+  with pytest.raises(ValueError, match="pids has 3 entries"):
+    pipeline.train_loader(src, pids[:3], _data_cfg(), seed=0)
+  with pytest.raises(ValueError, match="data.erasing_aspect"):
+    pipeline.train_loader(src, pids, _data_cfg(erasing_aspect=2.0), seed=0)
+  bad = [{"img": item["image"], "pid": item["pid"], "camid": 0} for item in src]
+  with pytest.raises(DatasetError, match="no 'image' key"):
+    next(pipeline.train_loader(bad, pids, _data_cfg(), seed=0))
+  with pytest.raises(DatasetError, match="source item 0 is a tuple"):
+    next(iter(pipeline.eval_loader([(1, 2)], _data_cfg())))
+
+
+# ------------------------------------------------------------ eval loader ---
+
+
+def _encoded_source(n):
+  rng = np.random.default_rng(1)
+  items = []
+  for i in range(n):
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (20, 10, 3), dtype=np.uint8)).save(
+        buf, format="PNG")
+    items.append({"image": buf.getvalue(), "pid": 10 + i, "camid": i % 2})
+  return items
+
+
+def test_eval_batches_are_ordered_padded_and_masked():
+  src = _encoded_source(10)
+  cfg = _data_cfg(eval_batch_size=4)
+  loader = pipeline.eval_loader(src, cfg)
+  batches = list(loader)
+  assert loader.num_eval_batches == len(loader) == len(batches) == 3
+  assert all(b["image"].shape == (4, H, W, 3) for b in batches)
+  np.testing.assert_array_equal(batches[2]["mask"], [True, True, False, False])
+  assert all(b["mask"].all() for b in batches[:2])
+  for key in ("image", "pid", "camid", "index"):
+    assert not batches[2][key][2:].any()    # padding is zeros
+  index = np.concatenate([b["index"][b["mask"]] for b in batches])
+  np.testing.assert_array_equal(index, np.arange(10))
+  pid = np.concatenate([b["pid"][b["mask"]] for b in batches])
+  np.testing.assert_array_equal(pid, 10 + np.arange(10))
+  tcfg = transforms.TransformConfig.from_config(cfg)
+  expected = transforms.eval_transform(transforms.decode_image(src[5]["image"]),
+                                       tcfg)
+  np.testing.assert_allclose(batches[1]["image"][1], expected, rtol=1e-6)
+  _assert_batches_equal(list(loader), batches)   # re-iterable, deterministic
+
+
+def test_eval_process_slices_cover_the_global_batches():
+  src = _encoded_source(10)
+  cfg = _data_cfg(eval_batch_size=4)
+  whole = list(pipeline.eval_loader(src, cfg))
+  parts = [list(pipeline.eval_loader(src, cfg, process_index=p,
+                                     process_count=2)) for p in range(2)]
+  assert len(parts[0]) == len(parts[1]) == len(whole)
+  for g, batch in enumerate(whole):
+    assert parts[0][g]["image"].shape[0] == 2
+    for key in batch:
+      np.testing.assert_array_equal(
+          np.concatenate([parts[0][g][key], parts[1][g][key]]), batch[key])
+  with pytest.raises(ValueError, match="eval_batch_size=5"):
+    pipeline.eval_loader(src, _data_cfg(eval_batch_size=5), process_count=2)
+  with pytest.raises(ValueError, match="empty"):
+    pipeline.eval_loader([], cfg)
+
+
+def test_eval_with_worker_processes_matches_in_process():
+  src = _encoded_source(10)
+  ref = list(pipeline.eval_loader(src, _data_cfg(eval_batch_size=4)))
+  got = list(pipeline.eval_loader(src, _data_cfg(eval_batch_size=4,
+                                                 num_workers=2)))
+  _assert_batches_equal(got, ref)
