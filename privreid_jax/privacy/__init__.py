@@ -1,0 +1,1 @@
+"""Privacy tools: differentially private gallery release (`dp`) and privacy attacks."""
