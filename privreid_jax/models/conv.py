@@ -1,0 +1,160 @@
+"""2-D convolution and max-pooling with a choice of lowering: XLA conv or matrix products.
+
+On XLA:CPU, convolutions (and above all their weight gradients) are much slower than
+the same arithmetic written as plain matrix products (see /work/shared/PERF_NOTES.md).
+`Conv` therefore computes either with `lax.conv_general_dilated` (impl "xla") or as
+matrix products (impl "matmul"): a 1x1 convolution is one `lax.dot_general` on
+(N*H*W, C), a kxk convolution is im2col (k*k shifted strided slices concatenated on
+the channel axis) followed by one dot. "auto" picks "matmul" on the CPU backend and
+"xla" elsewhere (cuDNN / the TPU compiler handle convolutions best).
+
+Both lowerings share one parameter layout, identical to `flax.linen.Conv`:
+`kernel` [kh, kw, in, out] (HWIO) and an optional `bias` [out], so checkpoints and
+converted ImageNet weights load whatever the implementation. Padding is torch-style:
+a symmetric integer number of pixels per spatial side.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+from jax import lax
+import jax.numpy as jnp
+
+IMPLS = ("auto", "xla", "matmul")
+
+Pair = int | Sequence[int]
+
+
+def _pair(v: Pair, what: str) -> tuple[int, int]:
+  if isinstance(v, int):
+    return (v, v)
+  v = tuple(int(a) for a in v)
+  if len(v) != 2:
+    raise ValueError(f"{what} must be an int or a pair of ints, got {v!r}")
+  return v
+
+
+def resolve_impl(impl: str) -> str:
+  """Maps "auto" to "matmul" on the CPU backend and "xla" elsewhere."""
+  if impl not in IMPLS:
+    raise ValueError(f"conv_impl={impl!r}: expected one of {' | '.join(IMPLS)}")
+  if impl == "auto":
+    return "matmul" if jax.default_backend() == "cpu" else "xla"
+  return impl
+
+
+def _out_size(size: int, k: int, s: int, p: int) -> int:
+  out = (size + 2 * p - k) // s + 1
+  if out < 1:
+    raise ValueError(f"window {k} (stride {s}, padding {p}) does not fit an input "
+                     f"of size {size}")
+  return out
+
+
+def _shifted_slices(x: jax.Array, kernel: tuple[int, int], strides: tuple[int, int],
+                    out_hw: tuple[int, int]) -> list[jax.Array]:
+  """The kh*kw strided windows of an (already padded) NHWC input, row-major order."""
+  (kh, kw), (sh, sw), (ho, wo) = kernel, strides, out_hw
+  n, _, _, c = x.shape
+  slices = []
+  for i in range(kh):
+    for j in range(kw):
+      slices.append(lax.slice(
+          x, (0, i, j, 0), (n, i + sh * (ho - 1) + 1, j + sw * (wo - 1) + 1, c),
+          (1, sh, sw, 1)))
+  return slices
+
+
+def conv2d(x: jax.Array, kernel: jax.Array, strides: Pair = 1, padding: Pair = 0,
+           impl: str = "auto") -> jax.Array:
+  """NHWC x HWIO convolution with symmetric integer padding (torch semantics)."""
+  impl = resolve_impl(impl)
+  kh, kw, cin, cout = kernel.shape
+  if x.ndim != 4 or x.shape[-1] != cin:
+    raise ValueError(f"conv2d: input of shape {x.shape} does not match kernel "
+                     f"{kernel.shape} (expected NHWC with {cin} channels)")
+  sh, sw = _pair(strides, "strides")
+  ph, pw = _pair(padding, "padding")
+  if impl == "xla":
+    return lax.conv_general_dilated(
+        x, kernel, window_strides=(sh, sw), padding=((ph, ph), (pw, pw)),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  n, h, w, _ = x.shape
+  ho, wo = _out_size(h, kh, sh, ph), _out_size(w, kw, sw, pw)
+  if ph or pw:
+    x = jnp.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0)))
+  if (kh, kw) == (1, 1) and (sh, sw) == (1, 1) and x.shape[1:3] == (ho, wo):
+    cols = x
+  else:
+    slices = _shifted_slices(x, (kh, kw), (sh, sw), (ho, wo))
+    cols = slices[0] if len(slices) == 1 else jnp.concatenate(slices, axis=-1)
+  # (N*Ho*Wo, kh*kw*Cin) @ (kh*kw*Cin, Cout): the HWIO reshape matches the
+  # (i, j)-major, channel-minor order of the concatenated slices.
+  y = lax.dot_general(cols.reshape(n * ho * wo, kh * kw * cin),
+                      kernel.reshape(kh * kw * cin, cout),
+                      (((1,), (0,)), ((), ())))
+  return y.reshape(n, ho, wo, cout)
+
+
+def max_pool(x: jax.Array, window: Pair = 3, strides: Pair = 2, padding: Pair = 1,
+             impl: str = "auto") -> jax.Array:
+  """NHWC max-pooling; padded positions never win (torch `MaxPool2d` semantics)."""
+  impl = resolve_impl(impl)
+  kh, kw = _pair(window, "window")
+  sh, sw = _pair(strides, "strides")
+  ph, pw = _pair(padding, "padding")
+  if impl == "xla":
+    return nn.max_pool(x, (kh, kw), strides=(sh, sw), padding=((ph, ph), (pw, pw)))
+  _, h, w, _ = x.shape
+  ho, wo = _out_size(h, kh, sh, ph), _out_size(w, kw, sw, pw)
+  if ph or pw:
+    x = jnp.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0)), constant_values=-jnp.inf)
+  slices = _shifted_slices(x, (kh, kw), (sh, sw), (ho, wo))
+  out = slices[0]
+  for s in slices[1:]:
+    out = jnp.maximum(out, s)
+  return out
+
+
+class Conv(nn.Module):
+  """A 2-D convolution with `nn.Conv`'s parameters and init, and a selectable lowering.
+
+  Attributes:
+    features: output channels.
+    kernel_size: int or (kh, kw).
+    strides: int or (sh, sw).
+    padding: symmetric zero padding in pixels, int or (ph, pw) (torch-style).
+    use_bias: add a learned bias (torch convs in ResNets have none).
+    dtype: compute dtype (None: the promoted input/param dtype); params stay
+      `param_dtype`.
+    param_dtype: parameter dtype (float32).
+    kernel_init, bias_init: initializers, defaults as `nn.Conv`.
+    impl: "auto" | "xla" | "matmul" (see the module docstring).
+  """
+  features: int
+  kernel_size: Pair = 3
+  strides: Pair = 1
+  padding: Pair = 0
+  use_bias: bool = False
+  dtype: Any = None
+  param_dtype: Any = jnp.float32
+  kernel_init: Callable = nn.linear.default_kernel_init
+  bias_init: Callable = nn.initializers.zeros_init()
+  impl: str = "auto"
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    kh, kw = _pair(self.kernel_size, "kernel_size")
+    kernel = self.param("kernel", self.kernel_init,
+                        (kh, kw, x.shape[-1], self.features), self.param_dtype)
+    bias = (self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+            if self.use_bias else None)
+    dtype = self.dtype or jnp.promote_types(x.dtype, self.param_dtype)
+    y = conv2d(x.astype(dtype), kernel.astype(dtype), self.strides, self.padding,
+               self.impl)
+    if bias is not None:
+      y = y + bias.astype(dtype)
+    return y

@@ -1,0 +1,260 @@
+"""Load (and export) torchvision-layout ResNet weights into the Flax variable trees.
+
+    variables = model.init(rng, images, train=False)
+    variables = load_torchvision_resnet("resnet50.safetensors", variables)
+
+Supported files: `.safetensors` (read with numpy here; the `safetensors` package is
+not needed), `.npz` (`np.savez(path, **state_dict)`), and `.pth` / `.pt` when torch
+is importable. A checkpoint may wrap the state dict under "state_dict" or "model" and
+prefix keys with "module."; `fc.*` and `*.num_batches_tracked` are ignored.
+
+Only the ResNet subtree is replaced: `params["backbone"]` / `batch_stats["backbone"]`
+for a `ReidModel`, or the whole trees for a bare `ResNet`. Non-local blocks (`nl*`),
+pooling, BNNeck and classifier keep their initial values. Key mapping (resnet.py):
+module names swap "_" for "."; conv `kernel` HWIO <-> `weight` OIHW; BN `scale` <->
+`weight`, `bias` <-> `bias`, batch_stats `mean` / `var` <-> `running_mean` / `running_var`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from typing import Any, Mapping
+
+import jax.numpy as jnp
+import numpy as np
+
+_ST_DTYPES = {
+    "F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64,
+    "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_,
+}
+_SHOW = 5  # keys listed in error messages
+
+
+class PretrainedError(ValueError):
+  """A weights file that cannot be read or does not fit the model."""
+
+
+# --------------------------------------------------------------------------- files
+
+
+def read_safetensors(path: str) -> dict[str, np.ndarray]:
+  """Reads a .safetensors file (8-byte LE header length, JSON header, raw buffer)."""
+  with open(path, "rb") as f:
+    data = f.read()
+  if len(data) < 8:
+    raise PretrainedError(f"{path}: not a safetensors file (too short)")
+  (n,) = struct.unpack("<Q", data[:8])
+  if 8 + n > len(data):
+    raise PretrainedError(f"{path}: not a safetensors file (header length {n} "
+                          f"exceeds the file size {len(data)})")
+  try:
+    header = json.loads(data[8:8 + n])
+  except ValueError as e:
+    raise PretrainedError(f"{path}: unreadable safetensors header ({e})") from None
+  buf = memoryview(data)[8 + n:]
+  out = {}
+  for key, info in header.items():
+    if key == "__metadata__":
+      continue
+    dt = info.get("dtype")
+    begin, end = info["data_offsets"]
+    shape = tuple(info["shape"])
+    if dt == "BF16":
+      import ml_dtypes  # a jax dependency
+      arr = np.frombuffer(buf[begin:end], dtype=ml_dtypes.bfloat16)
+      arr = arr.astype(np.float32)
+    elif dt in _ST_DTYPES:
+      arr = np.frombuffer(buf[begin:end], dtype=np.dtype(_ST_DTYPES[dt]).newbyteorder("<"))
+    else:
+      raise PretrainedError(f"{path}: tensor {key!r} has unsupported dtype {dt!r}")
+    if arr.size != int(np.prod(shape)):
+      raise PretrainedError(f"{path}: tensor {key!r} has {arr.size} values for "
+                            f"shape {shape}")
+    out[key] = arr.reshape(shape).copy()
+  return out
+
+
+def write_safetensors(path: str, tensors: Mapping[str, np.ndarray]) -> None:
+  """Writes numpy arrays as a .safetensors file (float32/64/16, ints, bool)."""
+  names = {np.dtype(v): k for k, v in _ST_DTYPES.items()}
+  header, chunks, offset = {}, [], 0
+  for key in sorted(tensors):
+    arr = np.ascontiguousarray(tensors[key])
+    if arr.dtype not in names:
+      raise PretrainedError(f"{path}: cannot write {key!r} of dtype {arr.dtype}")
+    raw = arr.astype(arr.dtype.newbyteorder("<")).tobytes()
+    header[key] = {"dtype": names[arr.dtype], "shape": list(arr.shape),
+                   "data_offsets": [offset, offset + len(raw)]}
+    chunks.append(raw)
+    offset += len(raw)
+  blob = json.dumps(header, separators=(",", ":")).encode()
+  blob += b" " * (-len(blob) % 8)  # the format pads the header to 8 bytes
+  with open(path, "wb") as f:
+    f.write(struct.pack("<Q", len(blob)))
+    f.write(blob)
+    for c in chunks:
+      f.write(c)
+
+
+def _read_torch(path: str) -> dict[str, np.ndarray]:
+  try:
+    import torch  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    raise PretrainedError(
+        f"{path}: reading .pth/.pt needs torch, which is not installed; convert the "
+        "file to .safetensors or .npz elsewhere (e.g. np.savez(out, **{k: "
+        "v.numpy() for k, v in state_dict.items()}))") from None
+  obj = torch.load(path, map_location="cpu", weights_only=True)
+  for wrapper in ("state_dict", "model"):
+    if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
+      obj = obj[wrapper]
+  if not isinstance(obj, dict):
+    raise PretrainedError(f"{path}: expected a state dict, got {type(obj).__name__}")
+  return {k: v.detach().float().numpy() if v.is_floating_point() else v.numpy()
+          for k, v in obj.items() if hasattr(v, "numpy")}
+
+
+def read_state_dict(path: str) -> dict[str, np.ndarray]:
+  """Reads a torchvision-style state dict from .safetensors / .npz / .pth / .pt."""
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"{path}: pretrained weights file not found")
+  ext = os.path.splitext(path)[1].lower()
+  if ext == ".safetensors":
+    sd = read_safetensors(path)
+  elif ext == ".npz":
+    with np.load(path, allow_pickle=False) as z:
+      sd = {k: z[k] for k in z.files}
+  elif ext in (".pth", ".pt"):
+    sd = _read_torch(path)
+  else:
+    raise PretrainedError(f"{path}: unsupported weights format {ext!r} (expected "
+                          ".safetensors, .npz, .pth or .pt)")
+  return {k[len("module."):] if k.startswith("module.") else k: v for k, v in sd.items()}
+
+
+# ------------------------------------------------------------------------- mapping
+
+
+def _backbone(variables: Mapping[str, Any]) -> tuple[Mapping, Mapping, bool]:
+  params = variables.get("params", {})
+  stats = variables.get("batch_stats", {})
+  if "backbone" in params:
+    return params["backbone"], stats.get("backbone", {}), True
+  if "conv1" in params:
+    return params, stats, False
+  raise PretrainedError("variables hold no ResNet: expected params['backbone'] "
+                        "(ReidModel) or params['conv1'] (bare ResNet)")
+
+
+_LEAVES = {
+    "params": {"kernel": "weight", "scale": "weight", "bias": "bias"},
+    "batch_stats": {"mean": "running_mean", "var": "running_var"},
+}
+
+
+def _key_map(params: Mapping, stats: Mapping) -> dict[str, tuple[str, tuple[str, ...]]]:
+  """torch key -> (collection, path inside the backbone tree); skips `nl*` blocks."""
+  out = {}
+  for coll, tree in (("params", params), ("batch_stats", stats)):
+    for path in _flat_paths(tree):
+      if path[0].startswith("nl"):
+        continue  # non-local blocks: no torchvision counterpart
+      leaf = _LEAVES[coll].get(path[-1])
+      if leaf is None:
+        raise PretrainedError(f"unexpected backbone {coll} leaf {'/'.join(path)}")
+      prefix = ".".join(p.replace("_", ".") for p in path[:-1])
+      out[f"{prefix}.{leaf}"] = (coll, path)
+  return out
+
+
+def _flat_paths(tree: Mapping, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+  paths = []
+  for name, sub in tree.items():
+    if isinstance(sub, Mapping):
+      paths += _flat_paths(sub, path + (name,))
+    else:
+      paths.append(path + (name,))
+  return paths
+
+
+def _get(tree: Mapping, path: tuple[str, ...]):
+  for p in path:
+    tree = tree[p]
+  return tree
+
+
+def _set(tree: Mapping, path: tuple[str, ...], value) -> dict:
+  """Copy of `tree` (nested dicts) with `path` replaced by `value`."""
+  tree = dict(tree)
+  tree[path[0]] = value if len(path) == 1 else _set(tree[path[0]], path[1:], value)
+  return tree
+
+
+def _to_torch(value: np.ndarray) -> np.ndarray:
+  return value.transpose(3, 2, 0, 1) if value.ndim == 4 else value  # HWIO -> OIHW
+
+
+def _from_torch(value: np.ndarray) -> np.ndarray:
+  return value.transpose(2, 3, 1, 0) if value.ndim == 4 else value  # OIHW -> HWIO
+
+
+def _listing(keys, n: int = _SHOW) -> str:
+  keys = sorted(keys)
+  more = f", ... ({len(keys)} in all)" if len(keys) > n else ""
+  return ", ".join(keys[:n]) + more
+
+
+def load_torchvision_resnet(path: str, variables: Mapping[str, Any]) -> dict[str, Any]:
+  """Returns `variables` with the ResNet subtree replaced by the file's weights.
+
+  Raises PretrainedError (one line, naming the file and the first few keys) when
+  keys are missing, unexpected or mis-shaped.
+  """
+  sd = {k: v for k, v in read_state_dict(path).items()
+        if not k.startswith("fc.") and not k.endswith("num_batches_tracked")}
+  params, stats, nested = _backbone(variables)
+  kmap = _key_map(params, stats)
+  missing = set(kmap) - set(sd)
+  unexpected = set(sd) - set(kmap)
+  trees = {"params": params, "batch_stats": stats}
+  misshaped = []
+  for key in sorted(set(kmap) & set(sd)):
+    coll, p = kmap[key]
+    shape = tuple(np.shape(_get(trees[coll], p)))
+    want = (shape[3], shape[2], shape[0], shape[1]) if len(shape) == 4 else shape
+    if tuple(sd[key].shape) != want:
+      misshaped.append(f"{key} file {tuple(sd[key].shape)} vs model {want}")
+  if missing or unexpected or misshaped:
+    parts = []
+    if missing:
+      parts.append(f"missing keys: {_listing(missing)}")
+    if unexpected:
+      parts.append(f"unexpected keys: {_listing(unexpected)}")
+    if misshaped:
+      parts.append(f"mis-shaped keys: {_listing(misshaped)}")
+    raise PretrainedError(f"{path}: weights do not fit the ResNet ({'; '.join(parts)})")
+  for key, (coll, p) in kmap.items():
+    old = _get(trees[coll], p)
+    trees[coll] = _set(trees[coll], p, jnp.asarray(_from_torch(sd[key]), dtype=old.dtype))
+  out = dict(variables)
+  if nested:
+    out["params"] = _set(variables["params"], ("backbone",), trees["params"])
+    if trees["batch_stats"]:
+      out["batch_stats"] = _set(variables["batch_stats"], ("backbone",),
+                                trees["batch_stats"])
+  else:
+    out["params"], out["batch_stats"] = trees["params"], trees["batch_stats"]
+  return out
+
+
+def export_torchvision_resnet(variables: Mapping[str, Any]) -> dict[str, np.ndarray]:
+  """The ResNet subtree as a torchvision state dict (float32 numpy, OIHW convs).
+
+  Without `fc.*` and `num_batches_tracked` (torch fills the latter in on load).
+  """
+  params, stats, _ = _backbone(variables)
+  trees = {"params": params, "batch_stats": stats}
+  return {key: _to_torch(np.asarray(_get(trees[coll], p), np.float32))
+          for key, (coll, p) in sorted(_key_map(params, stats).items())}
