@@ -1,0 +1,1 @@
+"""Image operations on batches: conventional desensitization and image-similarity metrics."""
