@@ -1,0 +1,548 @@
+"""Re-ID ranking metrics: Market-1501 CMC / mAP / mINP, re-ranking, CUHK03.
+
+`evaluate_rank` is torchreid's / fast-reid's `eval_market1501` (METHODS.md s.1):
+for each query the gallery is ranked by distance (stable sort), gallery items
+with the query's pid AND camera are dropped, queries with no match left are
+skipped; CMC(k), AP (mean precision at each match) and INP (#matches / rank of
+the last match) are averaged over the valid queries.
+
+The per-query loop of the reference is replaced by whole-chunk NumPy work:
+
+* rows are sorted as unique int64 keys `(order-preserving float bits, column)`
+  with NumPy's SIMD sort, which is a stable argsort ~7x faster than
+  `np.argsort(kind="stable")`;
+* only the same-pid entries of the sorted rows are kept (`np.nonzero`), and
+  each match's rank in the junk-free list is its column minus the junk entries
+  before it, so AP / INP / CMC need no per-row Python work.
+
+`evaluate_features` computes distances with a jitted `jax.numpy` matmul one
+query chunk at a time (the next chunk is dispatched while the current one is
+ranked), so an MSMT17-sized evaluation never holds the 3.8 GB distance matrix.
+
+`rerank` is the k-reciprocal re-ranking of Zhong et al. (CVPR 2017) with the
+semantics of its widely used reference code, vectorised with sparse matrices;
+it needs the dense (Q+G)^2 distance matrix (1.5 GB for Market-1501).
+`evaluate_cuhk03` is torchreid's `eval_cuhk03` (single-shot CMC: one random
+gallery image per identity, averaged over repeats) with an explicit seed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from scipy import sparse
+
+METRICS = ("euclidean", "cosine")
+
+# Rows per internal chunk are chosen so a chunk holds about this many distances
+# (the sort keys of a chunk take 8 bytes each).
+_CHUNK_ELEMENTS = 1 << 23
+_NORM_EPS = 1e-12   # as torch.nn.functional.normalize
+
+
+# ----------------------------------------------------------------------------
+# Input checks.
+# ----------------------------------------------------------------------------
+def _as_matrix(name: str, x: Any) -> np.ndarray:
+  x = np.asarray(x)
+  if x.ndim != 2:
+    raise ValueError(f"{name} must be a 2-D matrix, got shape {x.shape}")
+  if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+    raise ValueError(f"{name} must hold numbers, got dtype {x.dtype}")
+  return x
+
+
+def _as_ids(name: str, x: Any, n: int, what: str) -> np.ndarray:
+  x = np.asarray(x)
+  if x.ndim != 1 or x.shape[0] != n:
+    raise ValueError(f"{name} must be a 1-D array of {n} entries (one per {what}), "
+                     f"got shape {x.shape}")
+  if x.size and not np.issubdtype(x.dtype, np.integer):
+    if not np.all(np.mod(x, 1) == 0):
+      raise ValueError(f"{name} must hold integer ids, got dtype {x.dtype}")
+  return x.astype(np.int64)
+
+
+def _check_ids(distmat_name: str, shape: tuple[int, int], q_pids, g_pids,
+               q_camids, g_camids) -> tuple[np.ndarray, ...]:
+  n_q, n_g = shape
+  what_q = f"query row of {distmat_name}"
+  what_g = f"gallery column of {distmat_name}"
+  return (_as_ids("q_pids", q_pids, n_q, what_q), _as_ids("g_pids", g_pids, n_g, what_g),
+          _as_ids("q_camids", q_camids, n_q, what_q),
+          _as_ids("g_camids", g_camids, n_g, what_g))
+
+
+def _check_positive_int(name: str, value: Any) -> int:
+  if isinstance(value, bool) or int(value) != value or value < 1:
+    raise ValueError(f"{name} must be a positive integer, got {value!r}")
+  return int(value)
+
+
+def _check_metric(metric: str) -> str:
+  if metric not in METRICS:
+    raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+  return metric
+
+
+# ----------------------------------------------------------------------------
+# Stable row-wise sorting via unique integer keys.
+# ----------------------------------------------------------------------------
+def _sort_keys(d: np.ndarray, out: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+  """Unique int64 keys whose order is the stable order of each row of float32 d.
+
+  key = ordered(d) * 2**shift + column, where ordered() maps float32 bits to
+  integers in value order (negative floats get their magnitude bits flipped,
+  -0.0 joins +0.0). `out` ([>= rows, G] int64) is reused when given: fresh
+  large arrays cost page faults on every chunk.
+  """
+  n = d.shape[1]
+  shift = max(1, (n - 1).bit_length())
+  keys = np.empty(d.shape, np.int64) if out is None else out[:d.shape[0]]
+  bits = np.ascontiguousarray(d).view(np.int32)
+  np.copyto(keys, bits)
+  if bits.size and bits.min() < 0:
+    negative = keys < 0
+    np.bitwise_xor(keys, 0x7FFFFFFF, out=keys, where=negative)
+    keys[keys == -1] = 0                          # -0.0 ties with +0.0
+  keys <<= shift
+  keys |= np.arange(n, dtype=np.int64)
+  return keys, shift
+
+
+def _fast_path(d: np.ndarray) -> bool:
+  return d.dtype == np.float32 and d.shape[1] <= (1 << 31)
+
+
+def _argsort_rows(d: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+  """np.argsort(d, axis=1, kind="stable") as int64, ~10x faster for float32."""
+  if not _fast_path(d):
+    return np.argsort(d.astype(np.float64, copy=False), axis=1, kind="stable")
+  keys, shift = _sort_keys(d, out)
+  keys.sort(axis=1)
+  keys &= (1 << shift) - 1
+  return keys
+
+
+def _topk_rows(d: np.ndarray, k: int) -> np.ndarray:
+  """The first k columns of the stable row-wise argsort of d, chunked."""
+  n_rows, n = d.shape
+  k = min(k, n)
+  out = np.empty((n_rows, k), np.int64)
+  step = max(1, _CHUNK_ELEMENTS // max(n, 1))
+  for s in range(0, n_rows, step):
+    block = d[s:s + step]
+    if not _fast_path(block):
+      out[s:s + step] = np.argsort(block, axis=1, kind="stable")[:, :k]
+      continue
+    keys, shift = _sort_keys(block)
+    if k < n:
+      keys = np.partition(keys, k - 1, axis=1)[:, :k]
+    keys.sort(axis=1)
+    out[s:s + step] = keys & ((1 << shift) - 1)
+  return out
+
+
+def _check_finite_order(name: str, d: np.ndarray) -> None:
+  if np.issubdtype(d.dtype, np.floating) and d.size and np.isnan(np.min(d)):
+    raise ValueError(f"{name} contains NaN distances")
+
+
+# ----------------------------------------------------------------------------
+# Per-query statistics of ranked rows.
+# ----------------------------------------------------------------------------
+def _match_stats(order: np.ndarray, q_pids: np.ndarray, q_camids: np.ndarray,
+                 g_pids: np.ndarray, g_camids: np.ndarray,
+                 buf: np.ndarray | None = None):
+  """Per query: #matches, rank of the first / last match, AP (0 when no match).
+
+  `order` is [chunk, G], each row the gallery sorted by distance. Ranks are
+  1-based positions in the list without same-pid same-camera items. `buf`
+  ([>= chunk, G], g_pids' dtype) is scratch space.
+  """
+  c = order.shape[0]
+  buf = np.empty(order.shape, g_pids.dtype) if buf is None else buf[:c]
+  np.take(g_pids, order, out=buf)
+  rows, cols = np.nonzero(buf == q_pids[:, None])                # row-major
+  junk = g_camids[order[rows, cols]] == q_camids[rows]
+  row_start = np.searchsorted(rows, np.arange(c))
+  junk_prefix = np.concatenate(([0], np.cumsum(junk)))
+  junk_before = junk_prefix[:-1] - junk_prefix[row_start[rows]]
+  good = ~junk
+  good_rows = rows[good]
+  rank = (cols - junk_before)[good] + 1
+  num_good = np.bincount(good_rows, minlength=c)
+  good_start = np.concatenate(([0], np.cumsum(num_good)[:-1]))
+  hits = np.arange(good_rows.size) - good_start[good_rows] + 1
+  ap = np.bincount(good_rows, weights=hits / rank, minlength=c).astype(np.float64)
+  valid = num_good > 0
+  first = np.zeros(c, np.int64)
+  last = np.zeros(c, np.int64)
+  first[valid] = rank[good_start[valid]]
+  last[valid] = rank[good_start[valid] + num_good[valid] - 1]
+  ap[valid] /= num_good[valid]
+  return num_good, first, last, ap
+
+
+class _Accumulator:
+  """Collects per-query statistics chunk by chunk and averages valid queries."""
+
+  def __init__(self, g_pids: np.ndarray, g_camids: np.ndarray, max_rank: int):
+    self.g_pids = g_pids
+    self.g_camids = g_camids
+    self.max_rank = max_rank
+    self.cmc_hist = np.zeros(max_rank + 1, np.int64)
+    self.aps: list[np.ndarray] = []
+    self.inps: list[np.ndarray] = []
+    self.num_queries = 0
+    self._keys: np.ndarray | None = None    # scratch reused across chunks
+    self._pids: np.ndarray | None = None
+
+  def sort(self, dist: np.ndarray, name: str = "distmat") -> np.ndarray:
+    """Stable argsort of a chunk's rows (into the reused scratch buffer)."""
+    _check_finite_order(name, dist)
+    if self._keys is None or self._keys.shape[0] < dist.shape[0]:
+      self._keys = np.empty(dist.shape, np.int64)
+      self._pids = np.empty(dist.shape, self.g_pids.dtype)
+    return _argsort_rows(dist, self._keys)
+
+  def add(self, dist: np.ndarray, q_pids: np.ndarray, q_camids: np.ndarray,
+          name: str = "distmat") -> None:
+    self.add_sorted(self.sort(dist, name), q_pids, q_camids)
+
+  def add_sorted(self, order, q_pids, q_camids) -> np.ndarray:
+    num_good, first, last, ap = _match_stats(order, q_pids, q_camids, self.g_pids,
+                                             self.g_camids, self._pids)
+    valid = num_good > 0
+    self.num_queries += order.shape[0]
+    self.cmc_hist += np.bincount(np.minimum(first[valid], self.max_rank + 1) - 1,
+                                 minlength=self.max_rank + 1)
+    self.aps.append(ap[valid])
+    self.inps.append(num_good[valid] / last[valid])
+    return valid
+
+  def result(self, cmc: np.ndarray | None = None) -> dict[str, Any]:
+    aps = np.concatenate(self.aps) if self.aps else np.zeros(0)
+    num_valid = int(aps.size)
+    if num_valid == 0:
+      raise ValueError(
+          f"no valid query: none of the {self.num_queries} queries has a gallery item "
+          "with its pid from another camera (check q_pids/g_pids and the camids)")
+    if cmc is None:
+      cmc = np.cumsum(self.cmc_hist[:self.max_rank]) / num_valid
+    return {"cmc": cmc, "mAP": float(np.mean(aps)),
+            "mINP": float(np.mean(np.concatenate(self.inps))),
+            "num_valid_queries": num_valid}
+
+
+# ----------------------------------------------------------------------------
+# Market-1501 protocol.
+# ----------------------------------------------------------------------------
+def evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids,
+                  max_rank: int = 50) -> dict[str, Any]:
+  """torchreid's `eval_market1501` on a [Q, G] distance matrix.
+
+  Returns {"cmc": float64 [min(max_rank, G)] fractions, "mAP", "mINP": float
+  fractions, "num_valid_queries": int}. Raises ValueError on mismatched shapes,
+  NaN distances or when no query has a valid match.
+  """
+  distmat = _as_matrix("distmat", distmat)
+  q_pids, g_pids, q_camids, g_camids = _check_ids("distmat", distmat.shape, q_pids,
+                                                  g_pids, q_camids, g_camids)
+  max_rank = min(_check_positive_int("max_rank", max_rank), distmat.shape[1])
+  if distmat.shape[1] == 0:
+    raise ValueError("distmat has an empty gallery (0 columns)")
+  acc = _Accumulator(g_pids, g_camids, max_rank)
+  step = max(1, _CHUNK_ELEMENTS // distmat.shape[1])
+  for s in range(0, distmat.shape[0], step):
+    acc.add(distmat[s:s + step], q_pids[s:s + step], q_camids[s:s + step])
+  return acc.result()
+
+
+def _l2_normalize(x: jax.Array) -> jax.Array:
+  norm = jnp.linalg.norm(x, axis=-1, keepdims=True)
+  return x / jnp.maximum(norm, _NORM_EPS)
+
+
+def pairwise_distance(a, b, metric: str = "euclidean") -> jax.Array:
+  """[M, D] x [N, D] -> [M, N] float32 distances (jit-able).
+
+  "euclidean" is the squared Euclidean distance clamped at 0 (torchreid's
+  `euclidean_squared_distance`); "cosine" is 1 - cosine similarity. On
+  L2-normalised features the two give the same order (euclidean = 2 * cosine).
+  """
+  _check_metric(metric)
+  a = jnp.asarray(a, jnp.float32)
+  b = jnp.asarray(b, jnp.float32)
+  if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+    raise ValueError(f"pairwise_distance needs [M, D] and [N, D] features, "
+                     f"got shapes {a.shape} and {b.shape}")
+  hi = jax.lax.Precision.HIGHEST
+  if metric == "cosine":
+    return 1.0 - jnp.matmul(_l2_normalize(a), _l2_normalize(b).T, precision=hi)
+  sq = jnp.sum(a * a, axis=1)[:, None] + jnp.sum(b * b, axis=1)[None, :]
+  return jnp.maximum(sq - 2.0 * jnp.matmul(a, b.T, precision=hi), 0.0)
+
+
+_pairwise_jit = jax.jit(pairwise_distance, static_argnames="metric")
+_normalize_jit = jax.jit(_l2_normalize)
+
+
+def _chunked_distances(qf: np.ndarray, gf: jax.Array, metric: str, chunk: int):
+  """Yields (start, [n, G] numpy distances) per query chunk, one chunk ahead."""
+  n_q = qf.shape[0]
+
+  def dispatch(s):
+    block = qf[s:s + chunk]
+    if block.shape[0] < chunk:   # pad: one compiled shape for every chunk
+      block = np.concatenate([block, np.zeros((chunk - block.shape[0], qf.shape[1]),
+                                              qf.dtype)])
+    return _pairwise_jit(jnp.asarray(block), gf, metric=metric)
+
+  starts = list(range(0, n_q, chunk))
+  pending = dispatch(starts[0])
+  for i, s in enumerate(starts):
+    nxt = dispatch(starts[i + 1]) if i + 1 < len(starts) else None
+    yield s, np.asarray(pending)[:min(chunk, n_q - s)]
+    pending = nxt
+
+
+def _full_distance(a: np.ndarray, b: jax.Array, metric: str, chunk: int) -> np.ndarray:
+  out = np.empty((a.shape[0], b.shape[0]), np.float32)
+  for s, d in _chunked_distances(a, b, metric, chunk):
+    out[s:s + d.shape[0]] = d
+  return out
+
+
+def _as_features(name: str, x) -> np.ndarray:
+  x = np.asarray(x, np.float32)
+  if x.ndim != 2:
+    raise ValueError(f"{name} must be [N, D] features, got shape {x.shape}")
+  if not np.isfinite(x).all():
+    raise ValueError(f"{name} contains NaN or infinite values")
+  return x
+
+
+def evaluate_features(qf, gf, q_pids, g_pids, q_camids, g_camids, *,
+                      metric: str = "euclidean", normalize: bool = True,
+                      max_rank: int = 50, chunk_size: int = 256,
+                      rerank: bool = False, k1: int = 20, k2: int = 6,
+                      lambda_value: float = 0.3) -> dict[str, Any]:
+  """Market-1501 metrics from [Q, D] query and [G, D] gallery features.
+
+  Distances ("euclidean" = squared, or "cosine") are computed on the default
+  JAX device `chunk_size` queries at a time and ranked on the host, so memory
+  is O(chunk_size * G) beyond the features. Results equal `evaluate_rank` on
+  the full matrix. With `rerank=True` the dense query/gallery matrices are
+  built for k-reciprocal re-ranking (memory O((Q + G)^2)).
+  """
+  metric = _check_metric(metric)
+  qf = _as_features("qf", qf)
+  gf = _as_features("gf", gf)
+  if qf.shape[1] != gf.shape[1]:
+    raise ValueError(f"qf and gf feature dims differ: {qf.shape[1]} vs {gf.shape[1]}")
+  if qf.shape[0] == 0 or gf.shape[0] == 0:
+    raise ValueError(f"qf and gf must be non-empty, got {qf.shape[0]} queries and "
+                     f"{gf.shape[0]} gallery items")
+  q_pids, g_pids, q_camids, g_camids = _check_ids(
+      "qf/gf", (qf.shape[0], gf.shape[0]), q_pids, g_pids, q_camids, g_camids)
+  max_rank = min(_check_positive_int("max_rank", max_rank), gf.shape[0])
+  chunk = min(_check_positive_int("chunk_size", chunk_size), qf.shape[0])
+  if normalize:
+    qf = np.asarray(_normalize_jit(jnp.asarray(qf)))
+    g_dev = _normalize_jit(jnp.asarray(gf))
+  else:
+    g_dev = jnp.asarray(gf)
+
+  if rerank:
+    q_g = _full_distance(qf, g_dev, metric, chunk)
+    q_q = _full_distance(qf, jnp.asarray(qf), metric, chunk)
+    g_g = _full_distance(np.asarray(g_dev), g_dev, metric, chunk)
+    new = _rerank(q_g, q_q, g_g, k1=k1, k2=k2, lambda_value=lambda_value)
+    return evaluate_rank(new, q_pids, g_pids, q_camids, g_camids, max_rank)
+
+  acc = _Accumulator(g_pids, g_camids, max_rank)
+  for s, d in _chunked_distances(qf, g_dev, metric, chunk):
+    acc.add(d, q_pids[s:s + d.shape[0]], q_camids[s:s + d.shape[0]], name="distances")
+  return acc.result()
+
+
+# ----------------------------------------------------------------------------
+# k-reciprocal re-ranking (Zhong et al., CVPR 2017).
+# ----------------------------------------------------------------------------
+def _reciprocal_sets(rank: np.ndarray, k: int) -> np.ndarray:
+  """[n, k+1] neighbours j of i among i's top k+1 that have i in their top k+1; -1 pads."""
+  fwd = rank[:, :k + 1]
+  out = np.full(fwd.shape, -1, fwd.dtype)
+  step = max(1, _CHUNK_ELEMENTS // max(fwd.shape[1] ** 2, 1))
+  for s in range(0, fwd.shape[0], step):
+    f = fwd[s:s + step]
+    back = fwd[f]                                              # [c, k+1, k+1]
+    me = np.arange(s, s + f.shape[0])[:, None, None]
+    out[s:s + step] = np.where((back == me).any(-1), f, -1)
+  return out
+
+
+def _expanded_pairs(recip: np.ndarray, recip_half: np.ndarray):
+  """(row, col) pairs of each row's k-reciprocal set grown by the 2/3 rule."""
+  len_half = (recip_half >= 0).sum(1)
+  rows_out, cols_out = [], []
+  width = recip.shape[1] * recip_half.shape[1] * recip.shape[1]
+  step = max(1, _CHUNK_ELEMENTS // max(width, 1))
+  for s in range(0, recip.shape[0], step):
+    r = recip[s:s + step]                                      # [c, k+1]
+    ids = np.arange(s, s + r.shape[0])
+    cand = np.maximum(r, 0)
+    cand_sets = recip_half[cand]                               # [c, k+1, h+1]
+    inside = ((cand_sets[..., None] == r[:, None, None, :]) &
+              (cand_sets[..., None] >= 0)).any(-1).sum(-1)     # |R_h(c) & R(i)|
+    take = (r >= 0) & (inside > 2.0 / 3.0 * len_half[cand])
+    grow = take[..., None] & (cand_sets >= 0)
+    rows_out += [np.broadcast_to(ids[:, None], r.shape)[r >= 0],
+                 np.broadcast_to(ids[:, None, None], cand_sets.shape)[grow]]
+    cols_out += [r[r >= 0], cand_sets[grow]]
+  rows = np.concatenate(rows_out).astype(np.int64)
+  cols = np.concatenate(cols_out).astype(np.int64)
+  n = recip.shape[0]
+  key = np.unique(rows * n + cols)
+  return key // n, key % n
+
+
+def rerank(q_g_dist, q_q_dist, g_g_dist, k1: int = 20, k2: int = 6,
+           lambda_value: float = 0.3) -> np.ndarray:
+  """k-reciprocal re-ranked [Q, G] float32 distance.
+
+  Semantics of the reference `re_ranking` code: the (Q+G)^2 matrix of the given
+  distances is squared and normalised by its column max (then transposed),
+  k-reciprocal sets use the top k1+1 neighbours, grown by the sets of the
+  top round(k1/2)+1 neighbours of each member that overlap it by more than
+  2/3, weighted by exp(-distance); k2 > 1 averages each row over its k2
+  nearest rows (local query expansion); the result is
+  (1 - lambda) * Jaccard + lambda * normalised original distance.
+  """
+  q_g = _as_matrix("q_g_dist", q_g_dist)
+  q_q = _as_matrix("q_q_dist", q_q_dist)
+  g_g = _as_matrix("g_g_dist", g_g_dist)
+  n_q, n_g = q_g.shape
+  if q_q.shape != (n_q, n_q):
+    raise ValueError(f"q_q_dist must be [{n_q}, {n_q}] (queries of q_g_dist), "
+                     f"got {q_q.shape}")
+  if g_g.shape != (n_g, n_g):
+    raise ValueError(f"g_g_dist must be [{n_g}, {n_g}] (gallery of q_g_dist), "
+                     f"got {g_g.shape}")
+  if n_q == 0 or n_g == 0:
+    raise ValueError(f"q_g_dist must be non-empty, got shape {q_g.shape}")
+  k1 = _check_positive_int("k1", k1)
+  k2 = _check_positive_int("k2", k2)
+  if not 0.0 <= lambda_value <= 1.0:
+    raise ValueError(f"lambda_value must be in [0, 1], got {lambda_value!r}")
+  for name, m in (("q_g_dist", q_g), ("q_q_dist", q_q), ("g_g_dist", g_g)):
+    _check_finite_order(name, m)
+
+  n = n_q + n_g
+  # dist = (D**2 / colmax(D**2)).T with D = [[qq, qg], [qg.T, gg]], built
+  # transposed in place: D.T = [[qq.T, qg], [qg.T, gg.T]], then row maxima.
+  dist = np.empty((n, n), np.float32)
+  dist[:n_q, :n_q] = q_q.T
+  dist[:n_q, n_q:] = q_g
+  dist[n_q:, :n_q] = q_g.T
+  dist[n_q:, n_q:] = g_g.T
+  np.square(dist, out=dist)
+  row_max = dist.max(axis=1, keepdims=True)
+  row_max[row_max == 0] = 1.0
+  dist /= row_max
+
+  rank = _topk_rows(dist, max(k1 + 1, k2)).astype(np.int32)
+  recip = _reciprocal_sets(rank, k1)
+  recip_half = _reciprocal_sets(rank, int(np.around(k1 / 2.0)))
+  rows, cols = _expanded_pairs(recip, recip_half)
+  weight = np.exp(-dist[rows, cols])
+  weight = weight / np.bincount(rows, weights=weight, minlength=n)[rows]
+  v = sparse.csr_matrix((weight.astype(np.float32), (rows, cols)), shape=(n, n))
+  if k2 != 1:
+    near = rank[:, :k2]
+    qe = sparse.csr_matrix(
+        (np.full(near.size, 1.0 / near.shape[1], np.float32),
+         (np.repeat(np.arange(n), near.shape[1]), near.ravel())), shape=(n, n))
+    v = (qe @ v).tocsr()
+  v.eliminate_zeros()
+
+  # Jaccard: sum_l min(V[i, l], V[j, l]) over the non-zeros of query row i.
+  v_q = v[:n_q]
+  v_g = v[n_q:].tocsc()
+  indptr, g_rows, g_vals = v_g.indptr, v_g.indices, v_g.data
+  out = np.empty((n_q, n_g), np.float32)
+  step = max(1, (_CHUNK_ELEMENTS // 2) // n_g)
+  for s in range(0, n_q, step):
+    block = v_q[s:s + step].tocoo()
+    count = indptr[block.col + 1] - indptr[block.col]
+    first = np.repeat(indptr[block.col] - (np.cumsum(count) - count), count)
+    pos = first + np.arange(count.sum())
+    contrib = np.minimum(np.repeat(block.data, count), g_vals[pos])
+    c = min(step, n_q - s)
+    shared = np.bincount(np.repeat(block.row, count).astype(np.int64) * n_g + g_rows[pos],
+                         weights=contrib, minlength=c * n_g).reshape(c, n_g)
+    jaccard = 1.0 - shared / (2.0 - shared)
+    out[s:s + c] = (jaccard * (1.0 - lambda_value) +
+                    dist[s:s + c, n_q:] * lambda_value)
+  return out
+
+
+_rerank = rerank   # evaluate_features' `rerank` flag shadows the function name
+
+
+# ----------------------------------------------------------------------------
+# CUHK03 classic single-shot metric.
+# ----------------------------------------------------------------------------
+def evaluate_cuhk03(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int = 50,
+                    num_repeats: int = 10, seed: int = 0) -> dict[str, Any]:
+  """torchreid's `eval_cuhk03`: single-shot CMC averaged over random galleries.
+
+  For each valid query and each repeat one gallery image per identity is drawn
+  uniformly (same-pid same-camera images excluded) and the rank of the drawn
+  match among the drawn images gives the CMC; AP / INP use the full gallery
+  as in `evaluate_rank`. Draws come from `np.random.default_rng([seed, query
+  index])`, so results are reproducible and independent of chunking.
+  """
+  distmat = _as_matrix("distmat", distmat)
+  q_pids, g_pids, q_camids, g_camids = _check_ids("distmat", distmat.shape, q_pids,
+                                                  g_pids, q_camids, g_camids)
+  n_q, n_g = distmat.shape
+  if n_g == 0:
+    raise ValueError("distmat has an empty gallery (0 columns)")
+  max_rank = min(_check_positive_int("max_rank", max_rank), n_g)
+  repeats = _check_positive_int("num_repeats", num_repeats)
+  if isinstance(seed, bool) or int(seed) != seed or seed < 0:
+    raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+
+  ids, group = np.unique(g_pids, return_inverse=True)
+  members = np.argsort(group, kind="stable")        # gallery indices by identity
+  counts = np.bincount(group, minlength=ids.size)
+  starts = np.cumsum(counts) - counts
+  acc = _Accumulator(g_pids, g_camids, max_rank)
+  ranks_axis = np.arange(1, max_rank + 1)
+  cmcs: list[np.ndarray] = []
+  step = max(1, _CHUNK_ELEMENTS // n_g)
+  for s in range(0, n_q, step):
+    order = acc.sort(distmat[s:s + step])
+    valid = acc.add_sorted(order, q_pids[s:s + step], q_camids[s:s + step])
+    pos = np.empty_like(order)
+    np.put_along_axis(pos, order, np.broadcast_to(np.arange(n_g), order.shape), axis=1)
+    for r in np.flatnonzero(valid):
+      q = s + r
+      rng = np.random.default_rng([int(seed), q])
+      draw = (rng.random((repeats, ids.size)) * counts).astype(np.int64)
+      chosen = members[starts + np.minimum(draw, counts - 1)]          # [R, P]
+      gq = np.searchsorted(ids, q_pids[q])
+      own = members[starts[gq]:starts[gq] + counts[gq]]
+      own = own[g_camids[own] != q_camids[q]]
+      pick = np.minimum((rng.random(repeats) * own.size).astype(np.int64), own.size - 1)
+      chosen[:, gq] = own[pick]
+      p = pos[r][chosen]
+      rank = (p <= p[:, gq:gq + 1]).sum(1)                             # 1-based
+      cmcs.append((rank[None, :] <= ranks_axis[:, None]).mean(1))
+  cmc = np.mean(cmcs, axis=0) if cmcs else None
+  return acc.result(cmc)
