@@ -45,6 +45,16 @@ _BUFFER = 2
 Batch = dict[str, np.ndarray]
 
 
+def _prefetch(ds: grain.IterDataset, num_workers: int) -> grain.IterDataset:
+  """grain worker processes; they read absl flags, unparsed outside absl.app.run
+  (notebooks, tests, library use), so mark them parsed with their defaults."""
+  from absl import flags
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
+  return ds.mp_prefetch(grain.MultiprocessingOptions(
+      num_workers=num_workers, per_worker_buffer_size=_BUFFER))
+
+
 def _read_item(source: Sequence[Any], index: int,
                image_only: bool = False) -> tuple[np.ndarray, int, int]:
   """Source item -> (uint8 HxWx3 image, pid, camid)."""
@@ -270,8 +280,7 @@ class TrainLoader(grain.DatasetIterator):
     ids = ds.to_iter_dataset(grain.ReadOptions(num_threads=1,
                                                prefetch_buffer_size=1))
     if self._num_workers:
-      ids = ids.mp_prefetch(grain.MultiprocessingOptions(
-          num_workers=self._num_workers, per_worker_buffer_size=_BUFFER))
+      ids = _prefetch(ids, self._num_workers)
     return iter(ids)
 
   def __next__(self) -> Batch:
@@ -422,8 +431,7 @@ class EvalLoader:
     ids = ds.to_iter_dataset(grain.ReadOptions(num_threads=1,
                                                prefetch_buffer_size=1))
     if self._num_workers > 0:
-      ids = ids.mp_prefetch(grain.MultiprocessingOptions(
-          num_workers=self._num_workers, per_worker_buffer_size=_BUFFER))
+      ids = _prefetch(ids, self._num_workers)
     it = iter(ids)
     try:
       for raw in it:

@@ -33,7 +33,7 @@ from PIL import Image
 
 from privreid_jax.data.records import DatasetError
 
-VERSION = 1  # bump when the images change, so cached datasets are regenerated
+VERSION = 2  # bump when the images change, so cached datasets are regenerated
 MARKER = "synthetic.json"
 FOLDERS = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
 DEFAULTS: dict[str, Any] = dict(
@@ -73,7 +73,7 @@ _GROUND = np.array([[.35, .35, .36], [.62, .58, .5], [.3, .45, .22], [.55, .35, 
 # The print: PRINT_SHAPE cells made of 2x2 blocks, each one of the two diagonals.
 # Every block has the same mean and centroid, so what tells two prints apart is
 # at the cell frequency only, which the blur and the mosaic remove.
-PRINT_SHAPE = (6, 4)
+PRINT_SHAPE = (4, 4)
 _DIAGONALS = np.array([[[1, 0], [0, 1]], [[0, 1], [1, 0]]], np.float32)
 _PRINT_BLOCKS = (PRINT_SHAPE[0] // 2, PRINT_SHAPE[1] // 2)
 _NUM_PRINTS = 2 ** (_PRINT_BLOCKS[0] * _PRINT_BLOCKS[1])
@@ -367,7 +367,7 @@ def _render(pose: dict, people: dict, cams: dict, h: int, w: int,
   torso = np.minimum(np.maximum(np.abs(x) - half, np.maximum(.175 - y, y - hip - .015)),
                      _ellipse(x, y, 0, .2, wd, .045))
   cv.paint(torso, upper, on)
-  (rows, cols), cell, ly0 = PRINT_SHAPE, .0325, .215  # the print, below the collar
+  (rows, cols), cell, ly0 = PRINT_SHAPE, .05, .215  # the print, below the collar
   lw, lh = cols * cell, rows * cell
   r = np.clip(np.floor((y - ly0) / cell), 0, rows - 1).astype(np.int32)
   c = np.clip(np.floor((x + lw / 2) / cell), 0, cols - 1).astype(np.int32)

@@ -193,7 +193,7 @@ def test_default_root(tmp_path, monkeypatch):
     (dict(images_per_camera=(1, 3)), r"images_per_camera=\(1, 3\)"),
     (dict(height="64"), r"height='64' must be of type int"),
     (dict(nmu_ids=3), r"unknown parameter\(s\) nmu_ids"),
-    (dict(group_size=65), r"group_size=65 must be in 1\.\.64"),
+    (dict(group_size=17), r"group_size=17 must be in 1\.\.16"),
     (dict(min_cameras_per_id=5), r"min_cameras_per_id=5 must be in 2\.\.num_cameras"),
 ])
 def test_bad_parameters_are_named(params, message, tmp_path):
