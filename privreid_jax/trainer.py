@@ -152,6 +152,9 @@ def run(config, workdir: str) -> dict[str, dict[str, float]]:
   def evaluate(step: int) -> dict:
     t0 = time.time()
     results = evaluator.run(state)
+    extra = getattr(method, "extra_metrics", None)
+    if extra is not None:     # e.g. PSNR/SSIM, DP sweeps, attacks: {setting: {k: v}}
+      results.update(extra(state, ctx))
     for name, metrics in results.items():
       writer.eval_row(step, step // steps_per_epoch, name, metrics)
       logging.info("eval step %d %s: %s", step, name,
@@ -164,7 +167,8 @@ def run(config, workdir: str) -> dict[str, dict[str, float]]:
   if start >= total_steps:
     logging.info("already trained to step %d of %d", start, total_steps)
     done = [r for r in metric_writers.read_eval_rows(workdir) if r["step"] == start]
-    results = ({r["setting"]: {k: r[k] for k in metric_writers.EVAL_KEYS} for r in done}
+    results = ({r["setting"]: {k: v for k, v in r.items()
+                               if k not in ("step", "epoch", "setting")} for r in done}
                or evaluate(start))
     ckpts.close()
     writer.close()

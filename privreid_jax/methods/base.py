@@ -10,6 +10,9 @@ built as `Method(config, num_classes=..., steps_per_epoch=...)` with:
   `images` seen as `kind` (e.g. "raw", or "anon" for method A's G(O)).
 - `eval_settings`: {setting name: (query kind, gallery kind)}, e.g. "O->P".
 - `on_epoch_end(state, epoch, ctx) -> state` (optional host-side hook).
+- `extra_metrics(state, ctx) -> {setting: {metric: value}}` (optional): more
+  rows for eval_metrics.jsonl at every evaluation (PSNR/SSIM, DP sweeps,
+  attacks); every privacy figure names its attack in the setting name.
 
 and optionally a module-level `train_targets(config)` returning what the
 pipeline's paired mode needs (a target function or a source), or None.
