@@ -33,7 +33,7 @@ from PIL import Image
 
 from privreid_jax.data.records import DatasetError
 
-VERSION = 2  # bump when the images change, so cached datasets are regenerated
+VERSION = 3  # bump when the images change, so cached datasets are regenerated
 MARKER = "synthetic.json"
 FOLDERS = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
 DEFAULTS: dict[str, Any] = dict(
@@ -79,6 +79,31 @@ _PRINT_BLOCKS = (PRINT_SHAPE[0] // 2, PRINT_SHAPE[1] // 2)
 _NUM_PRINTS = 2 ** (_PRINT_BLOCKS[0] * _PRINT_BLOCKS[1])
 
 
+def _print_pattern(code: int) -> np.ndarray:
+  bits = (code >> np.arange(_PRINT_BLOCKS[0] * _PRINT_BLOCKS[1])) & 1
+  blocks = _DIAGONALS[bits].reshape(*_PRINT_BLOCKS, 2, 2)
+  return blocks.transpose(0, 2, 1, 3).reshape(PRINT_SHAPE)
+
+
+def _mirror_orbits() -> list[tuple[int, ...]]:
+  """Prints grouped with their left-right mirror image.
+
+  A horizontal flip (the pipeline's augmentation, or a person seen mirrored)
+  turns a print into its mirror, which is another valid print; two members of
+  a group must never be each other's mirror, or their labels would conflict.
+  """
+  patterns = {code: _print_pattern(code).tobytes() for code in range(_NUM_PRINTS)}
+  by_pattern = {v: k for k, v in patterns.items()}
+  orbits = set()
+  for code in range(_NUM_PRINTS):
+    mirror = by_pattern[_print_pattern(code)[:, ::-1].copy().tobytes()]
+    orbits.add(tuple(sorted({code, mirror})))
+  return sorted(orbits)
+
+
+_ORBITS = _mirror_orbits()
+
+
 # --------------------------------------------------------------------------- parameters
 def check_params(**params) -> dict[str, Any]:
   """Returns the full, normalised parameter dict; one-line ValueError on a bad value."""
@@ -111,8 +136,8 @@ def check_params(**params) -> dict[str, Any]:
   need(p["height"] >= 16, "height", "must be >= 16")
   need(p["width"] >= 8, "width", "must be >= 8")
   need(p["seed"] >= 0, "seed", "must be >= 0")
-  need(1 <= p["group_size"] <= _NUM_PRINTS, "group_size",
-       f"must be in 1..{_NUM_PRINTS} (the number of distinct prints)")
+  need(1 <= p["group_size"] <= len(_ORBITS), "group_size",
+       f"must be in 1..{len(_ORBITS)} (the number of prints distinct under mirroring)")
   need(2 <= p["min_cameras_per_id"] <= p["num_cameras"], "min_cameras_per_id",
        "must be in 2..num_cameras (queries need a match in another camera)")
   need(2 <= lo <= hi, "images_per_camera", "must be (min, max) with 2 <= min <= max")
@@ -172,11 +197,10 @@ def _sample_people(rng: np.random.Generator, groups: list[np.ndarray], n: int) -
     a["lower_type"][members] = rng.choice(3, p=[.65, .15, .2])  # trousers, shorts, skirt
     a["bag"][members] = rng.choice(3, p=[.5, .3, .2])  # none, shoulder bag, handbag
     # Fine detail, distinct within the group: the print (and the face, below).
-    codes = rng.choice(_NUM_PRINTS, size=len(members), replace=False)
-    for m, code in zip(members, codes):
-      bits = (code >> np.arange(_PRINT_BLOCKS[0] * _PRINT_BLOCKS[1])) & 1
-      blocks = _DIAGONALS[bits].reshape(*_PRINT_BLOCKS, 2, 2)
-      a["print"][m] = blocks.transpose(0, 2, 1, 3).reshape(PRINT_SHAPE)
+    # Distinct mirror orbits, so no member's print is another's mirror image.
+    orbits = rng.choice(len(_ORBITS), size=len(members), replace=False)
+    for m, o in zip(members, orbits):
+      a["print"][m] = _print_pattern(_ORBITS[o][rng.integers(len(_ORBITS[o]))])
   a["eye_dx"] = rng.uniform(.3, .55, n).astype(np.float32)
   a["eye_dy"] = rng.uniform(-.3, .05, n).astype(np.float32)
   a["mouth_dy"] = rng.uniform(.35, .6, n).astype(np.float32)

@@ -193,7 +193,7 @@ def test_default_root(tmp_path, monkeypatch):
     (dict(images_per_camera=(1, 3)), r"images_per_camera=\(1, 3\)"),
     (dict(height="64"), r"height='64' must be of type int"),
     (dict(nmu_ids=3), r"unknown parameter\(s\) nmu_ids"),
-    (dict(group_size=17), r"group_size=17 must be in 1\.\.16"),
+    (dict(group_size=11), r"group_size=11 must be in 1\.\.10"),
     (dict(min_cameras_per_id=5), r"min_cameras_per_id=5 must be in 2\.\.num_cameras"),
 ])
 def test_bad_parameters_are_named(params, message, tmp_path):
@@ -307,3 +307,16 @@ def test_fine_detail_survives_pose_jitter_but_not_blur(tmp_path):
   print(f"jittered same-camera template match: raw {raw:.3f} blur {blur:.3f}")
   assert raw > 0.6, raw
   assert blur < raw - 0.25, (raw, blur)
+
+
+def test_group_prints_are_distinct_even_when_mirrored():
+  """A flip must not turn one member's print into another member's."""
+  rng = np.random.default_rng(0)
+  groups = [np.arange(i, i + 4) for i in range(0, 40, 4)]
+  people = synthetic._sample_people(rng, groups, 40)
+  for members in groups:
+    prints = [people["print"][m] for m in members]
+    for i, a in enumerate(prints):
+      for b in prints[i + 1:]:
+        assert not np.array_equal(a, b)
+        assert not np.array_equal(a[:, ::-1], b)
