@@ -1,0 +1,100 @@
+"""Method A (learnable reversible anonymization) on synthetic pedestrians, CPU-sized.
+
+  python -m privreid_jax.main --config=configs/anon_synthetic.py:mosaic --workdir=/tmp/anon
+Variants (after the colon): the supervision `mosaic` (default), `blur` or
+`noise`; `base` (the paper's Base: C alone on raw plus mosaic images, add
+`-blur` / `-noise`, e.g. `base-blur`); `tiny` shrinks everything for tests.
+
+Normalisation: ImageNet mean with std 0.5, as the reference code, so pixels in
+[0, 1] map to about [-0.97, 1.09] and the generators' tanh output (-1, 1)
+covers the image range.
+"""
+
+import ml_collections
+
+from privreid_jax import config_base
+
+
+def anon_section(desensitize: str = "mosaic") -> ml_collections.ConfigDict:
+  """config.anon: method A's own fields, at paper scale (METHODS.md s.2)."""
+  a = ml_collections.ConfigDict()
+  a.mode = "learned"            # learned (G, G_R, D1, D2, C) | base (C on O and M)
+  a.desensitize = desensitize   # initial supervision M: mosaic | blur | noise
+  # Paper-scale (256-px-high) parameters, scaled to data.height by scale_params.
+  a.mosaic_block = 24
+  a.mosaic_fill = "top_left"    # top_left (reference code) | mean
+  a.blur_sigma = 12.0
+  a.noise_std = 0.5             # on the [0, 1] scale, not scaled
+  a.ngf = 64                    # U-Net width (G and G_R)
+  a.num_downs = 7               # unet_128; capped at what the image size allows
+  a.dropout = False
+  a.ndf = 64                    # PatchGAN width (D1 and D2)
+  a.d_layers = 3
+  a.b1 = 0.5                    # Adam betas of G, G_R, D1, D2 (C uses optim.b1/b2)
+  a.b2 = 0.999
+  a.weights = ml_collections.ConfigDict(dict(
+      gan_d1=1.0, gan_d2=1.0, l1_anon=100.0, l1_rec=100.0, reid_raw=1.0, reid_anon=1.0))
+  a.quality_images = 256        # query images for the PSNR / SSIM row
+  a.third_party_workdir = ""    # a finished baseline run (raw images only) -> "3rd:*" rows
+  return a
+
+
+def get_config(arg=None):
+  c = config_base.base_config()
+  c.method = "anonymization"
+  c.data.name = "synthetic"
+  c.data.height = 128
+  c.data.width = 64
+  c.data.std = (0.5, 0.5, 0.5)  # see the module docstring
+  c.data.batch_size = 32        # P=8 ids x K=4
+  c.data.pad = 5
+  c.data.eval_batch_size = 64
+  c.model.backbone = "resnet18"
+  c.model.width = 32
+  c.optim.epochs = 30
+  c.optim.warmup_epochs = 3
+  c.optim.milestones = (20, 26)
+  c.eval.every_epochs = 10
+  c.checkpoint.every_epochs = 5
+  c.log.every_steps = 20
+  c.anon = anon_section()
+  c.anon.ngf = 16
+  c.anon.ndf = 16
+  c.anon.quality_images = 128
+
+  parts = (arg or "mosaic").split("-")
+  if parts[0] == "base":
+    c.anon.mode = "base"
+    parts = parts[1:] or ["mosaic"]
+  if parts == ["tiny"]:
+    parts = ["mosaic", "tiny"]
+  if parts[0] not in ("mosaic", "blur", "noise") or parts[1:] not in ([], ["tiny"]):
+    raise ValueError(f"configs/anon_synthetic.py: unknown variant {arg!r} (expected "
+                     "[base-]mosaic|blur|noise[-tiny], or tiny)")
+  c.anon.desensitize = parts[0]
+  if parts[1:] == ["tiny"]:
+    c.data.synthetic.num_ids = 16
+    c.data.synthetic.height = 32
+    c.data.synthetic.width = 16
+    c.data.height = 32
+    c.data.width = 16
+    c.data.pad = 2
+    c.data.batch_size = 8
+    c.data.num_workers = 0
+    c.data.eval_batch_size = 16
+    c.model.width = 8
+    c.anon.ngf = 4
+    c.anon.ndf = 4
+    c.anon.num_downs = 3        # small U-Nets and PatchGANs compile fast
+    c.anon.d_layers = 1
+    c.anon.quality_images = 16
+    c.optim.epochs = 2
+    c.optim.warmup_epochs = 1
+    c.optim.milestones = (1,)
+    c.optim.steps_per_epoch = 2
+    c.eval.every_epochs = 1
+    c.checkpoint.every_epochs = 1
+    c.log.every_steps = 1
+    c.log.tensorboard = False
+    c.log.progress = False
+  return c

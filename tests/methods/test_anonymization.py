@@ -1,0 +1,183 @@
+"""Method A (learnable reversible anonymization): targets, one joint step, embed, a run.
+
+Tiny shapes from configs/anon_synthetic.py:tiny (32x16 images, widths 4-8).
+"""
+
+import pickle
+
+import jax
+import numpy as np
+import pytest
+
+from configs import anon_synthetic
+from privreid_jax import metric_writers, trainer
+from privreid_jax.data import pipeline
+from privreid_jax.methods import anonymization
+from privreid_jax.ops import desensitize, image_metrics
+
+NETWORKS = ("G", "G_R", "D1", "D2", "reid")
+
+
+def tiny_config(variant="tiny"):
+  c = anon_synthetic.get_config(variant)
+  c.optim.weight_decay = 0.0   # parameters move only where gradients reach
+  return c
+
+
+def fake_batch(seed=0, size=8, pids=2):
+  rng = np.random.default_rng(seed)
+  image = rng.uniform(-0.9, 1.0, (size, 32, 16, 3)).astype(np.float32)
+  target = rng.uniform(-0.9, 1.0, (size, 32, 16, 3)).astype(np.float32)
+  return {"image": image, "target": target,
+          "pid": np.repeat(np.arange(pids), size // pids).astype(np.int32)}
+
+
+def _max_change(before, after):
+  diffs = jax.tree.map(lambda a, b: float(np.max(np.abs(np.asarray(a) - np.asarray(b)))),
+                       before, after)
+  return max(jax.tree.leaves(diffs))
+
+
+@pytest.fixture(scope="module")
+def stepped():
+  config = tiny_config()
+  method = anonymization.Method(config, num_classes=2, steps_per_epoch=2)
+  batch = fake_batch()
+  s0 = jax.jit(method.init)(jax.random.PRNGKey(0), batch)
+  s0 = jax.device_get(s0)
+  s1, metrics = jax.jit(method.train_step)(s0, batch)
+  return method, batch, s0, jax.device_get(s1), jax.device_get(metrics)
+
+
+# --- the supervision M -------------------------------------------------------------
+
+
+def test_mosaic_target_is_the_scaled_mosaic_and_picklable():
+  config = anon_synthetic.get_config("mosaic")     # 128x64: block 24 -> 12
+  fn = pickle.loads(pickle.dumps(anonymization.train_targets(config)))
+  image = np.random.default_rng(1).uniform(0, 1, (128, 64, 3)).astype(np.float32)
+  expected = desensitize.mosaic(image[None], block=12, fill="top_left")[0]
+  np.testing.assert_allclose(fn(image), expected, atol=1e-6)
+  assert not np.allclose(fn(image), image)
+
+
+def test_noise_target_differs_per_image_but_is_deterministic():
+  fn = anonymization.train_targets(anon_synthetic.get_config("noise-tiny"))
+  rng = np.random.default_rng(2)
+  a, b = (rng.uniform(0.3, 0.7, (32, 16, 3)).astype(np.float32) for _ in range(2))
+  np.testing.assert_array_equal(fn(a), pickle.loads(pickle.dumps(fn))(a))
+  assert not np.allclose(fn(a) - a, fn(b) - b, atol=0.05)
+  assert 0.3 < np.std(fn(a) - a) < 0.5        # std 0.5, then clipped to [0, 1]
+
+
+def test_bad_desensitization_names_the_key():
+  config = anon_synthetic.get_config("tiny")
+  config.anon.desensitize = "pixelate"
+  with pytest.raises(ValueError, match="config.anon.desensitize='pixelate'"):
+    anonymization.train_targets(config)
+
+
+# --- one joint step ---------------------------------------------------------------------
+
+
+def test_joint_step_losses_finite_and_every_network_moves(stepped):
+  _, _, s0, s1, metrics = stepped
+  for key in ("loss", "d1_loss", "d2_loss", "gan_d1", "gan_d2", "l1_anon", "l1_rec",
+              "reid_raw", "reid_anon", "raw_id_loss", "anon_tri_loss"):
+    assert np.isfinite(metrics[key]), key
+  w = anon_synthetic.get_config("tiny").anon.weights
+  total = (w.gan_d1 * metrics["gan_d1"] + w.gan_d2 * metrics["gan_d2"]
+           + w.l1_anon * metrics["l1_anon"] + w.l1_rec * metrics["l1_rec"]
+           + w.reid_raw * metrics["reid_raw"] + w.reid_anon * metrics["reid_anon"])
+  assert metrics["loss"] == pytest.approx(total, rel=1e-5)
+  assert int(s1.step) == 1
+  for name in NETWORKS:
+    assert _max_change(s0.params[name], s1.params[name]) > 0, name
+    assert _max_change(s0.opt_state[name], s1.opt_state[name]) > 0, name
+  for name in ("G", "G_R", "D1", "D2"):   # BN running statistics in train mode
+    assert _max_change(s0.batch_stats[name], s1.batch_stats[name]) > 0, name
+
+
+def test_generator_gets_the_recovery_gradient_through_p(stepped):
+  """With only L1(R, O) active, G still learns: G_R's input P is not detached."""
+  method, batch, s0, _, _ = stepped
+  config = tiny_config()
+  for k in config.anon.weights:
+    config.anon.weights[k] = 1.0 if k == "l1_rec" else 0.0
+  only_rec = anonymization.Method(config, num_classes=2, steps_per_epoch=2)
+  s1, metrics = jax.jit(only_rec.train_step)(s0, batch)
+  assert float(metrics["loss"]) == pytest.approx(float(metrics["l1_rec"]), rel=1e-6)
+  assert _max_change(s0.params["G"], s1.params["G"]) > 0
+  assert _max_change(s0.params["G_R"], s1.params["G_R"]) > 0
+  # C gets no gradient from this loss: only Adam's zero update, no change.
+  assert _max_change(s0.params["reid"], s1.params["reid"]) == 0
+
+
+def test_embed_kinds(stepped):
+  method, batch, _, s1, _ = stepped
+  embed = jax.jit(method.embed, static_argnums=2)
+  feats = {k: np.asarray(embed(s1, batch["image"], k)) for k in anonymization.KINDS}
+  for k, f in feats.items():
+    assert f.shape == (8, 64) and np.all(np.isfinite(f)), k   # ResNet-18 width 8: 8 * 8
+  assert not np.allclose(feats["raw"], feats["anon"])
+  assert not np.allclose(feats["anon"], feats["recovered"])
+  p = method.anonymize(s1, batch["image"])
+  np.testing.assert_allclose(embed(s1, p, "raw"), feats["anon"], atol=1e-5)
+  with pytest.raises(ValueError, match="unknown image kind 'masked'"):
+    method.embed(s1, batch["image"], "masked")
+
+
+def test_base_mode_anonymizes_with_the_fixed_desensitization():
+  config = tiny_config("base-tiny")
+  method = anonymization.Method(config, num_classes=2, steps_per_epoch=2)
+  assert set(method.eval_settings) == {"O->O", "O->P", "P->O", "P->P"}
+  images = fake_batch()["image"]
+  mean, std = np.asarray(config.data.mean), np.asarray(config.data.std)
+  unit = np.clip(images * std + mean, 0, 1)
+  expected = (np.asarray(desensitize.mosaic(unit, block=3)) - mean) / std   # 24 * 32/256
+  np.testing.assert_allclose(method.anonymize(None, images), expected, atol=1e-5)
+
+
+# --- a trainer run ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+  config = anon_synthetic.get_config("tiny")
+  config.data.root = str(tmp_path_factory.mktemp("anon_data"))
+  config.optim.epochs = 1          # 2 steps, one evaluation
+  workdir = tmp_path_factory.mktemp("anon_run")
+  results = trainer.run(config, str(workdir))
+  return config, workdir, results
+
+
+def test_run_writes_every_setting_and_image_quality(run_dir):
+  _, workdir, results = run_dir
+  rows = metric_writers.read_eval_rows(str(workdir))
+  assert [r["setting"] for r in rows] == ["O->O", "O->P", "P->O", "P->P", "R->O",
+                                          "image_quality"]
+  assert {r["step"] for r in rows} == {2}
+  for r in rows[:5]:
+    assert 0.0 <= r["rank1"] <= r["rank5"] <= r["rank10"] <= 1.0
+    assert 0.0 < r["mAP"] <= 1.0
+  quality = rows[-1]
+  assert set(quality) - {"step", "epoch", "setting"} == {
+      f"{m}_{x}" for m in ("psnr", "ssim") for x in "MPR"}
+  assert results["image_quality"]["psnr_P"] == pytest.approx(quality["psnr_P"])
+
+
+def test_run_image_quality_of_m_matches_an_independent_computation(run_dir):
+  config, _, results = run_dir
+  from privreid_jax.data import splits as data_splits
+  splits = data_splits.open_splits(config.data)
+  n = min(config.anon.quality_images, len(splits.query))
+  images = []
+  for batch in pipeline.eval_loader(splits.query.source, config.data):
+    images.append(batch["image"][batch["mask"]])
+  o = np.concatenate(images)[:n] * np.asarray(config.data.std) + np.asarray(config.data.mean)
+  o = np.clip(o, 0, 1).astype(np.float32)
+  m = desensitize.mosaic(o, block=3)
+  q = results["image_quality"]
+  assert q["psnr_M"] == pytest.approx(float(np.mean(image_metrics.psnr(m, o))), rel=1e-4)
+  assert q["ssim_M"] == pytest.approx(float(np.mean(image_metrics.ssim(m, o))), rel=1e-4)
+  assert 0.0 < q["ssim_P"] < 1.0 and np.isfinite(q["psnr_R"])
