@@ -1,8 +1,9 @@
 """Synthetic pedestrians in the Market-1501 layout: the project's embedded default dataset.
 
 Each identity has coarse cues (clothing colours, body proportions, hair, bag)
-that are shared by a small group of identities, and fine identifying detail (a
-face and a checked print on the shirt) that tells the members of a group apart.
+that are shared by a small group of identities (each person wearing their own
+slight shade of the group's colours), and fine identifying detail (a face and a
+checked print on the shirt) that tells the members of a group apart.
 Prints differ only at the scale of their cells, so a Gaussian blur (sigma 12 px
 at 256x128) or a 24-px mosaic erases them while the coarse cues survive:
 desensitized images lose identity as in the real task. Each camera has its own
@@ -33,7 +34,7 @@ from PIL import Image
 
 from privreid_jax.data.records import DatasetError
 
-VERSION = 3  # bump when the images change, so cached datasets are regenerated
+VERSION = 4  # bump when the images change, so cached datasets are regenerated
 MARKER = "synthetic.json"
 FOLDERS = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
 DEFAULTS: dict[str, Any] = dict(
@@ -42,7 +43,8 @@ DEFAULTS: dict[str, Any] = dict(
     height=128,
     width=64,
     seed=0,
-    group_size=4,              # identities sharing every coarse cue
+    group_size=4,              # identities sharing the coarse palette and shape
+    shade_jitter=0.05,         # per-person std of clothing colour around the group's
     min_cameras_per_id=2,
     images_per_camera=(2, 6),  # inclusive range per identity and camera
     query_camera_prob=0.75,    # chance that a test id's camera gives a query
@@ -146,6 +148,7 @@ def check_params(**params) -> dict[str, Any]:
   need(p["junk_ratio"] >= 0, "junk_ratio", "must be >= 0")
   need(p["jitter"] >= 0, "jitter", "must be >= 0")
   need(1 <= p["jpeg_quality"] <= 100, "jpeg_quality", "must be in 1..100")
+  need(0.0 <= p["shade_jitter"] <= 0.5, "shade_jitter", "must be in [0, 0.5]")
   return p
 
 
@@ -168,8 +171,13 @@ def default_root(**params) -> str:
 
 
 # --------------------------------------------------------------------------- world
-def _sample_people(rng: np.random.Generator, groups: list[np.ndarray], n: int) -> dict:
-  """Attributes of n people; coarse cues drawn once per group, fine detail per person."""
+def _sample_people(rng: np.random.Generator, groups: list[np.ndarray], n: int,
+                   shade_jitter: float = 0.0) -> dict:
+  """Attributes of n people; coarse cues drawn once per group, fine detail per person.
+
+  `shade_jitter` gives each person a clothing shade of their own around the
+  group's colours: a weak coarse cue that survives blur, as real clothes do.
+  """
   a = {k: np.zeros((n, 3), np.float32) for k in
        ("upper", "lower", "hair", "skin", "shoes", "bag_rgb", "logo")}
   for k in ("build", "width", "leg", "head", "hairline", "long_hair", "sleeve",
@@ -206,6 +214,8 @@ def _sample_people(rng: np.random.Generator, groups: list[np.ndarray], n: int) -
   a["mouth_dy"] = rng.uniform(.35, .6, n).astype(np.float32)
   a["mouth_w"] = rng.uniform(.12, .45, n).astype(np.float32)
   a["glasses"] = (rng.random(n) < .35).astype(np.float32)
+  for k in ("upper", "lower"):
+    a[k] = np.clip(a[k] + rng.normal(0, shade_jitter, (n, 3)), 0, 1).astype(np.float32)
   return a
 
 
@@ -450,7 +460,7 @@ def _plan(p: dict[str, Any]) -> tuple[list[dict], dict, dict]:
   for part in (train_pids, test_pids):
     order = rng_ids.permutation(part) - 1
     groups += [order[i:i + p["group_size"]] for i in range(0, len(order), p["group_size"])]
-  people = _sample_people(rng_ids, groups, n)
+  people = _sample_people(rng_ids, groups, n, p["shade_jitter"])
   cams = _sample_cameras(rng_cams, ncam, p["height"], p["width"])
 
   images = []  # dicts: split, pid, cam, who, kind (0 person, 1 junk, 2 background), track
@@ -567,6 +577,7 @@ def _stats(images: list[dict], ncam: int) -> dict[str, Any]:
 
 def generate(out_dir: str, *, num_ids: int = 200, num_cameras: int = 6, height: int = 128,
              width: int = 64, seed: int = 0, group_size: int = DEFAULTS["group_size"],
+             shade_jitter: float = DEFAULTS["shade_jitter"],
              min_cameras_per_id: int = DEFAULTS["min_cameras_per_id"],
              images_per_camera: tuple[int, int] = DEFAULTS["images_per_camera"],
              query_camera_prob: float = DEFAULTS["query_camera_prob"],
