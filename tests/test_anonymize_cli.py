@@ -1,0 +1,119 @@
+"""The folder CLI of method A: anonymize / recover a folder with a checkpoint."""
+
+import hashlib
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+from configs import anon_synthetic
+from privreid_jax import anonymize, checkpoint
+from privreid_jax.methods import anonymization
+
+SIZES = {"a.png": (40, 20), "sub/b.png": (64, 30), "c.png": (32, 16)}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+  """A method-A workdir holding one checkpoint of a freshly initialised state."""
+  config = anon_synthetic.get_config("tiny")
+  method = anonymization.Method(config, num_classes=5, steps_per_epoch=1)
+  batch = {"image": np.zeros((2, 32, 16, 3), np.float32),
+           "target": np.zeros((2, 32, 16, 3), np.float32), "pid": np.zeros(2, np.int32)}
+  state = jax.jit(method.init)(jax.random.PRNGKey(3), batch)
+  workdir = tmp_path_factory.mktemp("anon_ckpt")
+  ckpts = checkpoint.Checkpoints(str(workdir / "checkpoints"))
+  ckpts.save(7, state, {"next_batch": 7}, checkpoint.config_meta(config, step=7))
+  ckpts.close()
+  return str(workdir), method, state, config
+
+
+@pytest.fixture
+def images(tmp_path):
+  folder = tmp_path / "in"
+  rng = np.random.default_rng(0)
+  for name, (h, w) in SIZES.items():
+    os.makedirs(folder / os.path.dirname(name), exist_ok=True)
+    Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(folder / name)
+  (folder / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+  return folder
+
+
+def _digest(folder):
+  return {os.path.relpath(os.path.join(r, p), folder):
+          hashlib.sha256(open(os.path.join(r, p), "rb").read()).hexdigest()
+          for r, _, ps in os.walk(folder) for p in ps}
+
+
+def _expected(run, path, net):
+  """Independent reference: resize -> normalise -> net -> [0,1] -> uint8 -> resize back."""
+  _, method, state, config = run
+  img = np.asarray(Image.open(path).convert("RGB"))
+  small = np.asarray(Image.fromarray(img).resize((16, 32), Image.BILINEAR))
+  mean, std = np.asarray(config.data.mean), np.asarray(config.data.std)
+  x = ((small / 255.0 - mean) / std).astype(np.float32)[None]
+  y = np.asarray(getattr(method, net)(state, x))[0]
+  y = np.clip(y * std + mean, 0, 1)
+  out = Image.fromarray(np.round(y * 255).astype(np.uint8))
+  return np.asarray(out.resize((img.shape[1], img.shape[0]), Image.BILINEAR)).astype(int)
+
+
+@pytest.mark.parametrize("recover", [False, True])
+def test_folder_keeps_names_and_sizes_skips_corrupt_files(run, images, tmp_path, recover):
+  before = _digest(images)
+  assert "sub/b.png" in before
+  out = tmp_path / "out"
+  anonymizer = anonymize.Anonymizer(run[0], recover=recover)
+  assert anonymizer.step == 7
+  summary = anonymize.process_folder(anonymizer, str(images), str(out), batch_size=2,
+                                     progress=False)
+  assert summary.written == 3 and summary.skipped == ["broken.jpg"]
+  assert _digest(images) == before                    # input untouched
+  assert sorted(_digest(out)) == sorted(SIZES)
+  for name, (h, w) in SIZES.items():
+    result = np.asarray(Image.open(out / name)).astype(int)
+    assert result.shape == (h, w, 3)
+    expected = _expected(run, images / name, "recover" if recover else "anonymize")
+    assert np.max(np.abs(result - expected)) <= 1, name
+
+
+def test_refuses_output_inside_or_around_the_input(run, images):
+  anonymizer = anonymize.Anonymizer(run[0])
+  for out in (images, images / "sub" / "x"):
+    with pytest.raises(ValueError, match="is inside"):
+      anonymize.process_folder(anonymizer, str(images), str(out), progress=False)
+  with pytest.raises(ValueError, match="contains --input"):
+    anonymize.process_folder(anonymizer, str(images), str(images.parent), progress=False)
+
+
+def test_rejects_a_non_method_a_checkpoint(tmp_path, run):
+  with pytest.raises(FileNotFoundError, match="no checkpoint"):
+    anonymize.Anonymizer(str(tmp_path))
+  from configs import synthetic
+  config = synthetic.get_config("tiny")
+  ckpts = checkpoint.Checkpoints(str(tmp_path / "b" / "checkpoints"))
+  ckpts.save(1, {"params": {"reid": {}}}, {"next_batch": 1}, checkpoint.config_meta(config))
+  ckpts.close()
+  with pytest.raises(ValueError, match="a 'baseline' run, not method A"):
+    anonymize.Anonymizer(str(tmp_path / "b"))
+
+
+def test_command_line(run, images, tmp_path):
+  out = tmp_path / "cli_out"
+  cmd = [sys.executable, "-m", "privreid_jax.anonymize", f"--checkpoint={run[0]}",
+         f"--input={images}", f"--output={out}"]
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=root)
+  assert done.returncode == 0, done.stderr
+  assert "anonymized 3 images" in done.stdout and "skipped 1 unreadable" in done.stdout
+  assert "broken.jpg" in done.stderr
+  assert sorted(_digest(out)) == sorted(SIZES)
+  bad = subprocess.run(cmd[:-1] + [f"--output={images / 'x'}"], capture_output=True,
+                       text=True, env=env, cwd=root)
+  assert bad.returncode == 1 and "is inside" in bad.stderr
+  assert len(bad.stderr.strip().splitlines()) == 1
