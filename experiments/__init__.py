@@ -1,0 +1,1 @@
+"""Experiment tools: sweeps (`experiments.ablate`), reports (`experiments.report`), benchmarks."""

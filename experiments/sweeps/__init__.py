@@ -1,0 +1,1 @@
+"""Sweep files for `python -m experiments.ablate`: each defines `get_sweep(arg=None)`."""

@@ -1,0 +1,1 @@
+"""Tests of the experiment runner and report tools."""

@@ -1,0 +1,231 @@
+"""The sweep runner: tiny runs in subprocesses, skip when finished, resume, shards, errors.
+
+One module-scoped sweep of two tiny runs (`configs/synthetic.py:tiny`, 2 steps)
+is trained once and shared; the other tests need no training.
+"""
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import types
+
+import pytest
+
+from experiments import ablate
+
+TINY = "configs/synthetic.py:tiny"
+
+
+def write_sweep(path, runs) -> str:
+  path.write_text(f"def get_sweep(arg=None):\n  return {runs!r}\n")
+  return str(path)
+
+
+def run_main(args):
+  out, err = io.StringIO(), io.StringIO()
+  with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    code = ablate.main(args)
+  return code, out.getvalue(), err.getvalue()
+
+
+def eval_rows(workdir):
+  with open(os.path.join(workdir, ablate.EVAL_FILE)) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+  tmp = tmp_path_factory.mktemp("sweep")
+  common = {"data.root": str(tmp / "data"), "optim.epochs": 2, "optim.steps_per_epoch": 1}
+  runs = [{"name": f"seed{s}", "config": TINY, "overrides": {**common, "seed": s}}
+          for s in (0, 1)]
+  sweep = write_sweep(tmp / "sweep.py", runs)
+  root = str(tmp / "root")
+  code, out, err = run_main(["--sweep", sweep, "--root", root])
+  return types.SimpleNamespace(root=root, sweep=sweep, code=code, out=out, err=err)
+
+
+def test_sweep_trains_each_run_in_its_own_workdir(swept):
+  assert swept.code == 0, swept.out + swept.err
+  lines = swept.out.splitlines()
+  for k, seed in enumerate((0, 1), 1):
+    workdir = os.path.join(swept.root, f"seed{seed}")
+    status = ablate.read_status(workdir)
+    assert status["status"] == "done" and status["returncode"] == 0
+    assert status["attempts"] == 1 and status["wall_time_s"] > 0 and status["host"]
+    assert status["overrides"]["seed"] == seed
+    assert status["resolved_config"]["seed"] == seed        # what the subprocess saw
+    assert status["resolved_config"]["optim"]["epochs"] == 2
+    step, meta = ablate.latest_checkpoint(workdir)
+    assert (step, meta["epoch"], meta["config"]["seed"]) == (2, 2, seed)
+    assert [r["step"] for r in eval_rows(workdir)] == [1, 2]
+    line = next(ln for ln in lines if ln.startswith(f"[{k}/2] seed{seed}:"))
+    assert "training ... done in" in line and "O->O R1" in line
+  assert "2 trained, 0 skipped, 0 failed" in swept.out
+
+
+def test_rerun_skips_finished_runs_without_training(swept, monkeypatch):
+  def no_training(*args, **kwargs):
+    raise AssertionError(f"a finished run was started again: {args}")
+
+  before = {}
+  for name in ("seed0", "seed1"):
+    workdir = os.path.join(swept.root, name)
+    before[name] = (open(os.path.join(workdir, ablate.RUN_FILE)).read(),
+                    os.path.getsize(os.path.join(workdir, ablate.LOG_FILE)))
+  monkeypatch.setattr(subprocess, "Popen", no_training)
+  code, out, err = run_main(["--sweep", swept.sweep, "--root", swept.root])
+  assert code == 0, err
+  assert "[1/2] seed0: skipped" in out and "[2/2] seed1: skipped" in out
+  assert "0 trained, 2 skipped, 0 failed" in out
+  for name, (status, log_size) in before.items():
+    workdir = os.path.join(swept.root, name)
+    assert open(os.path.join(workdir, ablate.RUN_FILE)).read() == status
+    assert os.path.getsize(os.path.join(workdir, ablate.LOG_FILE)) == log_size
+
+
+def test_interrupted_run_resumes_from_its_checkpoint(swept, tmp_path):
+  """A run left 'running' with only its step-1 checkpoint trains step 2 only."""
+  root = tmp_path / "root"
+  workdir = root / "seed0"
+  shutil.copytree(os.path.join(swept.root, "seed0"), workdir)
+  shutil.rmtree(workdir / "checkpoints" / "2")          # killed before the last save
+  rows = [r for r in eval_rows(str(workdir)) if r["step"] == 1]
+  (workdir / ablate.EVAL_FILE).write_text("".join(json.dumps(r) + "\n" for r in rows))
+  status = ablate.read_status(str(workdir))
+  status["status"] = "running"
+  ablate.write_status(str(workdir), status)
+
+  code, out, err = run_main(["--sweep", swept.sweep, "--root", str(root), "--only", "seed0",
+                             "--compile-cache", os.path.join(swept.root, ".jax_cache")])
+  assert code == 0, out + err
+  assert "[1/1] seed0: resuming from step 1 ... done" in out
+  assert ablate.latest_checkpoint(str(workdir))[0] == 2
+  # Step 1 was not evaluated again: the trainer resumed rather than restarted.
+  assert [r["step"] for r in eval_rows(str(workdir))] == [1, 2]
+  log = (workdir / ablate.LOG_FILE).read_text()
+  assert "resumed from" in log and "attempt 2" in log
+  status = ablate.read_status(str(workdir))
+  assert status["status"] == "done" and status["attempts"] == 2
+  assert not (root / "seed1").exists()                  # --only
+
+
+def test_failed_run_is_reported_and_the_sweep_goes_on(tmp_path, monkeypatch):
+  runs = [{"name": n, "config": TINY} for n in ("bad", "good")]
+  sweep = write_sweep(tmp_path / "sweep.py", runs)
+  scripts = {"bad": "import sys; print('error: the data is gone'); sys.exit(3)",
+             "good": "print('fine')"}
+  monkeypatch.setattr(ablate.Run, "command",
+                      lambda self, root: [sys.executable, "-c", scripts[self.name]])
+  root = tmp_path / "root"
+  code, out, _ = run_main(["--sweep", sweep, "--root", str(root)])
+  assert code == 1
+  assert "[1/2] bad: training ... FAILED (exit 3)" in out
+  assert "error: the data is gone" in out and str(root / "bad" / ablate.LOG_FILE) in out
+  assert "1 trained, 0 skipped, 1 failed" in out
+  bad, good = (ablate.read_status(str(root / n)) for n in ("bad", "good"))
+  assert (bad["status"], bad["returncode"]) == ("failed", 3)
+  assert good["status"] == "done"
+  # A failed run is not finished: the next sweep starts it again.
+  code, out, _ = run_main(["--sweep", sweep, "--root", str(root)])
+  assert "[1/2] bad: training" in out and ablate.read_status(str(root / "bad"))["attempts"] == 2
+  # "good" exited 0 but wrote no checkpoint at the final epoch: not skipped either.
+  assert "[2/2] good: training" in out
+
+
+def test_shard_picks_every_nth_run_and_dry_run_writes_nothing(tmp_path):
+  runs = [{"name": f"r{i}", "config": TINY, "overrides": {"seed": i}} for i in range(5)]
+  sweep = write_sweep(tmp_path / "sweep.py", runs)
+  root = tmp_path / "root"
+  code, out, _ = run_main(["--sweep", sweep, "--root", str(root), "--shard", "1/2",
+                           "--dry-run"])
+  assert code == 0
+  picked = [ln.split("]")[1].split(":")[0].strip() for ln in out.splitlines()
+            if ln.startswith("[")]
+  assert picked == ["r1", "r3"]
+  assert "--config.seed=3" in out and f"--workdir={root / 'r3'}" in out
+  assert not root.exists()
+  code, out, _ = run_main(["--sweep", sweep, "--root", str(root), "--shard", "0/2",
+                           "--only", "r2,r3", "--dry-run"])
+  assert [ln for ln in out.splitlines() if ln.startswith("[")] == ["[1/1] r2: would run"]
+  code, _, err = run_main(["--sweep", sweep, "--root", str(root), "--shard", "2/2"])
+  assert code == 2 and "--shard '2/2'" in err
+
+
+def test_bad_override_key_fails_naming_the_key(tmp_path):
+  runs = [{"name": "ok", "config": TINY},
+          {"name": "typo", "config": TINY, "overrides": {"optim.epoch": 3}}]
+  sweep = write_sweep(tmp_path / "sweep.py", runs)
+  root = tmp_path / "root"
+  code, out, err = run_main(["--sweep", sweep, "--root", str(root)])
+  assert code == 2
+  assert "run 'typo'" in err and "unknown config key 'optim.epoch'" in err
+  assert "did you mean 'optim.epochs'" in err
+  assert not root.exists() and not out                 # nothing ran, not even 'ok'
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    ({"optim.epochs": "3"}, "override optim.epochs='3' (str)"),
+    ({"log.tensorboard": 1}, "override log.tensorboard=1 (int)"),
+    ({"optim": 3}, "'optim' is a section"),
+    ({"nosuch.key": 3}, "unknown config key 'nosuch.key'"),
+])
+def test_override_type_errors_name_the_key(tmp_path, overrides, expected):
+  with pytest.raises(ablate.SweepError, match="run 'x'") as e:
+    ablate.resolve({"name": "x", "config": TINY, "overrides": overrides}, 0,
+                   str(tmp_path / "sweep.py"))
+  assert expected in str(e.value)
+
+
+def test_overrides_reach_the_config_as_main_parses_them(tmp_path):
+  run = ablate.resolve(
+      {"name": "x", "config": TINY,
+       "overrides": {"optim.milestones": [1, 3], "log.tensorboard": False, "optim.lr": 1,
+                     "model.pooling": "gem", "data.mean": (0.5, 0.5, 0.5)}},
+      0, str(tmp_path / "sweep.py"), extra=ablate.parse_set(["seed=7", "data.root=/d/x"]))
+  c = run.resolved
+  assert c.optim.milestones == (1, 3) and c.log.tensorboard is False
+  assert c.optim.lr == 1.0 and isinstance(c.optim.lr, float)
+  assert (c.model.pooling, c.data.mean, c.seed, c.data.root) == ("gem", (0.5,) * 3, 7, "/d/x")
+  assert c.optim.epochs == 2                            # the tiny variant was loaded
+  assert run.config_file.endswith("configs/synthetic.py:tiny")
+  assert os.path.isabs(run.config_file)
+  assert "--config.log.tensorboard=false" in run.flags
+
+
+def test_run_folder_written_for_other_overrides_is_an_error(tmp_path):
+  sweep = write_sweep(tmp_path / "sweep.py",
+                      [{"name": "a", "config": TINY, "overrides": {"seed": 2}}])
+  ablate.write_status(str(tmp_path / "root" / "a"),
+                      {"config": TINY, "overrides": {"seed": 1}, "status": "done"})
+  code, _, err = run_main(["--sweep", sweep, "--root", str(tmp_path / "root")])
+  assert code == 2 and "run 'a'" in err and "rename the run or delete" in err
+
+
+def test_sweep_file_errors_are_one_line(tmp_path):
+  code, _, err = run_main(["--sweep", str(tmp_path / "missing.py"), "--root", str(tmp_path)])
+  assert code == 2 and "no file" in err and "missing.py" in err
+  dup = write_sweep(tmp_path / "dup.py", [{"name": "a", "config": TINY}] * 2)
+  code, _, err = run_main(["--sweep", dup, "--root", str(tmp_path)])
+  assert code == 2 and "two runs are named 'a'" in err
+  bad = write_sweep(tmp_path / "bad.py", [{"name": "a", "config": "configs/nope.py"}])
+  code, _, err = run_main(["--sweep", bad, "--root", str(tmp_path)])
+  assert code == 2 and "config file 'configs/nope.py' not found" in err
+  extra = write_sweep(tmp_path / "extra.py", [{"name": "a", "config": TINY, "seeds": 3}])
+  code, _, err = run_main(["--sweep", extra, "--root", str(tmp_path)])
+  assert code == 2 and "unknown key(s) ['seeds']" in err
+
+
+def test_baseline_synthetic_sweep_resolves():
+  raw = ablate.load_sweep(
+      os.path.join(ablate.REPO, "experiments/sweeps/baseline_synthetic.py") + ":tiny")
+  runs = [ablate.resolve(r, i, "baseline_synthetic.py") for i, r in enumerate(raw)]
+  assert len({r.name for r in runs}) == len(runs) == 12
+  triplets = {r.resolved.loss.triplet for r in runs}
+  assert triplets == {"batch_hard", "soft_margin", "weighted", "none"}
+  assert {r.resolved.seed for r in runs} == {0, 1}
+  assert all(r.resolved.optim.epochs == 2 for r in runs)
