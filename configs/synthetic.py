@@ -18,6 +18,7 @@ def get_config(arg=None):
   c.data.eval_batch_size = 64
   c.model.backbone = "resnet18"
   c.model.width = 32
+  c.optim.lr = 7e-4             # from scratch (no ImageNet weights here): 2x BoT
   c.optim.epochs = 30
   c.optim.warmup_epochs = 3
   c.optim.milestones = (20, 26)

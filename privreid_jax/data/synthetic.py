@@ -34,7 +34,7 @@ from PIL import Image
 
 from privreid_jax.data.records import DatasetError
 
-VERSION = 4  # bump when the images change, so cached datasets are regenerated
+VERSION = 5  # bump when the images change, so cached datasets are regenerated
 MARKER = "synthetic.json"
 FOLDERS = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
 DEFAULTS: dict[str, Any] = dict(
@@ -44,7 +44,7 @@ DEFAULTS: dict[str, Any] = dict(
     width=64,
     seed=0,
     group_size=4,              # identities sharing the coarse palette and shape
-    shade_jitter=0.05,         # per-person std of clothing colour around the group's
+    shade_jitter=0.08,         # per-person std of clothing colour around the group's
     min_cameras_per_id=2,
     images_per_camera=(2, 6),  # inclusive range per identity and camera
     query_camera_prob=0.75,    # chance that a test id's camera gives a query
