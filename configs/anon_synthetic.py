@@ -73,28 +73,11 @@ def get_config(arg=None):
                      "[base-]mosaic|blur|noise[-tiny], or tiny)")
   c.anon.desensitize = parts[0]
   if parts[1:] == ["tiny"]:
-    c.data.synthetic.num_ids = 16
-    c.data.synthetic.height = 32
-    c.data.synthetic.width = 16
-    c.data.height = 32
-    c.data.width = 16
-    c.data.pad = 2
-    c.data.batch_size = 8
-    c.data.num_workers = 0
-    c.data.eval_batch_size = 16
-    c.model.width = 8
+    config_base.make_tiny(c)
     c.anon.ngf = 4
     c.anon.ndf = 4
     c.anon.num_downs = 3        # small U-Nets and PatchGANs compile fast
     c.anon.d_layers = 1
     c.anon.quality_images = 16
-    c.optim.epochs = 2
-    c.optim.warmup_epochs = 1
-    c.optim.milestones = (1,)
-    c.optim.steps_per_epoch = 2
-    c.eval.every_epochs = 1
-    c.checkpoint.every_epochs = 1
-    c.log.every_steps = 1
     c.log.tensorboard = False
-    c.log.progress = False
   return c

@@ -81,28 +81,13 @@ def apply_variant(c, name: str) -> None:
   elif name == "onestage":
     d.epsilons = ()
   elif name == "tiny":
-    c.data.synthetic.num_ids = 16
-    c.data.synthetic.height = 32
-    c.data.synthetic.width = 16
-    c.data.height, c.data.width, c.data.pad = 32, 16, 2
-    c.data.batch_size = 8
-    c.data.num_workers = 0
-    c.data.eval_batch_size = 16
-    c.model.width = 8
+    config_base.make_tiny(c, steps_per_epoch=1, every_epochs=2)
     d.decoder_widths = (16, 8)
     d.adv_width = d.probe_width = 4
     d.adv_hidden = 16
     d.noise_draws = 2
     d.epsilons = (float("inf"), 100.0)
     d.attack_steps = 20
-    c.optim.epochs = 2
-    c.optim.warmup_epochs = 1
-    c.optim.milestones = (1,)
-    c.optim.steps_per_epoch = 1
-    c.eval.every_epochs = 2
-    c.checkpoint.every_epochs = 2
-    c.log.every_steps = 1
-    c.log.progress = False
   else:
     raise ValueError(f"configs/dual_synthetic.py: unknown variant {name!r} "
                      f"(expected a comma-separated subset of {', '.join(VARIANTS)})")

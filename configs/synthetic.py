@@ -26,24 +26,7 @@ def get_config(arg=None):
   c.checkpoint.every_epochs = 5
   c.log.every_steps = 20
   if arg == "tiny":
-    c.data.synthetic.num_ids = 16
-    c.data.synthetic.height = 32
-    c.data.synthetic.width = 16
-    c.data.height = 32
-    c.data.width = 16
-    c.data.pad = 2
-    c.data.batch_size = 8
-    c.data.num_workers = 0
-    c.data.eval_batch_size = 16
-    c.model.width = 8
-    c.optim.epochs = 2
-    c.optim.warmup_epochs = 1
-    c.optim.milestones = (1,)
-    c.optim.steps_per_epoch = 2
-    c.eval.every_epochs = 1
-    c.checkpoint.every_epochs = 1
-    c.log.every_steps = 1
-    c.log.progress = False
+    config_base.make_tiny(c)
   elif arg:
     raise ValueError(f"configs/synthetic.py: unknown variant {arg!r} (expected 'tiny')")
   return c

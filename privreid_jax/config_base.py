@@ -94,3 +94,29 @@ def base_config() -> ml_collections.ConfigDict:
   c.log.tensorboard = True
   c.log.progress = True
   return c
+
+
+def make_tiny(c: ml_collections.ConfigDict, *, steps_per_epoch: int = 2,
+              every_epochs: int = 1) -> ml_collections.ConfigDict:
+  """Shrinks a synthetic config for tests and smoke runs (the `tiny` variants).
+
+  16 synthetic ids at 32x16, a width-8 backbone, batches of 2 ids x 4, two
+  short epochs, in-process data loading, no progress bar.
+  """
+  c.data.synthetic.num_ids = 16
+  c.data.synthetic.height = 32
+  c.data.synthetic.width = 16
+  c.data.height, c.data.width, c.data.pad = 32, 16, 2
+  c.data.batch_size = 8
+  c.data.num_workers = 0
+  c.data.eval_batch_size = 16
+  c.model.width = 8
+  c.optim.epochs = 2
+  c.optim.warmup_epochs = 1
+  c.optim.milestones = (1,)
+  c.optim.steps_per_epoch = steps_per_epoch
+  c.eval.every_epochs = every_epochs
+  c.checkpoint.every_epochs = every_epochs
+  c.log.every_steps = 1
+  c.log.progress = False
+  return c
