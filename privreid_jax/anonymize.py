@@ -70,33 +70,17 @@ class Anonymizer:
 
   def __init__(self, workdir: str, recover: bool = False):
     import jax
-    import ml_collections
     from privreid_jax import checkpoint, train_state
     from privreid_jax.methods import anonymization
 
-    folder = os.path.join(workdir, "checkpoints")
-    if not os.path.isdir(folder):
-      folder = workdir
     where = f"--checkpoint={workdir}"
-    if not os.path.isdir(folder):
-      raise FileNotFoundError(f"{where}: no such folder")
-    ckpts = checkpoint.Checkpoints(folder)
-    step = ckpts.latest_step()
-    if step is None:
-      ckpts.close()
-      raise FileNotFoundError(f"{where}: no checkpoint in {folder}")
-    out = ckpts.manager.restore(step, args=checkpoint.ocp.args.Composite(
-        state=checkpoint.ocp.args.StandardRestore(),
-        meta=checkpoint.ocp.args.JsonRestore()))
-    ckpts.close()
-    config = ml_collections.ConfigDict(out["meta"]["config"])
+    state, config, step = checkpoint.restore_run(workdir, where)
     if config.get("method") != "anonymization":
       raise ValueError(f"{where}: a {config.get('method')!r} run, not method A "
                        "(config.method='anonymization')")
     if config.anon.mode != "learned":
       raise ValueError(f"{where}: config.anon.mode={config.anon.mode!r} has no "
                        "generators to run")
-    state = out["state"]
     classifier = state["params"]["reid"].get("classifier", {}).get("kernel")
     num_classes = 0 if classifier is None else int(classifier.shape[-1])
     self.method = anonymization.Method(config, num_classes=num_classes, steps_per_epoch=1)

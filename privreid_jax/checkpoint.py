@@ -62,6 +62,29 @@ def restore_init(path: str, abstract_state: Any):
   return state
 
 
+def restore_run(workdir: str, where: str):
+  """(state tree as saved, config ConfigDict, step) of a run's latest checkpoint.
+
+  `workdir` is a run's workdir (or its checkpoints folder); `where` names the
+  flag or key that pointed here, for the one-line errors.
+  """
+  import ml_collections
+  folder = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(folder):
+    folder = workdir
+  if not os.path.isdir(folder):
+    raise FileNotFoundError(f"{where}: no such folder")
+  ckpts = Checkpoints(folder)
+  step = ckpts.latest_step()
+  if step is None:
+    ckpts.close()
+    raise FileNotFoundError(f"{where}: no checkpoint in {folder}")
+  out = ckpts.manager.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
+  ckpts.close()
+  return out["state"], ml_collections.ConfigDict(out["meta"]["config"]), step
+
+
 def abstract_like(tree: Any, sharding) -> Any:
   return jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)

@@ -33,8 +33,6 @@ desensitized ones, computed in JAX at evaluation.
 
 from __future__ import annotations
 
-import os
-import zlib
 from typing import Any, Mapping
 
 import jax
@@ -75,26 +73,8 @@ def desensitize_params(config) -> tuple[str, dict[str, Any]]:
   return method, desensitize.scale_params(method, paper, int(config.data.height))
 
 
-class Desensitizer:
-  """Picklable target function f(image01) -> M for the pipeline's paired mode.
-
-  Noise targets are keyed by a CRC32 of the image's bytes: each image gets its
-  own noise, the same every epoch and in every worker (deterministic).
-  """
-
-  def __init__(self, method: str, params: Mapping[str, Any], seed: int):
-    self.method, self.params, self.seed = method, dict(params), int(seed)
-    self._fn = None
-
-  def __getstate__(self):
-    return {**self.__dict__, "_fn": None}
-
-  def __call__(self, image: np.ndarray) -> np.ndarray:
-    if self._fn is None:
-      self._fn = desensitize.make_target_fn(self.method, self.seed, **self.params)
-    image = np.ascontiguousarray(image, np.float32)
-    key = zlib.crc32(image.tobytes()) if self.method == "noise" else 0
-    return self._fn(image, key)
+# Picklable target function for the pipeline's paired mode (noise keyed by content).
+Desensitizer = desensitize.TargetFunction
 
 
 def train_targets(config) -> Desensitizer:
@@ -392,26 +372,12 @@ class ThirdParty:
   @classmethod
   def load(cls, workdir: str, method: Method, data_cfg) -> ThirdParty:
     from privreid_jax import checkpoint
-    import ml_collections
-    folder = os.path.join(workdir, "checkpoints")
     where = f"config.anon.third_party_workdir={workdir!r}"
-    if not os.path.isdir(folder):
-      raise FileNotFoundError(f"{where}: no checkpoints folder at {folder}")
-    ckpts = checkpoint.Checkpoints(folder)
-    step = ckpts.latest_step()
-    if step is None:
-      ckpts.close()
-      raise FileNotFoundError(f"{where}: {folder} holds no checkpoint")
-    out = ckpts.manager.restore(step, args=checkpoint.ocp.args.Composite(
-        state=checkpoint.ocp.args.StandardRestore(),
-        meta=checkpoint.ocp.args.JsonRestore()))
-    ckpts.close()
-    cfg = ml_collections.ConfigDict(out["meta"]["config"])
+    state, cfg, _ = checkpoint.restore_run(workdir, where)
     if (int(cfg.data.height), int(cfg.data.width)) != (int(data_cfg.height),
                                                        int(data_cfg.width)):
       raise ValueError(f"{where}: that run uses {cfg.data.height}x{cfg.data.width} "
                        f"images, this one {data_cfg.height}x{data_cfg.width}")
-    state = out["state"]
     if "reid" not in state["params"]:
       raise ValueError(f"{where}: its checkpoint has no 'reid' network "
                        f"(networks: {sorted(state['params'])})")

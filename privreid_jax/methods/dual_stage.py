@@ -27,7 +27,6 @@ clean queries, cosine matching; Rank-1 / mAP mean and std over noise draws.
 from __future__ import annotations
 
 import math
-import zlib
 from typing import Any
 
 import jax
@@ -70,26 +69,8 @@ def check_dual_config(d) -> None:
 # --- de-identified targets (host side, in grain workers) ------------------------
 
 
-class TargetFn:
-  """Picklable f(image01 HxWx3) -> de-identified image01 for the paired pipeline.
-
-  Noise is a pure function of the image content (crc32 of its bytes), so every
-  image keeps one fixed noisy target across epochs and workers.
-  """
-
-  def __init__(self, method: str, params: dict[str, Any], seed: int):
-    self.method, self.params, self.seed = method, dict(params), int(seed)
-    self._fn = None
-
-  def __getstate__(self):
-    return {**self.__dict__, "_fn": None}
-
-  def __call__(self, image: np.ndarray) -> np.ndarray:
-    if self._fn is None:
-      self._fn = desensitize.make_target_fn(self.method, self.seed, **self.params)
-    image = np.asarray(image, np.float32)
-    key = zlib.crc32(np.ascontiguousarray(image).tobytes()) if self.method == "noise" else 0
-    return self._fn(image, key)
+# Picklable target function for the pipeline's paired mode (noise keyed by content).
+TargetFn = desensitize.TargetFunction
 
 
 def target_fn(config) -> TargetFn | None:

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import functools
 import math
+import zlib
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
@@ -327,3 +328,26 @@ def make_target_fn(method: str, seed: int = 0,
     return image.copy()
 
   return target
+
+
+class TargetFunction:
+  """Picklable f(image01 HxWx3) -> desensitized image01 for the pipeline's paired mode.
+
+  Built lazily in each grain worker. Noise is keyed by a CRC32 of the image's
+  bytes, so every image gets its own noise, the same every epoch and in every
+  worker (deterministic); `method="none"` returns the image itself.
+  """
+
+  def __init__(self, method: str, params: Mapping[str, Any], seed: int):
+    self.method, self.params, self.seed = method, dict(params), int(seed)
+    self._fn = None
+
+  def __getstate__(self):
+    return {**self.__dict__, "_fn": None}
+
+  def __call__(self, image: np.ndarray) -> np.ndarray:
+    if self._fn is None:
+      self._fn = make_target_fn(self.method, self.seed, **self.params)
+    image = np.ascontiguousarray(image, np.float32)
+    key = zlib.crc32(image.tobytes()) if self.method == "noise" else 0
+    return self._fn(image, key)
