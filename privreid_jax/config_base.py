@@ -20,6 +20,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.source = "folder"    # folder (image files) | tfds (prepared ArrayRecord)
   c.data.tfds_dir = ""        # where the tfds builder wrote the prepared dataset
   c.data.cuhk03_subset = "labeled"  # labeled | detected (CUHK03-NP)
+  # Hold out this fraction of the training identities (seeded by val_seed) as a
+  # validation split for model selection; 0 keeps every training identity.
+  c.data.val_fraction = 0.0
+  c.data.val_seed = 0
   c.data.height = 256
   c.data.width = 128
   c.data.batch_size = 64      # global P x K batch, split over all devices

@@ -3,6 +3,12 @@
 `config.data.source` picks image folders (parsed by `datasets.py`) or a
 prepared tfds ArrayRecord dataset (`tfds_market.py`). Synthetic pedestrians are
 generated on first use.
+
+With `config.data.val_fraction > 0`, a seeded fraction of the training
+identities is held out as a validation split (`hold_out_validation`): training
+keeps the other identities (relabelled 0..n-1), and the held-out ones form a
+val query / val gallery pair for model selection that never touches the test
+split (method A's progressive stages check their upgrade rule on it).
 """
 
 from __future__ import annotations
@@ -36,6 +42,8 @@ class Splits:
   train: Split
   query: Split
   gallery: Split
+  val_query: Split | None = None      # held-out training identities (val_fraction > 0)
+  val_gallery: Split | None = None
 
   @property
   def num_train_pids(self) -> int:
@@ -43,12 +51,76 @@ class Splits:
 
   def summary(self) -> str:
     lines = [f"{self.name} at {self.root}",
-             f"  {'subset':<8} {'# ids':>6} {'# images':>9} {'# cameras':>10}"]
-    for name in ("train", "query", "gallery"):
+             f"  {'subset':<11} {'# ids':>6} {'# images':>9} {'# cameras':>10}"]
+    names = ("train", "query", "gallery")
+    if self.val_query is not None:
+      names += ("val_query", "val_gallery")
+    for name in names:
       s = getattr(self, name)
-      lines.append(f"  {name:<8} {len(np.unique(s.pids)):>6} {len(s):>9} "
+      lines.append(f"  {name:<11} {len(np.unique(s.pids)):>6} {len(s):>9} "
                    f"{len(np.unique(s.camids)):>10}")
     return "\n".join(lines)
+
+  def validation(self) -> Splits:
+    """These splits with the val query / gallery in place of the test ones."""
+    if self.val_query is None:
+      raise ValueError("no validation split: set config.data.val_fraction > 0")
+    return dataclasses.replace(self, query=self.val_query, gallery=self.val_gallery)
+
+
+class _Subset:
+  """Items `indices` of a source, re-indexed 0..n-1 (any random-access source)."""
+
+  def __init__(self, source: Sequence[Any], indices: Sequence[int]):
+    self.source, self.indices = source, np.asarray(indices, np.int64)
+
+  def __len__(self) -> int:
+    return len(self.indices)
+
+  def __getitem__(self, i: int):
+    return self.source[int(self.indices[i])]
+
+
+def _take(split: Split, indices: np.ndarray, pids: np.ndarray | None = None) -> Split:
+  return Split(_Subset(split.source, indices),
+               split.pids[indices] if pids is None else pids,
+               split.camids[indices])
+
+
+def hold_out_validation(train: Split, fraction: float, seed: int
+                        ) -> tuple[Split, Split, Split]:
+  """Splits the training identities into (train, val_query, val_gallery).
+
+  round(fraction * #ids) identities (at least one), drawn with `seed`, are
+  held out; the remaining training identities are relabelled 0..n-1 in their
+  original order. Of the held-out images, one per (identity, camera), drawn
+  with the same seed, is a val query and the rest the val gallery, so every
+  query whose identity appears under another camera has a match.
+  """
+  where = f"config.data.val_fraction={fraction}"
+  if not 0.0 < fraction < 1.0:
+    raise ValueError(f"{where}: expected a fraction in (0, 1), or 0 for no validation")
+  ids = np.unique(train.pids)
+  n_val = max(1, int(round(fraction * len(ids))))
+  if n_val >= len(ids):
+    raise ValueError(f"{where}: holds out {n_val} of the {len(ids)} training "
+                     "identities, leaving none to train on")
+  rng = np.random.default_rng([int(seed), len(ids)])
+  val_ids = np.sort(rng.choice(ids, n_val, replace=False))
+  is_val = np.isin(train.pids, val_ids)
+  keep = np.flatnonzero(~is_val)
+  _, relabelled = np.unique(train.pids[keep], return_inverse=True)
+  new_train = _take(train, keep, relabelled.astype(np.int32))
+  held = np.flatnonzero(is_val)
+  query = []
+  for pid in val_ids:
+    for cam in np.unique(train.camids[held]):
+      group = held[(train.pids[held] == pid) & (train.camids[held] == cam)]
+      if len(group):
+        query.append(int(rng.choice(group)))
+  query = np.sort(np.asarray(query, np.int64))
+  gallery = np.setdiff1d(held, query)
+  return new_train, _take(train, query), _take(train, gallery)
 
 
 def synthetic_root(data_cfg) -> str:
@@ -64,6 +136,18 @@ def _from_records(records) -> Split:
 
 
 def open_splits(data_cfg) -> Splits:
+  """The configured dataset's splits, with a validation split if val_fraction > 0."""
+  splits = _open_test_splits(data_cfg)
+  fraction = float(data_cfg.get("val_fraction", 0.0))
+  if fraction == 0.0:
+    return splits
+  train, val_query, val_gallery = hold_out_validation(
+      splits.train, fraction, int(data_cfg.get("val_seed", 0)))
+  return dataclasses.replace(splits, train=train, val_query=val_query,
+                             val_gallery=val_gallery)
+
+
+def _open_test_splits(data_cfg) -> Splits:
   name = data_cfg.name
   if name == "synthetic":
     root = synthetic_root(data_cfg)
