@@ -132,9 +132,10 @@ class Method(base.Method):
     if self.mode == "learned":
       downs = unet.num_downs_for(h, w, int(a.num_downs))
       self.gen = unet.UNetGenerator(num_downs=downs, ngf=int(a.ngf),
-                                    use_dropout=bool(a.dropout), dtype=dtype)
+                                    use_dropout=bool(a.dropout), dtype=dtype,
+                                    conv_impl=config.model.conv_impl)
       self.disc = patchgan.PatchDiscriminator(ndf=int(a.ndf), n_layers=int(a.d_layers),
-                                              dtype=dtype)
+                                              dtype=dtype, conv_impl=config.model.conv_impl)
       out_h, out_w = patchgan.patchgan_output_shape(h, w, int(a.d_layers))
       if out_h < 1 or out_w < 1:
         raise ValueError(f"config.anon.d_layers={a.d_layers}: images of {h}x{w} leave a "

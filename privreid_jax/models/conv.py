@@ -8,10 +8,22 @@ matrix products (impl "matmul"): a 1x1 convolution is one `lax.dot_general` on
 the channel axis) followed by one dot. "auto" picks "matmul" on the CPU backend and
 "xla" elsewhere (cuDNN / the TPU compiler handle convolutions best).
 
+`ConvTranspose` is PyTorch's `ConvTranspose2d` (the pix2pix U-Net's up-sampling
+layers) with the same choice: impl "xla" is `lax.conv_transpose`, impl "matmul"
+is one dot of the input (N*H*W, Cin) with the kernel as (Cin, kh*kw*Cout),
+followed by an overlap-add (col2im) of the kh*kw contributions on the s-times
+finer grid, written as zero pads and adds per output phase, which XLA fuses.
+On the U-Net's shapes its forward+backward is 4-15x faster than XLA:CPU's
+transposed convolution; the sub-pixel forms (four 2x2 phase convolutions, or
+one 3x3 im2col dot with a zero-filled kernel) measured 1.2-4x slower than col2im.
+
 Both lowerings share one parameter layout, identical to `flax.linen.Conv`:
 `kernel` [kh, kw, in, out] (HWIO) and an optional `bias` [out], so checkpoints and
 converted ImageNet weights load whatever the implementation. Padding is torch-style:
-a symmetric integer number of pixels per spatial side.
+a symmetric integer number of pixels per spatial side. `ConvTranspose` keeps the
+layout of `flax.linen.ConvTranspose(..., transpose_kernel=True)` with padding
+k - 1 - p: `kernel` [kh, kw, out, in] (a PyTorch ConvTranspose2d weight
+(in, out, kh, kw) transposed by (2, 3, 1, 0)) and an optional `bias` [out].
 """
 
 from __future__ import annotations
@@ -155,6 +167,101 @@ class Conv(nn.Module):
     dtype = self.dtype or jnp.promote_types(x.dtype, self.param_dtype)
     y = conv2d(x.astype(dtype), kernel.astype(dtype), self.strides, self.padding,
                self.impl)
+    if bias is not None:
+      y = y + bias.astype(dtype)
+    return y
+
+
+def conv_transpose2d(x: jax.Array, kernel: jax.Array, strides: Pair = 2,
+                     padding: Pair = 0, impl: str = "auto") -> jax.Array:
+  """PyTorch ConvTranspose2d on NHWC input with a [kh, kw, out, in] kernel.
+
+  Output side (size - 1) * s - 2 * p + k, as torch with output_padding 0.
+  """
+  impl = resolve_impl(impl)
+  kh, kw, cout, cin = kernel.shape
+  if x.ndim != 4 or x.shape[-1] != cin:
+    raise ValueError(f"conv_transpose2d: input of shape {x.shape} does not match kernel "
+                     f"{kernel.shape} (expected NHWC with {cin} channels)")
+  sh, sw = _pair(strides, "strides")
+  ph, pw = _pair(padding, "padding")
+  if not (0 <= ph < kh and 0 <= pw < kw):
+    raise ValueError(f"conv_transpose2d: padding ({ph}, {pw}) must lie in [0, kernel "
+                     f"size - 1] for kernel ({kh}, {kw})")
+  n, h, w, _ = x.shape
+  ho, wo = (h - 1) * sh - 2 * ph + kh, (w - 1) * sw - 2 * pw + kw
+  if ho < 1 or wo < 1:
+    raise ValueError(f"conv_transpose2d: input {h}x{w} with kernel ({kh}, {kw}), stride "
+                     f"({sh}, {sw}) and padding ({ph}, {pw}) gives an empty output")
+  if impl == "xla":
+    return lax.conv_transpose(
+        x, kernel, (sh, sw), ((kh - 1 - ph, kh - 1 - ph), (kw - 1 - pw, kw - 1 - pw)),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"), transpose_kernel=True)
+  # z[n, y, x, i, j, o]: what input pixel (y, x) adds at output (s*y + i - p, s*x + j - p).
+  z = lax.dot_general(x.reshape(n * h * w, cin),
+                      kernel.transpose(3, 0, 1, 2).reshape(cin, kh * kw * cout),
+                      (((1,), (0,)), ((), ())))
+  z = z.reshape(n, h, w, kh, kw, cout)
+  # Tap i = s*q + r lands on phase r of coarse row y + q: per phase, add the taps'
+  # maps shifted by q on a coarse grid of h + qh - 1 rows (qh = ceil(kh / sh)).
+  qh, qw = -(-kh // sh), -(-kw // sw)
+  phase_rows = []
+  for ry in range(sh):
+    phase_cols = []
+    for rx in range(sw):
+      acc = jnp.zeros((n, h + qh - 1, w + qw - 1, cout), z.dtype)
+      for qy in range(qh):
+        for qx in range(qw):
+          i, j = sh * qy + ry, sw * qx + rx
+          if i < kh and j < kw:
+            acc = acc + jnp.pad(z[:, :, :, i, j, :],
+                                ((0, 0), (qy, qh - 1 - qy), (qx, qw - 1 - qx), (0, 0)))
+      phase_cols.append(acc)
+    phase_rows.append(jnp.stack(phase_cols, axis=3))
+  y = jnp.stack(phase_rows, axis=2).reshape(
+      n, (h + qh - 1) * sh, (w + qw - 1) * sw, cout)
+  return y[:, ph:ph + ho, pw:pw + wo]
+
+
+class ConvTranspose(nn.Module):
+  """PyTorch's ConvTranspose2d with `nn.ConvTranspose(transpose_kernel=True)`'s params.
+
+  Same parameters, init and output as `nn.ConvTranspose(features, kernel_size,
+  strides, padding=k - 1 - p per side, transpose_kernel=True)`, so checkpoints of
+  either load into the other.
+
+  Attributes:
+    features: output channels.
+    kernel_size: int or (kh, kw).
+    strides: int or (sh, sw).
+    padding: torch's ConvTranspose2d padding p, int or (ph, pw), 0 <= p < k.
+    use_bias: add a learned bias.
+    dtype: compute dtype (None: the promoted input/param dtype).
+    param_dtype: parameter dtype (float32).
+    kernel_init, bias_init: initializers, defaults as `nn.ConvTranspose`.
+    impl: "auto" | "xla" | "matmul" (see the module docstring).
+  """
+  features: int
+  kernel_size: Pair = 4
+  strides: Pair = 2
+  padding: Pair = 1
+  use_bias: bool = True
+  dtype: Any = None
+  param_dtype: Any = jnp.float32
+  kernel_init: Callable = nn.linear.default_kernel_init
+  bias_init: Callable = nn.initializers.zeros_init()
+  impl: str = "auto"
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    kh, kw = _pair(self.kernel_size, "kernel_size")
+    kernel = self.param("kernel", self.kernel_init,
+                        (kh, kw, self.features, x.shape[-1]), self.param_dtype)
+    bias = (self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+            if self.use_bias else None)
+    dtype = self.dtype or jnp.promote_types(x.dtype, self.param_dtype)
+    y = conv_transpose2d(x.astype(dtype), kernel.astype(dtype), self.strides,
+                         self.padding, self.impl)
     if bias is not None:
       y = y + bias.astype(dtype)
     return y

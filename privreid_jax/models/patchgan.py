@@ -10,7 +10,8 @@ two images (a first, as `torch.cat([a, b], 1)`):
 
 All convs pad 1, so a side of s pixels gives s >> n_layers, minus 2 for the two
 stride-1 convs (256x128, n_layers=3 -> a 30x14 logit map, 70x70 receptive field).
-Init, BatchNorm settings and the PyTorch weight layout are those of `unet.py`.
+Init, BatchNorm settings, the PyTorch weight layout and `conv_impl` (the
+convolutions' lowering, see `models/conv.py`) are those of `unet.py`.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class PatchDiscriminator(nn.Module):
   ndf: int = 64
   n_layers: int = 3
   dtype: Any = jnp.float32
+  conv_impl: str = "auto"  # "auto" | "xla" | "matmul", see models/conv.py
 
   @nn.compact
   def __call__(self, a: jax.Array, b: jax.Array, train: bool) -> jax.Array:
@@ -49,13 +51,15 @@ class PatchDiscriminator(nn.Module):
                        f"for n_layers={self.n_layers} (logit map {out_h}x{out_w}); "
                        "use fewer layers")
     h = jnp.concatenate([a, b], axis=-1).astype(self.dtype)
-    h = unet.down_conv(self.ndf, True, self.dtype, name="conv0")(h)
+    impl = self.conv_impl
+    h = unet.down_conv(self.ndf, True, self.dtype, name="conv0", impl=impl)(h)
     h = nn.leaky_relu(h, unet.LEAKY_SLOPE)
     for k in range(1, self.n_layers + 1):
       stride = 2 if k < self.n_layers else 1
       h = unet.down_conv(self.ndf * min(2**k, 8), False, self.dtype, name=f"conv{k}",
-                         stride=stride)(h)
+                         stride=stride, impl=impl)(h)
       h = unet.batch_norm(train, self.dtype, name=f"conv{k}_bn")(h)
       h = nn.leaky_relu(h, unet.LEAKY_SLOPE)
-    h = unet.down_conv(1, True, self.dtype, name=f"conv{self.n_layers + 1}", stride=1)(h)
+    h = unet.down_conv(1, True, self.dtype, name=f"conv{self.n_layers + 1}", stride=1,
+                       impl=impl)(h)
     return h.astype(jnp.float32)

@@ -22,9 +22,11 @@ Init as pix2pix `init_weights('normal', 0.02)`: conv kernels N(0, 0.02), biases
 
 PyTorch weight layout: a Conv2d weight (out, in, kh, kw) is the flax kernel
 `w.transpose(2, 3, 1, 0)`; a ConvTranspose2d weight (in, out, kh, kw) is also
-`w.transpose(2, 3, 1, 0)` because the up convs use `transpose_kernel=True`
-with padding k - 1 - p = 2, reproducing ConvTranspose2d(k=4, s=2, p=1) exactly
-(output exactly twice the input).
+`w.transpose(2, 3, 1, 0)`: the up convs are `conv.ConvTranspose`, whose params
+are those of `nn.ConvTranspose(transpose_kernel=True)` with padding k - 1 - p = 2,
+reproducing ConvTranspose2d(k=4, s=2, p=1) exactly (output exactly twice the
+input). Convolutions are `models/conv.py`'s, so `conv_impl` picks XLA's
+convolutions or matrix products (much faster on CPU) without changing the params.
 
 Input: images normalised as the pipeline does; output: float32 in (-1, 1).
 """
@@ -36,6 +38,8 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from privreid_jax.models import conv
 
 LEAKY_SLOPE = 0.2
 INIT_STD = 0.02
@@ -57,18 +61,20 @@ def batch_norm(train: bool, dtype: Any, name: str) -> nn.BatchNorm:
                       name=name)
 
 
-def down_conv(features: int, use_bias: bool, dtype: Any, name: str, stride: int = 2) -> nn.Conv:
-  """Conv2d(k=4, stride, p=1) with pix2pix init."""
-  return nn.Conv(features, (4, 4), strides=(stride, stride), padding=((1, 1), (1, 1)),
-                 use_bias=use_bias, kernel_init=conv_init, dtype=dtype,
-                 param_dtype=jnp.float32, name=name)
+def down_conv(features: int, use_bias: bool, dtype: Any, name: str, stride: int = 2,
+              impl: str = "auto") -> conv.Conv:
+  """Conv2d(k=4, stride, p=1) with pix2pix init; `impl` as `conv.Conv`."""
+  return conv.Conv(features, 4, strides=stride, padding=1, use_bias=use_bias,
+                   kernel_init=conv_init, dtype=dtype, param_dtype=jnp.float32, impl=impl,
+                   name=name)
 
 
-def up_conv(features: int, use_bias: bool, dtype: Any, name: str) -> nn.ConvTranspose:
+def up_conv(features: int, use_bias: bool, dtype: Any, name: str,
+            impl: str = "auto") -> conv.ConvTranspose:
   """ConvTranspose2d(k=4, s=2, p=1): same output size (2x) and weights as PyTorch."""
-  return nn.ConvTranspose(features, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)),
-                          transpose_kernel=True, use_bias=use_bias, kernel_init=conv_init,
-                          dtype=dtype, param_dtype=jnp.float32, name=name)
+  return conv.ConvTranspose(features, 4, strides=2, padding=1, use_bias=use_bias,
+                            kernel_init=conv_init, dtype=dtype, param_dtype=jnp.float32,
+                            impl=impl, name=name)
 
 
 def unet_widths(num_downs: int, ngf: int = 64) -> tuple[int, ...]:
@@ -102,6 +108,7 @@ class UNetGenerator(nn.Module):
   out_channels: int = 3
   use_dropout: bool = False
   dtype: Any = jnp.float32
+  conv_impl: str = "auto"  # "auto" | "xla" | "matmul", see models/conv.py
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -123,16 +130,17 @@ class UNetGenerator(nn.Module):
       skips.append(h)
       if i > 0:
         h = nn.leaky_relu(h, LEAKY_SLOPE)
-      h = down_conv(widths[i], False, self.dtype, name=f"down{i}")(h)
+      h = down_conv(widths[i], False, self.dtype, name=f"down{i}", impl=self.conv_impl)(h)
       if 0 < i < n - 1:
         h = batch_norm(train, self.dtype, name=f"down{i}_bn")(h)
 
     for i in range(n - 1, 0, -1):
       h = nn.relu(h)
-      h = up_conv(widths[i - 1], False, self.dtype, name=f"up{i}")(h)
+      h = up_conv(widths[i - 1], False, self.dtype, name=f"up{i}", impl=self.conv_impl)(h)
       h = batch_norm(train, self.dtype, name=f"up{i}_bn")(h)
       if self.use_dropout and 4 <= i <= n - 2:
         h = nn.Dropout(0.5, deterministic=not train)(h)
       h = jnp.concatenate([skips[i], h], axis=-1)
-    h = up_conv(self.out_channels, True, self.dtype, name="up0")(nn.relu(h))
+    h = up_conv(self.out_channels, True, self.dtype, name="up0",
+                impl=self.conv_impl)(nn.relu(h))
     return jnp.tanh(h.astype(jnp.float32))
