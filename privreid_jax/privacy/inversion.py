@@ -1,0 +1,241 @@
+"""Inversion attack on released Re-ID features (METHODS.md s.3, "better [ours]").
+
+The attacker holds released (optionally DP-noised) features of images it also
+has, with their identities (the complement of the ID probe's held-out split of
+the training set). It trains
+
+  1. its own inversion decoder, feature vector -> image (`DeIDDecoder` from the
+     pooled vector), L1 against the input image (not the de-identified target:
+     the attacker wants the person back);
+  2. its own identity classifier (`ImageIdentityClassifier`) on the decoder's
+     reconstructions of those same features;
+
+and is scored on the held-out images: identity accuracy of its classifier on
+their reconstructions (`id_acc`), optionally that of a fixed classifier trained
+on clean images (`probe_acc`, method B's ID probe), and PSNR/SSIM of the
+reconstructions against the input images.
+
+Images are in the pipeline's normalised space (mean/std); `mean`/`std` map
+them back to [0, 1] for PSNR/SSIM. Training is minibatch Adam with a host
+numpy sampler (seeded), one jitted step per network.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from privreid_jax.models import adversary as adversary_lib
+from privreid_jax.models import deid_decoder
+from privreid_jax.ops import image_metrics
+
+
+def vector_map_hw(height: int, width: int) -> tuple[int, int]:
+  """The smallest map (h, w) with the image's aspect ratio that the decoder upsamples
+  by a power of two: (4, 2) for 2:1 pedestrians of height >= 8."""
+  for h in (4, 2, 1):
+    if height % h == 0 and width * h % height == 0:
+      w = width * h // height
+      try:
+        deid_decoder.num_stages((h, w), (height, width))
+      except ValueError:
+        continue
+      return h, w
+  raise ValueError(f"inversion: no power-of-two decoder map for images {height}x{width}")
+
+
+def _check(name, x, imgs, y, num_classes):
+  if x.ndim != 2 or imgs.ndim != 4 or not len(x) or not len(x) == len(imgs) == len(y):
+    raise ValueError(f"inversion_attack: {name} features {x.shape}, images {imgs.shape} "
+                     f"and labels {y.shape} must be [N, D], [N, H, W, C] and [N], N > 0")
+  if y.min() < 0 or y.max() >= num_classes:
+    raise ValueError(f"inversion_attack: {name} labels outside [0, {num_classes})")
+
+
+def _fit(loss_fn, params, stats, inputs: Sequence[np.ndarray], *, steps: int,
+         batch_size: int, lr: float, seed: int):
+  """Minibatch Adam on `loss_fn(params, stats, *batch) -> (loss, new stats)`.
+
+  Returns (params, stats, per-step losses).
+  """
+  tx = optax.adam(lr)
+
+  @jax.jit
+  def step(p, s, o, *batch):
+    (loss, s), g = jax.value_and_grad(loss_fn, has_aux=True)(p, s, *batch)
+    u, o = tx.update(g, o, p)
+    return optax.apply_updates(p, u), s, o, loss
+
+  rng = np.random.default_rng(seed)
+  n = len(inputs[0])
+  opt, history = tx.init(params), []
+  for _ in range(steps):
+    idx = rng.choice(n, size=min(batch_size, n), replace=n < batch_size)
+    params, stats, opt, loss = step(params, stats, opt, *(jnp.asarray(a[idx]) for a in inputs))
+    history.append(float(loss))
+  return params, stats, np.asarray(history)
+
+
+def _predict(fn, x: np.ndarray, batch_size: int) -> np.ndarray:
+  return np.concatenate([np.asarray(fn(jnp.asarray(x[i:i + batch_size])))
+                         for i in range(0, len(x), batch_size)])
+
+
+def inversion_attack(train_x, train_images, train_y, test_x, test_images, test_y, *,
+                     num_classes: int, steps: int = 300, classifier_steps: int = 300,
+                     widths: Sequence[int] = (64, 32, 16, 8), classifier_width: int = 16,
+                     classifier_stages: int = 4, batch_size: int = 32, lr: float = 1e-3,
+                     mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), seed: int = 0,
+                     probe_fn: Callable[[jax.Array], jax.Array] | None = None,
+                     conv_impl: str = "auto") -> dict[str, Any]:
+  """Trains an inversion decoder and an identity classifier; scores them on the test set.
+
+  Args:
+    train_x, test_x: [N, D] released features (already noised if DP applies).
+    train_images, test_images: [N, H, W, C] the images those features came from,
+      normalised like the pipeline's (the decoder's target and the reference).
+    train_y, test_y: [N] identity labels in [0, num_classes).
+    num_classes: number of identities.
+    steps: decoder training steps; classifier_steps: classifier steps (0: none).
+    widths: decoder stage widths; classifier_width / classifier_stages: its size.
+    mean, std: the normalisation, to compare images in [0, 1].
+    probe_fn: optional fixed classifier, normalised images -> logits.
+
+  Returns:
+    {"id_acc", "probe_acc" (with probe_fn), "chance", "psnr_input", "ssim_input"
+    (when the images are at least SSIM_WINDOW pixels), "num_images",
+    "decoder_loss" and "classifier_loss" (per-step histories),
+    "examples": (test images, their reconstructions), 8 each, in [0, 1]}.
+  """
+  train_x, test_x = (np.asarray(x, np.float32) for x in (train_x, test_x))
+  train_images, test_images = (np.asarray(x, np.float32) for x in (train_images, test_images))
+  train_y, test_y = (np.asarray(y, np.int32) for y in (train_y, test_y))
+  _check("train", train_x, train_images, train_y, num_classes)
+  _check("test", test_x, test_images, test_y, num_classes)
+  if train_x.shape[1] != test_x.shape[1] or train_images.shape[1:] != test_images.shape[1:]:
+    raise ValueError(f"inversion_attack: train and test shapes differ: features "
+                     f"{train_x.shape} vs {test_x.shape}, images {train_images.shape} "
+                     f"vs {test_images.shape}")
+  # Standardise features with the attacker's own (training) statistics.
+  mu, sd = train_x.mean(0), train_x.std(0) + 1e-6
+  train_x, test_x = (train_x - mu) / sd, (test_x - mu) / sd
+  _, height, width, channels = train_images.shape
+  k_dec, k_cls = jax.random.split(jax.random.PRNGKey(seed))
+
+  decoder = deid_decoder.DeIDDecoder(height, width, widths=tuple(widths),
+                                     out_channels=channels,
+                                     vector_map_hw=vector_map_hw(height, width),
+                                     conv_impl=conv_impl)
+  v = decoder.init(k_dec, jnp.asarray(train_x[:2]), train=False)
+
+  def dec_loss(p, s, x, img):
+    rec, upd = decoder.apply({"params": p, "batch_stats": s}, x, train=True,
+                             mutable=["batch_stats"])
+    return jnp.mean(jnp.abs(rec - img)), upd["batch_stats"]
+
+  dp_, ds_, dec_hist = _fit(dec_loss, v["params"], v["batch_stats"],
+                            (train_x, train_images), steps=steps, batch_size=batch_size,
+                            lr=lr, seed=seed)
+  invert = jax.jit(lambda x: decoder.apply({"params": dp_, "batch_stats": ds_}, x,
+                                           train=False))
+  train_rec = _predict(invert, train_x, 64)
+  test_rec = _predict(invert, test_x, 64)
+
+  out: dict[str, Any] = {"chance": 1.0 / num_classes, "num_images": float(len(test_x)),
+                         "decoder_loss": dec_hist}
+  if classifier_steps:
+    clf = adversary_lib.ImageIdentityClassifier(num_classes, width=classifier_width,
+                                                num_stages=classifier_stages,
+                                                conv_impl=conv_impl)
+    v = clf.init(k_cls, jnp.asarray(train_rec[:2]), train=False)
+
+    def clf_loss(p, s, img, y):
+      logits, upd = clf.apply({"params": p, "batch_stats": s}, img, train=True,
+                              mutable=["batch_stats"])
+      return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), \
+          upd["batch_stats"]
+
+    cp, cs, cls_hist = _fit(clf_loss, v["params"], v["batch_stats"], (train_rec, train_y),
+                            steps=classifier_steps, batch_size=batch_size, lr=lr,
+                            seed=seed + 1)
+    classify = jax.jit(lambda x: clf.apply({"params": cp, "batch_stats": cs}, x,
+                                           train=False))
+    out["id_acc"] = float(np.mean(np.argmax(_predict(classify, test_rec, 64), -1) == test_y))
+    out["classifier_loss"] = cls_hist
+  if probe_fn is not None:
+    logits = _predict(probe_fn, test_rec, 64)
+    out["probe_acc"] = float(np.mean(np.argmax(logits, -1) == test_y))
+
+  mean, std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+  x01 = np.clip(test_images * std + mean, 0.0, 1.0)
+  r01 = np.clip(test_rec * std + mean, 0.0, 1.0)
+  out["psnr_input"] = float(np.mean(np.asarray(image_metrics.psnr(r01, x01))))
+  if min(height, width) >= image_metrics.SSIM_WINDOW:
+    out["ssim_input"] = float(np.mean(np.asarray(image_metrics.ssim(r01, x01))))
+  out["examples"] = (x01[:8], r01[:8])
+  return out
+
+
+def inversion_row(result: dict[str, Any]) -> dict[str, float]:
+  """The scalar metrics of `inversion_attack`'s result (for eval_metrics.jsonl)."""
+  row = {k: float(v) for k, v in result.items()
+         if k in ("id_acc", "probe_acc", "chance", "psnr_input", "ssim_input", "num_images")}
+  for k in ("decoder_loss", "classifier_loss"):
+    if k in result and len(result[k]):
+      tail = max(1, len(result[k]) // 10)
+      row[f"{k}_first"] = float(np.mean(result[k][:tail]))
+      row[f"{k}_last"] = float(np.mean(result[k][-tail:]))
+  return row
+
+
+def inversion_attack_rows(method, state, ctx) -> dict[str, dict[str, float]]:
+  """Row "attack:inversion" for method B (`method.d` = config.dual).
+
+  The attacker gets the released training features (the method's "raw"
+  retrieval feature, L2-normalised, DP-noised at config.dual.attack_epsilon)
+  and the images they came from, learns on the images the ID probe trains on
+  and is scored on the probe's held-out images (`dual_stage.heldout_mask`).
+  `probe_acc` is method B's fixed clean ID probe on the attacker's
+  reconstructions. Also writes the grid input | reconstruction
+  (WORKDIR/inversion_grid.png and TensorBoard).
+  """
+  from privreid_jax.data import pipeline
+  from privreid_jax.methods import dual_stage
+  from privreid_jax.privacy import attacks, dp
+  d, config = method.d, method.config
+  train = ctx.splits.train
+  pids = np.asarray(train.pids)
+  feats = np.asarray(ctx.evaluator.features(state, "train", "raw"), np.float32)
+  images = np.zeros((len(pids), config.data.height, config.data.width, 3), np.float32)
+  for batch in pipeline.eval_loader(train.source, config.data):
+    mask = batch["mask"]
+    images[batch["index"][mask]] = batch["image"][mask]
+  held = dual_stage.heldout_mask(np.arange(len(pids)), d.probe_holdout, d.probe_seed)
+  eps = d.attack_epsilon
+  key = dp.os_key() if d.dp_seed < 0 else dp.os_key(d.dp_seed + 11)
+  released = attacks.release(feats, eps, d.delta, key)
+  p, s = state.params["id_probe"], state.batch_stats["id_probe"]
+
+  # The attack runs on host-local arrays (one process; the probe's params are
+  # replicated, so this is a plain single-device apply).
+  @jax.jit
+  def probe(x):
+    return method.probe.apply({"params": p, "batch_stats": s}, x, train=False)
+
+  result = inversion_attack(
+      released[~held], images[~held], pids[~held], released[held], images[held],
+      pids[held], num_classes=method.num_classes, steps=d.inversion_steps,
+      classifier_steps=d.inversion_classifier_steps, widths=tuple(d.inversion_widths),
+      classifier_width=d.probe_width, classifier_stages=d.probe_stages,
+      batch_size=config.data.batch_size, mean=config.data.mean, std=config.data.std,
+      seed=max(d.dp_seed, 0), probe_fn=probe, conv_impl=config.model.conv_impl)
+  method.save_grid(state, ctx, "inversion_grid", result["examples"])
+  row = inversion_row(result)
+  if not (eps is None or math.isinf(float(eps))):
+    row["eps_image"] = float(eps)
+  return {"attack:inversion": row}
