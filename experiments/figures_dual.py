@@ -1,0 +1,178 @@
+"""Method B figures across a sweep's runs: t-SNE of features, reconstruction grids.
+
+  python -m experiments.figures_dual --root /work/runs/dual_sweep            # -> ROOT/report/
+  python -m experiments.figures_dual --root DIR --runs baseline,onestage --out DIR2
+
+- `tsne_features.png`: t-SNE of each chosen run's saved query features
+  (`WORKDIR/features_test.npz`, written by method B at every evaluation),
+  one panel per run, points coloured by identity. Each panel's title gives the
+  fraction of points whose nearest neighbour (cosine, in the feature space
+  itself, not the embedding) has the same identity: the number to read, the
+  picture only illustrates it. Default runs: baseline and onestage (or
+  twostage, the same stage-1 model, when onestage is missing).
+- `recon_grids.png`: every run's `recon_grid.png` (input | de-identified target |
+  decoder reconstruction) and `inversion_grid.png` (input | the inversion
+  attacker's reconstruction), side by side.
+
+The t-SNE is a small exact numpy implementation (van der Maaten & Hinton 2008:
+perplexity-calibrated Gaussian affinities, Student-t embedding, early
+exaggeration, momentum gradient descent), fine for the few hundred points
+saved; scikit-learn is not a dependency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Sequence
+
+import numpy as np
+
+FEATURES_FILE = "features_test.npz"   # privreid_jax.methods.dual_stage.FEATURES_FILE
+GRIDS = ("recon_grid.png", "inversion_grid.png")
+
+
+def _affinities(x: np.ndarray, perplexity: float) -> np.ndarray:
+  """Symmetrised joint probabilities P with each row's entropy at log(perplexity)."""
+  d = np.sum(x ** 2, 1)
+  d = np.maximum(d[:, None] + d[None] - 2 * x @ x.T, 0.0)
+  n, target = len(x), np.log(perplexity)
+  p = np.zeros((n, n))
+  for i in range(n):
+    lo, hi, beta = 0.0, np.inf, 1.0
+    di = np.delete(d[i], i)
+    for _ in range(60):
+      w = np.exp(-(di - di.min()) * beta)
+      pi = w / w.sum()
+      h = -np.sum(pi * np.log(np.maximum(pi, 1e-12)))
+      if abs(h - target) < 1e-5:
+        break
+      if h > target:
+        lo, beta = beta, beta * 2 if hi == np.inf else (beta + hi) / 2
+      else:
+        hi, beta = beta, (beta + lo) / 2
+    p[i, np.arange(n) != i] = pi
+  p = (p + p.T) / (2 * n)
+  return np.maximum(p, 1e-12)
+
+
+def tsne(x: np.ndarray, *, perplexity: float = 20.0, steps: int = 1000,
+         seed: int = 0) -> np.ndarray:
+  """[N, D] -> [N, 2] t-SNE embedding (exact, O(N^2) memory: keep N in the hundreds)."""
+  x = np.asarray(x, np.float64)
+  if x.ndim != 2 or len(x) < 5:
+    raise ValueError(f"tsne: expected [N, D] features with N >= 5, got shape {x.shape}")
+  perplexity = min(perplexity, (len(x) - 1) / 3)
+  p = _affinities(x, perplexity)
+  y = np.random.default_rng(seed).normal(scale=1e-4, size=(len(x), 2))
+  velocity, gains = np.zeros_like(y), np.ones_like(y)
+  for t in range(steps):
+    exaggeration = 12.0 if t < 250 else 1.0
+    momentum = 0.5 if t < 250 else 0.8
+    diff = y[:, None] - y[None]
+    num = 1.0 / (1.0 + np.sum(diff ** 2, -1))
+    np.fill_diagonal(num, 0.0)
+    q = np.maximum(num / num.sum(), 1e-12)
+    grad = 4 * np.sum(((exaggeration * p - q) * num)[:, :, None] * diff, 1)
+    gains = np.where(np.sign(grad) != np.sign(velocity), gains + 0.2, gains * 0.8)
+    gains = np.maximum(gains, 0.01)
+    velocity = momentum * velocity - 200.0 * gains * grad
+    y = y + velocity
+    y -= y.mean(0)
+  return y
+
+
+def nn_identity_agreement(features: np.ndarray, pids: np.ndarray) -> float:
+  """Fraction of points whose nearest other point (cosine) has the same identity."""
+  f = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+  sim = f @ f.T
+  np.fill_diagonal(sim, -np.inf)
+  return float(np.mean(pids[np.argmax(sim, 1)] == pids))
+
+
+def load_features(workdir: str) -> tuple[np.ndarray, np.ndarray]:
+  path = os.path.join(workdir, FEATURES_FILE)
+  if not os.path.exists(path):
+    raise ValueError(f"{path}: missing (method B writes it at evaluation; "
+                     f"config.dual.save_features > 0)")
+  with np.load(path) as z:
+    return z["features"], z["pids"]
+
+
+def default_runs(root: str) -> list[str]:
+  has = lambda name: os.path.exists(os.path.join(root, name, FEATURES_FILE))
+  second = "onestage" if has("onestage") else "twostage"
+  return [name for name in ("baseline", second) if has(name)]
+
+
+def plot_tsne(root: str, runs: Sequence[str], out_dir: str) -> str:
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, axes = plt.subplots(1, len(runs), figsize=(5 * len(runs), 5), squeeze=False)
+  for ax, name in zip(axes[0], runs):
+    feats, pids = load_features(os.path.join(root, name))
+    y = tsne(feats)
+    _, colour = np.unique(pids, return_inverse=True)
+    ax.scatter(y[:, 0], y[:, 1], c=colour, cmap="hsv", s=10)
+    ax.set(title=f"{name}: {len(pids)} queries, {len(set(pids.tolist()))} ids\n"
+                 f"1-NN same identity {100 * nn_identity_agreement(feats, pids):.1f}%",
+           xticks=[], yticks=[])
+  path = os.path.join(out_dir, "tsne_features.png")
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return path
+
+
+def plot_grids(root: str, runs: Sequence[str], out_dir: str) -> str | None:
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  from PIL import Image
+  panels = [(name, grid) for name in runs for grid in GRIDS
+            if os.path.exists(os.path.join(root, name, grid))]
+  if not panels:
+    return None
+  fig, axes = plt.subplots(1, len(panels), figsize=(1.6 * len(panels), 6), squeeze=False)
+  for ax, (name, grid) in zip(axes[0], panels):
+    ax.imshow(np.asarray(Image.open(os.path.join(root, name, grid))))
+    label = "in|target|recon" if grid == GRIDS[0] else "in|inversion"
+    ax.set_title(f"{name}\n{label}", fontsize=7)
+    ax.axis("off")
+  path = os.path.join(out_dir, "recon_grids.png")
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  p = argparse.ArgumentParser(prog="python -m experiments.figures_dual",
+                              description="t-SNE and reconstruction grids of method B runs.")
+  p.add_argument("--root", required=True, help="sweep root (one folder per run)")
+  p.add_argument("--runs", default="", help="comma-separated runs for the t-SNE "
+                 "(default: baseline and onestage or twostage)")
+  p.add_argument("--out", default=None, help="output folder (default ROOT/report)")
+  args = p.parse_args(argv)
+  root = os.path.abspath(args.root)
+  out = args.out or os.path.join(root, "report")
+  os.makedirs(out, exist_ok=True)
+  try:
+    runs = [r for r in args.runs.split(",") if r] or default_runs(root)
+    if not runs:
+      raise ValueError(f"{root}: no run folder holds {FEATURES_FILE}")
+    print(plot_tsne(root, runs, out))
+    all_runs = sorted(n for n in os.listdir(root) if os.path.isdir(os.path.join(root, n)))
+    grids = plot_grids(root, all_runs, out)
+    if grids:
+      print(grids)
+  except ValueError as e:
+    print(f"figures_dual: {e}", file=sys.stderr)
+    return 2
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,53 @@
+"""Method B figures: the numpy t-SNE keeps clusters apart; the CLI writes its PNGs."""
+
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from experiments import figures_dual
+
+
+def clustered(num_ids=5, per_id=12, dim=16, spread=0.2, seed=0):
+  rng = np.random.default_rng(seed)
+  pids = np.repeat(np.arange(num_ids), per_id)
+  x = rng.normal(size=(num_ids, dim))[pids] + spread * rng.normal(size=(len(pids), dim))
+  return x.astype(np.float32), pids
+
+
+def embedding_agreement(y, pids):
+  d = np.sum((y[:, None] - y[None]) ** 2, -1)
+  np.fill_diagonal(d, np.inf)
+  return np.mean(pids[np.argmin(d, 1)] == pids)
+
+
+def test_tsne_keeps_identities_together_and_random_labels_are_not():
+  x, pids = clustered()
+  y = figures_dual.tsne(x)
+  assert y.shape == (len(x), 2) and np.all(np.isfinite(y))
+  assert embedding_agreement(y, pids) > 0.95
+  assert figures_dual.nn_identity_agreement(x, pids) == 1.0
+  shuffled = np.random.default_rng(1).permutation(pids)
+  assert figures_dual.nn_identity_agreement(x, shuffled) < 0.5
+
+
+def test_tsne_rejects_bad_shapes():
+  with pytest.raises(ValueError, match="tsne: expected"):
+    figures_dual.tsne(np.zeros((3, 4)))
+
+
+def test_cli_writes_tsne_and_grids(tmp_path):
+  pytest.importorskip("matplotlib")
+  for name, seed in (("baseline", 0), ("twostage", 1)):
+    run = tmp_path / name
+    run.mkdir()
+    x, pids = clustered(seed=seed)
+    np.savez(run / figures_dual.FEATURES_FILE, features=x, pids=pids)
+    Image.fromarray(np.zeros((64, 48, 3), np.uint8)).save(run / "recon_grid.png")
+  assert figures_dual.default_runs(str(tmp_path)) == ["baseline", "twostage"]
+  out = tmp_path / "out"
+  assert figures_dual.main(["--root", str(tmp_path), "--out", str(out)]) == 0
+  for name in ("tsne_features.png", "recon_grids.png"):
+    assert os.path.getsize(out / name) > 0
+  assert figures_dual.main(["--root", str(tmp_path), "--runs", "nope"]) == 2
