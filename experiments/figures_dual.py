@@ -3,6 +3,8 @@
   python -m experiments.figures_dual --root /work/runs/dual_sweep            # -> ROOT/report/
   python -m experiments.figures_dual --root DIR --runs baseline,onestage --out DIR2
 
+`python -m experiments.report` draws them too (with its other plots).
+
 - `tsne_features.png`: t-SNE of each chosen run's saved query features
   (`WORKDIR/features_test.npz`, written by method B at every evaluation),
   one panel per run, points coloured by identity. Each panel's title gives the
@@ -148,6 +150,17 @@ def plot_grids(root: str, runs: Sequence[str], out_dir: str) -> str | None:
   return path
 
 
+def write_figures(root: str, out_dir: str, runs: Sequence[str] = ()) -> list[str]:
+  """The t-SNE (of `runs`, default `default_runs`) and the grids; [] without data."""
+  runs = list(runs) or default_runs(root)
+  written = [plot_tsne(root, runs, out_dir)] if runs else []
+  if os.path.isdir(root):
+    names = sorted(n for n in os.listdir(root) if os.path.isdir(os.path.join(root, n)))
+    grids = plot_grids(root, names, out_dir)
+    written += [grids] if grids else []
+  return written
+
+
 def main(argv: Sequence[str] | None = None) -> int:
   p = argparse.ArgumentParser(prog="python -m experiments.figures_dual",
                               description="t-SNE and reconstruction grids of method B runs.")
@@ -163,11 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs = [r for r in args.runs.split(",") if r] or default_runs(root)
     if not runs:
       raise ValueError(f"{root}: no run folder holds {FEATURES_FILE}")
-    print(plot_tsne(root, runs, out))
-    all_runs = sorted(n for n in os.listdir(root) if os.path.isdir(os.path.join(root, n)))
-    grids = plot_grids(root, all_runs, out)
-    if grids:
-      print(grids)
+    for path in write_figures(root, out, runs):
+      print(path)
   except ValueError as e:
     print(f"figures_dual: {e}", file=sys.stderr)
     return 2

@@ -15,11 +15,13 @@ Outputs in `--out` (default ROOT/report):
 - `tables.md`: a generic table (run x setting: Rank-1 / mAP); mean ± std over
   seeds of runs named NAME_s<seed>; the method-A
   table (O->O, O->P, P->O, P->P Rank-1 and PSNR/SSIM from "image_quality");
-  the method-B table (Rank-1, mAP, ID accuracy from "id_probe:*", attacker
-  accuracy from "attack:*"); the epsilon table (from "dp:eps=*"). A table
+  the method-B table (Rank-1, mAP, mINP, ID accuracy from "id_probe:*",
+  attacker accuracy from "attack:*", PSNR/SSIM of the decoder's and the
+  inversion attacker's reconstructions); the epsilon table (from "dp:eps=*"). A table
   appears when some run has its rows. Rank-1, mAP and accuracies are in %.
 - with matplotlib: `privacy_utility.png`, `epsilon_curve.png`,
-  `training_curves.png` (matplotlib is optional: without it the plots are
+  `training_curves.png`, and for method B runs `tsne_features.png` and
+  `recon_grids.png` (experiments/figures_dual.py) (matplotlib is optional: without it the plots are
   skipped with a message).
 """
 
@@ -44,8 +46,11 @@ RANK_KEYS = ("rank1", "rank5", "rank10", "mAP", "mINP")
 METHOD_A_SETTINGS = ("O->O", "O->P", "P->O", "P->P", "R->O")
 ACCURACY_KEYS = ("id_acc", "accuracy", "acc", "top1", "rank1")   # preferred, in order
 PERCENT_KEYS = {"rank1", "rank5", "rank10", "mAP", "mINP", "id_acc", "accuracy", "acc",
-                "top1", "chance"}
+                "top1", "chance", "probe_acc"}
 MISSING = "–"
+METHOD_B_EXTRA = (("attack:inversion", "probe_acc"), ("recon:quality", "psnr_input"),
+                  ("recon:quality", "ssim_input"), ("attack:inversion", "psnr_input"),
+                  ("attack:inversion", "ssim_input"))
 
 
 class Run:
@@ -245,17 +250,20 @@ def method_b_table(runs: Sequence[Run]) -> tuple[list[str], list[list[str]]] | N
   if not chosen:
     return None
   columns = _accuracy_columns(chosen, "id_probe:") + _accuracy_columns(chosen, "attack:")
+  # Image quality of the decoder's and the inversion attacker's reconstructions
+  # (vs the input), and the clean ID probe on the attacker's reconstructions.
+  columns += [(s, k) for s, k in METHOD_B_EXTRA if any(r.value(s, k) is not None
+                                                       for r in chosen)]
 
   def header(setting: str, key: str) -> str:
     kind, _, what = setting.partition(":")
-    label = "ID acc" if kind == "id_probe" else "attack"
+    label = {"id_probe": "ID acc", "recon": "decoder"}.get(kind, kind)
     return f"{label} ({what})" if key in ACCURACY_KEYS else f"{label} ({what}) {key}"
 
-  headers = ["run", "Rank-1", "mAP"] + [header(s, k) for s, k in columns]
+  headers = ["run", "Rank-1", "mAP", "mINP"] + [header(s, k) for s, k in columns]
   rows = []
   for r in chosen:
-    rows.append([r.name, fmt("rank1", r.value("O->O", "rank1")),
-                 fmt("mAP", r.value("O->O", "mAP"))]
+    rows.append([r.name] + [fmt(k, r.value("O->O", k)) for k in ("rank1", "mAP", "mINP")]
                 + [fmt(k, r.value(s, k)) for s, k in columns])
   return headers, rows
 
@@ -455,6 +463,8 @@ def write_report(root: str, out_dir: str | None = None, plots: bool = True) -> d
                  "the CSV files hold the same data")
     else:
       files += plot_all(runs, out_dir, scalars)
+      from experiments import figures_dual   # method B: t-SNE, reconstruction grids
+      files += figures_dual.write_figures(root, out_dir)
   return {"runs": runs, "files": files, "plots_skipped": skipped}
 
 

@@ -26,10 +26,12 @@ ANON = [
     (40, "image_quality", {"psnr_M": 20.5, "psnr_P": 21.25, "ssim_M": 0.5, "ssim_P": 0.55}),
 ]
 DUAL = [
-    (30, "O->O", {"rank1": 0.9, "mAP": 0.8}),
+    (30, "O->O", {"rank1": 0.9, "mAP": 0.8, "mINP": 0.6}),
     (30, "id_probe:clean", {"id_acc": 0.95, "chance": 0.01, "num_images": 100.0}),
     (30, "id_probe:recon", {"id_acc": 0.052, "chance": 0.01, "num_images": 100.0}),
-    (30, "attack:inversion", {"accuracy": 0.2, "loss": 3.0}),
+    (30, "attack:inversion", {"accuracy": 0.2, "loss": 3.0, "probe_acc": 0.1,
+                              "psnr_input": 15.5}),
+    (30, "recon:quality", {"psnr_input": 17.25, "ssim_input": 0.4}),
     (30, "dp:eps=inf", {"rank1": 0.9, "mAP": 0.8, "rank1_std": 0.0, "mAP_std": 0.0,
                         "sigma": 0.0}),
     (30, "dp:eps=100", {"rank1": 0.8, "mAP": 0.7, "rank1_std": 0.01, "mAP_std": 0.01,
@@ -99,9 +101,12 @@ def test_method_a_table_lays_out_the_four_settings_and_image_quality(root):
 
 def test_method_b_table_has_id_and_attacker_accuracy(root):
   header, rows = section(report.tables_markdown(report.find_runs(str(root))), "Method B:")
-  assert header == ["run", "Rank-1", "mAP", "ID acc (clean)", "ID acc (recon)",
-                    "attack (inversion)"]
-  assert rows == [["dual", "90.0", "80.0", "95.0", "5.2", "20.0"]]
+  assert header == ["run", "Rank-1", "mAP", "mINP", "ID acc (clean)", "ID acc (recon)",
+                    "attack (inversion)", "attack (inversion) probe_acc",
+                    "decoder (quality) psnr_input", "decoder (quality) ssim_input",
+                    "attack (inversion) psnr_input"]
+  assert rows == [["dual", "90.0", "80.0", "60.0", "95.0", "5.2", "20.0", "10.0", "17.25",
+                   "0.400", "15.50"]]
 
 
 def test_epsilon_table_is_ordered_by_epsilon_with_noise_spread(root):
@@ -131,7 +136,7 @@ def test_csv_has_one_row_per_run_and_setting_with_every_metric(root, tmp_path):
   for key in ("psnr_P", "ssim_M", "id_acc", "accuracy", "eps_identity", "rank1_std"):
     assert key in columns
   pairs = [(r["run"], r["setting"]) for r in rows]
-  assert len(pairs) == len(set(pairs)) == 1 + 5 + 7
+  assert len(pairs) == len(set(pairs)) == 1 + 5 + 8
   base = next(r for r in rows if r["run"] == "zz_base")
   assert (base["step"], float(base["rank1"]), base["psnr_P"]) == ("20", 0.62, "")
   with open(out / "evaluations.csv") as f:
