@@ -1,6 +1,7 @@
 """Entry point: `python -m privreid_jax.main --config=configs/synthetic.py --workdir=DIR`.
 
-Intentionally kept short: flags only, then `trainer.run`.
+Intentionally kept short: flags only, then `trainer.run` (or the method's own
+`run`, when its module defines one).
 """
 
 import sys
@@ -24,9 +25,12 @@ def main(argv):
     jax.distributed.initialize()
   from privreid_jax import trainer
   from privreid_jax.data.records import DatasetError
+  from privreid_jax.methods import base as methods_base
   logging.set_verbosity(logging.INFO)
+  # A method may drive several trainer runs itself (method A's progressive stages).
+  run = getattr(methods_base.load(_CONFIG.value.method), "run", trainer.run)
   try:
-    results = trainer.run(_CONFIG.value, _WORKDIR.value)
+    results = run(_CONFIG.value, _WORKDIR.value)
   except (DatasetError, FileNotFoundError, trainer.NonFiniteLossError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)

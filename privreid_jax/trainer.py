@@ -29,13 +29,19 @@ class NonFiniteLossError(FloatingPointError):
 
 @dataclasses.dataclass
 class Context:
-  """What the trainer hands to a method's on_epoch_end hook."""
+  """What the trainer hands to a method's on_epoch_end hook.
+
+  A hook sets `stop = True` to end the run cleanly after this epoch: it is
+  evaluated and checkpointed as a last epoch would be (e.g. method A's
+  progressive stages stop a stage when its teacher is upgraded).
+  """
   config: Any
   workdir: str
   splits: Any
   evaluator: ReidEvaluator
   writer: metric_writers.MetricWriter
   mesh: Any
+  stop: bool = False
 
 
 def example_batch(data_cfg, paired: bool, size: int = 2) -> dict[str, np.ndarray]:
@@ -203,11 +209,14 @@ def run(config, workdir: str) -> dict[str, dict[str, float]]:
         losses.flush()
         epoch = done_steps // steps_per_epoch
         state = method.on_epoch_end(state, epoch, ctx)
-        last = done_steps == total_steps
+        last = done_steps == total_steps or ctx.stop
         if last or epoch % config.eval.every_epochs == 0:
           results = evaluate(done_steps)
         if last or epoch % config.checkpoint.every_epochs == 0:
           save(done_steps)
+        if ctx.stop:
+          logging.info("stopping after epoch %d at the method's request", epoch)
+          break
   except KeyboardInterrupt:
     losses.flush()
     logging.warning("interrupted at step %d: saving a checkpoint", int(state.step))
@@ -219,6 +228,7 @@ def run(config, workdir: str) -> dict[str, dict[str, float]]:
     ckpts.close()
     writer.close()
   elapsed = time.time() - t_start
-  logging.info("trained steps %d..%d in %.1fs (%.2f img/s)", start, total_steps,
-               elapsed, (total_steps - start) * config.data.batch_size / elapsed)
+  end = int(state.step)
+  logging.info("trained steps %d..%d in %.1fs (%.2f img/s)", start, end,
+               elapsed, (end - start) * config.data.batch_size / elapsed)
   return results

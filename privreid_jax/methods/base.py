@@ -15,7 +15,9 @@ built as `Method(config, num_classes=..., steps_per_epoch=...)` with:
   attacks); every privacy figure names its attack in the setting name.
 
 and optionally a module-level `train_targets(config)` returning what the
-pipeline's paired mode needs (a target function or a source), or None.
+pipeline's paired mode needs (a target function or a source), or None, and a
+module-level `run(config, workdir)` that `main.py` calls instead of
+`trainer.run` (a method running several trainer runs, e.g. method A's stages).
 The trainer never branches on the method's name.
 """
 
