@@ -3,7 +3,9 @@
   python -m privreid_jax.main --config=configs/anon_synthetic.py:mosaic --workdir=/tmp/anon
 Variants (after the colon): the supervision `mosaic` (default), `blur` or
 `noise`; `base` (the paper's Base: C alone on raw plus mosaic images, add
-`-blur` / `-noise`, e.g. `base-blur`); `tiny` shrinks everything for tests.
+`-blur` / `-noise`, e.g. `base-blur`); `-stages` adds the progressive
+supervision upgrade as named stages (e.g. `mosaic-stages`; without it, the
+learned mode is the paper's "w/o upgrade"); `tiny` shrinks everything for tests.
 
 Normalisation: ImageNet mean with std 0.5, as the reference code, so pixels in
 [0, 1] map to about [-0.97, 1.09] and the generators' tanh output (-1, 1)
@@ -36,7 +38,29 @@ def anon_section(desensitize: str = "mosaic") -> ml_collections.ConfigDict:
       gan_d1=1.0, gan_d2=1.0, l1_anon=100.0, l1_rec=100.0, reid_raw=1.0, reid_anon=1.0))
   a.quality_images = 256        # query images for the PSNR / SSIM row
   a.third_party_workdir = ""    # a finished baseline run (raw images only) -> "3rd:*" rows
+  # Stored targets (a progressive stage's G_teacher(O), data/target_records.py) in
+  # place of the handcrafted M; the stage driver sets it.
+  a.targets_dir = ""
+  a.stages = stages_section()
   return a
+
+
+def stages_section() -> ml_collections.ConfigDict:
+  """config.anon.stages: the progressive supervision upgrade (METHODS.md s.2).
+
+  Needs config.data.val_fraction > 0: the check runs on held-out training ids.
+  """
+  st = ml_collections.ConfigDict()
+  st.enabled = False
+  st.check_every_epochs = 5     # K (paper: 5)
+  st.min_rank1 = 0.5            # [ours] the paper's threshold is not given; val Rank-1 in [0, 1]
+  st.psnr_margin = 1.0          # PSNR(O,P) < PSNR(O,M) + 1 dB (M: handcrafted)
+  st.ssim_margin = 0.05         # SSIM(O,P) < SSIM(O,M) + 0.05
+  st.max_stages = 3             # [ours] upgrades at most; the last stage trains to the end
+  st.quality_images = 256       # val gallery images for PSNR / SSIM
+  st.index = 0                  # set by the driver: this run's stage
+  st.last_rank1 = -1.0          # set by the driver: val Rank-1 of the last upgrade
+  return st
 
 
 def get_config(arg=None):
@@ -63,6 +87,10 @@ def get_config(arg=None):
   c.anon.quality_images = 128
 
   parts = (arg or "mosaic").split("-")
+  if "stages" in parts:
+    parts.remove("stages")
+    c.anon.stages.enabled = True
+    c.data.val_fraction = 0.2   # the check's validation identities
   if parts[0] == "base":
     c.anon.mode = "base"
     parts = parts[1:] or ["mosaic"]
@@ -70,7 +98,7 @@ def get_config(arg=None):
     parts = ["mosaic", "tiny"]
   if parts[0] not in ("mosaic", "blur", "noise") or parts[1:] not in ([], ["tiny"]):
     raise ValueError(f"configs/anon_synthetic.py: unknown variant {arg!r} (expected "
-                     "[base-]mosaic|blur|noise[-tiny], or tiny)")
+                     "[base-]mosaic|blur|noise[-stages][-tiny], or tiny)")
   c.anon.desensitize = parts[0]
   if parts[1:] == ["tiny"]:
     config_base.make_tiny(c)
@@ -79,5 +107,7 @@ def get_config(arg=None):
     c.anon.num_downs = 3        # small U-Nets and PatchGANs compile fast
     c.anon.d_layers = 1
     c.anon.quality_images = 16
+    c.anon.stages.check_every_epochs = 1
+    c.anon.stages.quality_images = 16
     c.log.tensorboard = False
   return c

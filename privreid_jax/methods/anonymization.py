@@ -41,8 +41,8 @@ import numpy as np
 from absl import logging
 
 from privreid_jax import losses, optim, train_state
-from privreid_jax.data import pipeline
-from privreid_jax.methods import base
+from privreid_jax.data import pipeline, target_records
+from privreid_jax.methods import base, progressive
 from privreid_jax.methods.reid_learner import ReidLearner
 from privreid_jax.models import patchgan, reid, unet
 from privreid_jax.ops import desensitize, image_metrics
@@ -77,10 +77,22 @@ def desensitize_params(config) -> tuple[str, dict[str, Any]]:
 Desensitizer = desensitize.TargetFunction
 
 
-def train_targets(config) -> Desensitizer:
-  """The pipeline's paired-mode target: M = conventional desensitization of O."""
+def train_targets(config) -> Desensitizer | target_records.TargetSource:
+  """The pipeline's paired-mode target M: the conventional desensitization of O,
+  or, with config.anon.targets_dir (a progressive stage), the stored targets
+  G_teacher(O) aligned with the training source."""
+  targets_dir = config.anon.get("targets_dir", "")
+  if targets_dir:
+    return target_records.open_targets(targets_dir, int(config.data.height),
+                                       int(config.data.width))
   method, params = desensitize_params(config)
   return Desensitizer(method, params, config.seed)
+
+
+def run(config, workdir: str):
+  """`main.py`'s entry: the progressive stages when config.anon.stages.enabled,
+  else one trainer run ("w/o upgrade", Base)."""
+  return progressive.run(config, workdir)
 
 
 # --- the method --------------------------------------------------------------------
@@ -149,6 +161,9 @@ class Method(base.Method):
       self.eval_settings = {k: v for k, v in SETTINGS.items() if "R" not in k}
     self._quality_fn = None
     self._third_party = None
+    stages = a.get("stages")
+    self.monitor = (progressive.Monitor(config) if stages is not None and stages.enabled
+                    and self.mode == "learned" else None)
 
   # --- networks ------------------------------------------------------------------
 
@@ -265,6 +280,12 @@ class Method(base.Method):
     metrics.update(loss=loss, lr=self.reid.schedule(state.step))
     return state.replace(step=state.step + 1,
                          batch_stats={**state.batch_stats, **st}), metrics
+
+  def on_epoch_end(self, state, epoch, ctx):
+    """Progressive stages: the upgrade check (may ask the trainer to stop)."""
+    if self.monitor is not None:
+      self.monitor.on_epoch_end(self, state, epoch, ctx)
+    return state
 
   # --- inference -------------------------------------------------------------------
 

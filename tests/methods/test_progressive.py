@@ -1,0 +1,165 @@
+"""Method A's progressive stages: check, teacher, stored targets, resumable driver.
+
+One tiny staged run (configs/anon_synthetic.py:mosaic-stages-tiny, 32x16, 2 steps
+per epoch, 2 epochs) with a permissive rule: stage 0 passes its check at epoch 1,
+stage 1 trains epoch 2 on G_teacher(O) read back from ArrayRecord.
+"""
+
+import json
+import logging
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from configs import anon_synthetic
+from privreid_jax import checkpoint, metric_writers
+from privreid_jax.data import pipeline, splits as data_splits, target_records, transforms
+from privreid_jax.methods import anonymization, progressive
+
+
+def staged_config(root, **stages):
+  c = anon_synthetic.get_config("mosaic-stages-tiny")
+  c.data.root = str(root)
+  c.anon.stages.update({**dict(min_rank1=0.0, psnr_margin=1e6, ssim_margin=1e6,
+                               max_stages=1), **stages})
+  return c
+
+
+def _events(workdir):
+  with open(os.path.join(workdir, progressive.LOG_FILE)) as f:
+    return [json.loads(line) for line in f]
+
+
+def _decode(item):
+  return transforms.decode_image(item["image"]) if isinstance(item, dict) else (
+      transforms.decode_image(item.path))
+
+
+@pytest.fixture(scope="module")
+def staged(tmp_path_factory):
+  root = tmp_path_factory.mktemp("staged_data")
+  workdir = str(tmp_path_factory.mktemp("staged_run"))
+  config = staged_config(root)
+  results = progressive.run(config, workdir)
+  return config, workdir, results
+
+
+def test_rule_names_every_failed_condition():
+  rule = progressive.Rule(min_rank1=0.5, psnr_margin=1.0, ssim_margin=0.05)
+  good = {"rank1": 0.7, "psnr_P": 15.0, "psnr_M": 15.5, "ssim_P": 0.30, "ssim_M": 0.28}
+  assert rule.failures(good, last_rank1=0.6) == []
+  bad = {"rank1": 0.55, "psnr_P": 17.0, "psnr_M": 15.5, "ssim_P": 0.40, "ssim_M": 0.28}
+  reasons = rule.failures(bad, last_rank1=0.6)
+  assert len(reasons) == 3
+  assert "PSNR(O,P)=17.00" in reasons[0] and "SSIM(O,P)=0.400" in reasons[1]
+  assert "last upgrade" in reasons[2]
+  assert "min_rank1" in rule.failures({**good, "rank1": 0.4}, -1.0)[0]
+
+
+def test_stages_need_a_validation_split_and_the_learned_mode(tmp_path):
+  config = staged_config(tmp_path)
+  config.data.val_fraction = 0.0
+  with pytest.raises(ValueError, match="config.data.val_fraction > 0"):
+    progressive.run(config, str(tmp_path / "run"))
+  config = anon_synthetic.get_config("base-mosaic-stages-tiny")
+  with pytest.raises(ValueError, match="config.anon.mode='learned'"):
+    progressive.run(config, str(tmp_path / "run"))
+
+
+def test_stage_zero_passes_saves_teacher_and_stops(staged):
+  _, workdir, _ = staged
+  s0 = progressive.stage_dir(workdir, 0)
+  with open(os.path.join(s0, progressive.STAGE_FILE)) as f:
+    info = json.load(f)
+  assert info["status"] == "upgraded" and info["step"] == 2 and info["epoch"] == 1
+  rows = metric_writers.read_eval_rows(s0)
+  checks = [r for r in rows if r["setting"] == progressive.CHECK_SETTING]
+  assert len(checks) == 1 and checks[0]["passed"] == 1.0 and checks[0]["stage"] == 0
+  assert checks[0]["rank1"] == pytest.approx(info["rank1"])
+  assert {r["step"] for r in rows} == {2}        # stopped after epoch 1 of 2
+  teacher = progressive.load_teacher(info["teacher"])
+  state = checkpoint.restore_run(s0, "stage 0")[0]
+  np.testing.assert_array_equal(
+      jax.tree.leaves(teacher["params"])[0], jax.tree.leaves(state["params"]["G"])[0])
+  events = [(e["event"], e["stage"]) for e in _events(workdir)]
+  assert events == [("start", 0), ("upgraded", 0), ("start", 1), ("finished", 1)]
+
+
+def test_stored_targets_are_the_teachers_images(staged):
+  config, workdir, _ = staged
+  targets_dir = os.path.join(progressive.stage_dir(workdir, 1), progressive.TARGETS_DIR)
+  source = target_records.open_targets(targets_dir, 32, 16)
+  assert source.meta["teacher_stage"] == 0 and source.meta["teacher_step"] == 2
+  splits = data_splits.open_splits(config.data)
+  assert len(source) == len(splits.train) == source.meta["train_images"]
+  # Independently: G_teacher(O) of a few training images, resized, unaugmented.
+  teacher = progressive.load_teacher(source.meta["teacher"])
+  method = anonymization.Method(config, num_classes=splits.num_train_pids, steps_per_epoch=1)
+  cfg = transforms.TransformConfig.from_config(config.data)
+  picks = [0, 7, len(source) - 1]
+  o = np.stack([transforms.eval_transform(_decode(splits.train.source[i]), cfg)
+                for i in picks])
+  p = method.gen.apply(teacher, o, train=False)
+  p01 = np.asarray(anonymization._to_unit(p, method.mean, method.std))
+  stored = np.stack([transforms.to_unit(_decode(source[i])) for i in picks])
+  np.testing.assert_allclose(stored, p01, atol=0.5 / 255 + 1e-4)
+  assert not np.allclose(stored, transforms.to_unit(transforms.resize(
+      _decode(splits.train.source[0]), 32, 16))[None], atol=0.05)
+
+
+def test_stage_one_continues_on_the_stored_targets(staged):
+  config, workdir, results = staged
+  s1 = progressive.stage_dir(workdir, 1)
+  with open(os.path.join(s1, progressive.STAGE_FILE)) as f:
+    assert json.load(f) == {"status": "finished", "stage": 1, "step": 4}
+  _, cfg, step = checkpoint.restore_run(s1, "stage 1")
+  assert step == 4 and cfg.anon.stages.index == 1
+  assert cfg.anon.targets_dir.endswith(os.path.join("stage_1", "targets"))
+  rows = metric_writers.read_eval_rows(s1)
+  assert {r["step"] for r in rows} == {4} and "O->P" in results
+  assert not [r for r in rows if r["setting"] == progressive.CHECK_SETTING]  # max_stages=1
+  # The stage's batches: targets read from the stored set, augmented like the image.
+  targets = anonymization.train_targets(cfg)
+  assert isinstance(targets, target_records.TargetSource)
+  splits = data_splits.open_splits(cfg.data)
+  loader = pipeline.train_loader(splits.train.source, splits.train.pids, cfg.data,
+                                 seed=cfg.seed, targets=targets)
+  batch = next(iter(loader))
+  tcfg = transforms.TransformConfig.from_config(cfg.data)
+  for j, idx in enumerate(batch["index"]):
+    rng = pipeline.sample_rng(cfg.seed, j)
+    x, t = transforms.train_transform(_decode(splits.train.source[int(idx)]), rng, tcfg,
+                                      target_image=_decode(targets[int(idx)]))
+    np.testing.assert_allclose(batch["image"][j], x, atol=1e-6)
+    np.testing.assert_allclose(batch["target"][j], t, atol=1e-6)
+  assert not np.allclose(batch["image"], batch["target"], atol=0.05)
+
+
+def test_rerun_skips_finished_stages(staged):
+  config, workdir, results = staged
+  targets_meta = os.path.join(progressive.stage_dir(workdir, 1), progressive.TARGETS_DIR,
+                              target_records.META)
+  mtime = os.path.getmtime(targets_meta)
+  n_events = len(_events(workdir))
+  again = progressive.run(config, workdir)
+  assert again["O->P"] == pytest.approx(results["O->P"])
+  assert os.path.getmtime(targets_meta) == mtime                 # not regenerated
+  assert len(_events(workdir)) == n_events                        # nothing re-ran
+  assert checkpoint.restore_run(progressive.stage_dir(workdir, 0), "s0")[2] == 2
+
+
+def test_failed_check_keeps_the_targets_and_says_so(tmp_path, caplog):
+  config = staged_config(tmp_path / "data", min_rank1=2.0)   # Rank-1 can never reach 2
+  workdir = str(tmp_path / "run")
+  with caplog.at_level(logging.INFO):
+    progressive.run(config, workdir)
+  assert "stage 0 check at epoch 1 failed" in caplog.text
+  assert "keeping the targets of the handcrafted desensitization" in caplog.text
+  rows = metric_writers.read_eval_rows(progressive.stage_dir(workdir, 0))
+  checks = [r for r in rows if r["setting"] == progressive.CHECK_SETTING]
+  assert len(checks) == 1 and checks[0]["passed"] == 0.0
+  assert max(r["step"] for r in rows) == 4                    # trained to the end
+  assert not os.path.exists(progressive.stage_dir(workdir, 1))
+  assert [e["event"] for e in _events(workdir)] == ["start", "finished"]
