@@ -15,9 +15,17 @@ def get_config(arg=None):
   c.data.width = 64
   c.data.batch_size = 32        # P=8 ids x K=4
   c.data.pad = 5                # scaled with the image (10 px at 256x128)
+  # No random erasing: a from-scratch model on this data learns the identity from
+  # the chest print, which erasing (up to 40% of the image) often hides. Measured
+  # (same seed, 10 epochs): Rank-1 0.469 / mAP 0.501 with erasing 0.5, 0.689 / 0.671
+  # without.
+  c.data.erasing_prob = 0.0
   c.data.eval_batch_size = 64
   c.model.backbone = "resnet18"
   c.model.width = 32
+  # At these small shapes XLA's own convolution beats the matrix-product lowering
+  # that `auto` picks on CPU (bench_train: 137.9 vs 125.6 img/s on a quiet machine).
+  c.model.conv_impl = "xla"
   c.optim.lr = 7e-4             # from scratch (no ImageNet weights here): 2x BoT
   c.optim.epochs = 30
   c.optim.warmup_epochs = 3
