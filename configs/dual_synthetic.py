@@ -65,6 +65,18 @@ def dual_section() -> ml_collections.ConfigDict:
   d.attack = False
   d.attack_epsilon = float("inf")  # noise on the attacker's features (inf = clean)
   d.attack_steps = 300
+  # Inversion attacker [ours] (privacy/inversion.py): trains its own decoder
+  # (released feature vector -> image, L1 to the input) and identity classifier
+  # on its reconstructions, on the same split and released features as above;
+  # row attack:inversion (id_acc of its classifier, probe_acc of the clean ID
+  # probe on its reconstructions, PSNR/SSIM vs the input), inversion_grid.png.
+  d.inversion = False
+  d.inversion_steps = 400
+  d.inversion_classifier_steps = 400
+  d.inversion_widths = (64, 32, 16, 8)
+  # Figures: the first N query features (L2-normalised) with pids are saved to
+  # WORKDIR/features_test.npz at every evaluation (t-SNE across runs); 0 = off.
+  d.save_features = 300
   return d
 
 
@@ -88,6 +100,10 @@ def apply_variant(c, name: str) -> None:
     d.noise_draws = 2
     d.epsilons = (float("inf"), 100.0)
     d.attack_steps = 20
+    d.attack = d.inversion = False   # tests switch them on where they check them
+    d.inversion_steps = d.inversion_classifier_steps = 10
+    d.inversion_widths = (8, 4)
+    d.save_features = 40
   else:
     raise ValueError(f"configs/dual_synthetic.py: unknown variant {name!r} "
                      f"(expected a comma-separated subset of {', '.join(VARIANTS)})")
@@ -98,7 +114,10 @@ def get_config(arg=None):
   c.method = "dual_stage"
   c.data.name = "synthetic"
   # Sized for the shared 2-core CPU: the 128x64 synthetic images are read at 64x32
-  # (a 4x2 feature map, 4 decoder stages) with a ResNet-18 of width 16.
+  # (a 4x2 feature map, 4 decoder stages) with a ResNet-18 of width 16, 16 epochs
+  # (720 steps, ~1 s/step on the loaded CPU) at configs/synthetic.py's from-scratch
+  # lr. 128x64 at width 32 ran at 7.6 s/step on the same loaded machine: too slow
+  # for an ablation of eight rows.
   c.data.height = 64
   c.data.width = 32
   c.data.batch_size = 32        # P=8 ids x K=4
@@ -106,14 +125,17 @@ def get_config(arg=None):
   c.data.eval_batch_size = 64
   c.model.backbone = "resnet18"
   c.model.width = 16
-  c.optim.epochs = 8
-  c.optim.warmup_epochs = 1
-  c.optim.milestones = (6,)
-  c.eval.every_epochs = 8
+  c.optim.lr = 7e-4
+  c.optim.epochs = 16
+  c.optim.warmup_epochs = 2
+  c.optim.milestones = (12,)
+  c.eval.every_epochs = 16
   c.eval.distance = "cosine"
   c.checkpoint.every_epochs = 4
   c.log.every_steps = 20
   c.dual = dual_section()
+  c.dual.attack = True          # both attackers run at every evaluation
+  c.dual.inversion = True
   for name in filter(None, (arg or "").split(",")):
     apply_variant(c, name.strip())
   return c

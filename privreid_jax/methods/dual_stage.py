@@ -27,6 +27,7 @@ clean queries, cosine matching; Rank-1 / mAP mean and std over noise draws.
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import jax
@@ -46,6 +47,8 @@ TARGETS = ("pixelation", "blur", "noise", "clean", "none")
 ADVERSARIAL = ("none", "reversal", "alternating")
 ADV_INPUTS = ("recon", "feature")
 ADV_OBJECTIVES = ("uniform", "maximize")
+GRID_IMAGES = 8               # examples per reconstruction grid
+FEATURES_FILE = "features_test.npz"
 _DESENSITIZE = {"pixelation": "mosaic", "blur": "blur", "noise": "noise"}
 
 
@@ -350,6 +353,7 @@ class Method(base.Method):
       return {}
     source = [train.source[int(i)] for i in idx]
     pids = np.asarray(train.pids)[idx]
+    examples = []
     hits_clean, hits_recon, q = [], [], {k: [] for k in
                                          ("psnr_input", "ssim_input", "psnr_target",
                                           "ssim_target")}
@@ -364,6 +368,8 @@ class Method(base.Method):
       hits_recon.append(np.argmax(logit_r[mask], -1) == y)
       x01, r01 = self._to_unit(batch["image"][mask]), self._to_unit(recon[mask])
       t01 = np.stack([self._target_fn(im) for im in x01])
+      if sum(len(e[0]) for e in examples) < GRID_IMAGES:
+        examples.append((x01, t01, r01))
       for ref, name in ((x01, "input"), (t01, "target")):
         q[f"psnr_{name}"].append(np.asarray(image_metrics.psnr(r01, ref)))
         if min(x01.shape[1:3]) >= image_metrics.SSIM_WINDOW:
@@ -376,7 +382,36 @@ class Method(base.Method):
                                 "chance": chance, "num_images": float(len(idx))}
       rows["recon:quality"] = {k: float(np.mean(np.concatenate(v)))
                                for k, v in q.items() if v}
+      x01, t01, r01 = (np.concatenate(a)[:GRID_IMAGES] for a in zip(*examples))
+      self.save_grid(state, ctx, "recon_grid", (x01, t01, r01))
     return rows
+
+  def save_grid(self, state, ctx, name: str, columns) -> str | None:
+    """One row per example, `columns` ([N, H, W, 3] in [0, 1]) side by side: written
+    to TensorBoard as `dual/<name>` and to WORKDIR/<name>.png (process 0 only)."""
+    if jax.process_index() != 0:
+      return None
+    grid = np.concatenate([np.concatenate(list(c), axis=0) for c in columns], axis=1)
+    grid = (np.clip(grid, 0.0, 1.0) * 255).round().astype(np.uint8)
+    ctx.writer.images(int(state.step), {f"dual/{name}": grid})
+    from PIL import Image
+    path = os.path.join(ctx.workdir, f"{name}.png")
+    Image.fromarray(grid).save(path)
+    return path
+
+  def save_features(self, state, ctx) -> str | None:
+    """WORKDIR/features_test.npz: the first config.dual.save_features query features
+    (L2-normalised, as released) with pids and camids, for t-SNE across runs."""
+    n = int(self.d.save_features)
+    if n <= 0 or jax.process_index() != 0:
+      return None
+    q = ctx.splits.query
+    feats = np.asarray(ctx.evaluator.features(state, "query", "raw"), np.float32)
+    feats = feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
+    path = os.path.join(ctx.workdir, FEATURES_FILE)
+    np.savez(path, features=feats[:n], pids=np.asarray(q.pids)[:n],
+             camids=np.asarray(q.camids)[:n], step=int(state.step))
+    return path
 
   def dp_metrics(self, state, ctx) -> dict[str, dict[str, float]]:
     """Stage 2: Rank-1/mAP of clean queries against DP-released gallery features."""
@@ -426,4 +461,8 @@ class Method(base.Method):
     if self.d.attack:
       from privreid_jax.privacy import attacks
       rows.update(attacks.feature_attack_rows(self, state, ctx))
+    if self.d.inversion:
+      from privreid_jax.privacy import inversion
+      rows.update(inversion.inversion_attack_rows(self, state, ctx))
+    self.save_features(state, ctx)
     return rows

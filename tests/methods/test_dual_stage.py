@@ -187,7 +187,7 @@ def _params_at(workdir, step):
 
 
 def test_two_step_alternating_run_writes_oo_probe_and_dp_rows(tmp_path):
-  config = tiny(adversarial="alternating", dp_seed=0)
+  config = tiny(adversarial="alternating", dp_seed=0, inversion=True)
   config.data.root = str(tmp_path / "data")
   config.optim.weight_decay = 0.0     # so a changed parameter means a gradient reached it
   config.checkpoint.every_epochs = 1
@@ -212,3 +212,12 @@ def test_two_step_alternating_run_writes_oo_probe_and_dp_rows(tmp_path):
   assert noisy["k_per_id"] > 1 and noisy["eps_identity"] > noisy["eps_image"] == 100
   assert noisy["draws"] == 2 and noisy["sigma"] > 0
   assert noisy["mAP"] != by["dp:eps=inf"]["mAP"]
+  # The inversion attacker's row, the figures and the saved query features.
+  inv = by["attack:inversion"]
+  assert {"id_acc", "probe_acc", "psnr_input", "chance"} <= set(inv)
+  assert inv["num_images"] == by["id_probe:recon"]["num_images"]
+  for name in ("recon_grid.png", "inversion_grid.png"):
+    assert os.path.getsize(os.path.join(workdir, name)) > 0
+  saved = np.load(os.path.join(workdir, dual_stage.FEATURES_FILE))
+  assert 0 < saved["features"].shape[0] == len(saved["pids"]) <= config.dual.save_features
+  np.testing.assert_allclose(np.linalg.norm(saved["features"], axis=1), 1.0, rtol=1e-5)
