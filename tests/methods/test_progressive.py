@@ -6,8 +6,8 @@ stage 1 trains epoch 2 on G_teacher(O) read back from ArrayRecord.
 """
 
 import json
-import logging
 import os
+import types
 
 import jax
 import numpy as np
@@ -150,16 +150,58 @@ def test_rerun_skips_finished_stages(staged):
   assert checkpoint.restore_run(progressive.stage_dir(workdir, 0), "s0")[2] == 2
 
 
-def test_failed_check_keeps_the_targets_and_says_so(tmp_path, caplog):
-  config = staged_config(tmp_path / "data", min_rank1=2.0)   # Rank-1 can never reach 2
-  workdir = str(tmp_path / "run")
-  with caplog.at_level(logging.INFO):
-    progressive.run(config, workdir)
-  assert "stage 0 check at epoch 1 failed" in caplog.text
-  assert "keeping the targets of the handcrafted desensitization" in caplog.text
-  rows = metric_writers.read_eval_rows(progressive.stage_dir(workdir, 0))
-  checks = [r for r in rows if r["setting"] == progressive.CHECK_SETTING]
-  assert len(checks) == 1 and checks[0]["passed"] == 0.0
-  assert max(r["step"] for r in rows) == 4                    # trained to the end
-  assert not os.path.exists(progressive.stage_dir(workdir, 1))
-  assert [e["event"] for e in _events(workdir)] == ["start", "finished"]
+def test_crash_after_the_stop_finishes_the_upgrade_without_retraining(staged):
+  """Lost stage.json, teacher and target meta: rebuilt from the stopped run's checkpoint."""
+  import shutil
+  config, workdir, _ = staged
+  s0, s1 = (progressive.stage_dir(workdir, s) for s in (0, 1))
+  targets_dir = os.path.join(s1, progressive.TARGETS_DIR)
+  with open(os.path.join(targets_dir, target_records.RECORDS), "rb") as f:
+    before = f.read()
+  os.remove(os.path.join(s0, progressive.STAGE_FILE))
+  shutil.rmtree(os.path.join(s0, progressive.TEACHER_DIR))
+  os.remove(os.path.join(targets_dir, target_records.META))     # an incomplete target set
+  progressive.run(config, workdir)
+  events = [e["event"] for e in _events(workdir)]
+  assert events[-1] == "upgraded" and events.count("start") == 2   # no stage re-trained
+  assert {r["step"] for r in metric_writers.read_eval_rows(s0)} == {2}
+  assert target_records.is_complete(targets_dir)
+  with open(os.path.join(targets_dir, target_records.RECORDS), "rb") as f:
+    assert f.read() == before                                  # regenerated identically
+
+
+class _Rows:
+  def __init__(self):
+    self.rows = []
+
+  def eval_row(self, step, epoch, setting, metrics):
+    self.rows.append({"step": step, "epoch": epoch, "setting": setting, **metrics})
+
+
+@pytest.mark.parametrize("rank1,passes", [(0.3, False), (0.9, True)])
+def test_check_failing_keeps_the_targets_and_passing_stops(tmp_path, caplog, monkeypatch,
+                                                           rank1, passes):
+  config = staged_config(tmp_path, min_rank1=0.5)
+  config.optim.epochs = 10
+  monitor = progressive.Monitor(config)
+  measured = {"rank1": rank1, "mAP": 0.5, "psnr_P": 15.0, "psnr_M": 15.5,
+              "ssim_P": 0.3, "ssim_M": 0.28}
+  monkeypatch.setattr(monitor, "measure", lambda *args: dict(measured))
+  ctx = types.SimpleNamespace(workdir=str(tmp_path), writer=_Rows(), stop=False)
+  state = types.SimpleNamespace(step=6)
+  with caplog.at_level("INFO"):
+    monitor.on_epoch_end(None, state, 2, ctx)
+  request = os.path.join(str(tmp_path), progressive.REQUEST_FILE)
+  [row] = ctx.writer.rows
+  assert row["setting"] == progressive.CHECK_SETTING and row["passed"] == float(passes)
+  assert ctx.stop == passes and os.path.exists(request) == passes
+  if passes:
+    with open(request) as f:
+      assert json.load(f)["step"] == 6
+  else:
+    assert "stage 0 check at epoch 2 failed (val Rank-1=0.300 < min_rank1=0.5)" in caplog.text
+    assert "keeping the targets of the handcrafted desensitization" in caplog.text
+  # No check at the last epoch, nor once max_stages upgrades are done.
+  assert not monitor.due(10)
+  config.anon.stages.index = 1
+  assert not progressive.Monitor(config).due(2)
