@@ -33,7 +33,9 @@ a fixed privacy anchor for every stage, [ours]):
 Rerunning the driver skips upgraded stages, resumes an interrupted stage from
 its checkpoints, and regenerates a stage's targets only when they are missing
 or incomplete. `WORKDIR/stages.jsonl` logs every stage start and upgrade with
-where its targets came from. Only the validation split is used for these
+where its targets came from. When the last stage is done, `WORKDIR` also holds
+every stage's evaluation rows and a `checkpoints` link to the last stage, so it
+reads as one run (`python -m privreid_jax.anonymize --checkpoint WORKDIR`). Only the validation split is used for these
 decisions, never the test split.
 """
 
@@ -278,6 +280,34 @@ def _latest_step(sdir: str) -> int | None:
   return latest
 
 
+def _publish(workdir: str, last: int) -> None:
+  """Makes WORKDIR look like one finished run to the tools that read a workdir.
+
+  WORKDIR/eval_metrics.jsonl = every stage's rows in stage order (steps keep
+  counting across stages; stages.jsonl has the boundaries), and
+  WORKDIR/checkpoints links to the last stage's checkpoints (the anonymize
+  CLI, third-party runs and the sweep tools read it).
+  """
+  from privreid_jax import metric_writers
+  lines = []
+  for s in range(last + 1):
+    lines += [json.dumps(r) for r in metric_writers.read_eval_rows(stage_dir(workdir, s))]
+  path = os.path.join(workdir, metric_writers.EVAL_FILE)
+  with open(path + ".tmp", "w") as f:
+    f.write("".join(line + "\n" for line in lines))
+  os.replace(path + ".tmp", path)
+  link = os.path.join(workdir, "checkpoints")
+  target = os.path.join(os.path.basename(stage_dir(workdir, last)), "checkpoints")
+  if os.path.islink(link) and os.readlink(link) == target:
+    return
+  if os.path.islink(link):
+    os.remove(link)
+  elif os.path.exists(link):
+    raise FileExistsError(f"{link} exists and is not the link to the last stage's "
+                          "checkpoints: was this workdir used by a run without stages?")
+  os.symlink(target, link)
+
+
 # --- the driver ------------------------------------------------------------------------------
 
 
@@ -368,6 +398,7 @@ def run(config, workdir: str) -> dict[str, dict[str, float]]:
         _write_json(os.path.join(sdir, STAGE_FILE), end)
         _log_event(workdir, {"event": "finished", **end})
         logging.info("stage %d: trained to the end (step %s)", s, end["step"])
+      _publish(workdir, s)
       return results
     teacher = save_teacher(sdir, int(request["step"]))
     prev = {**request, "status": "upgraded", "teacher": teacher}

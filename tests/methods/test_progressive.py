@@ -137,6 +137,17 @@ def test_stage_one_continues_on_the_stored_targets(staged):
   assert not np.allclose(batch["image"], batch["target"], atol=0.05)
 
 
+def test_workdir_reads_as_one_run(staged):
+  _, workdir, _ = staged
+  rows = metric_writers.read_eval_rows(workdir)
+  per_stage = [metric_writers.read_eval_rows(progressive.stage_dir(workdir, s))
+               for s in (0, 1)]
+  assert rows == per_stage[0] + per_stage[1]
+  assert [r["step"] for r in rows] == sorted(r["step"] for r in rows)
+  _, cfg, step = checkpoint.restore_run(workdir, "workdir")
+  assert step == 4 and cfg.anon.stages.index == 1
+
+
 def test_rerun_skips_finished_stages(staged):
   config, workdir, results = staged
   targets_meta = os.path.join(progressive.stage_dir(workdir, 1), progressive.TARGETS_DIR,
