@@ -368,7 +368,8 @@ def run(config, workdir: str) -> dict[str, dict[str, float]]:
       base_cfg = stage_config(config, s, last_rank1, "")
       if not target_records.is_complete(targets_dir):
         shutil.rmtree(targets_dir, ignore_errors=True)
-        generate_targets(base_cfg, prev["teacher"], targets_dir, {
+        teacher = os.path.join(stage_dir(workdir, s - 1), TEACHER_DIR)  # workdir may move
+        generate_targets(base_cfg, teacher, targets_dir, {
             "stage": s, "teacher_stage": s - 1, "teacher_step": prev["step"],
             "origin": targets_origin(s)})
       _seed_checkpoint(stage_dir(workdir, s - 1), sdir, int(prev["step"]))
