@@ -29,6 +29,12 @@ loss without their running statistics being updated there.
 `anon.mode = "base"` is the paper's "Base": no generators, C alone trained on
 raw plus desensitized images (reid(O) + reid(M)); its "anon" images are the
 desensitized ones, computed in JAX at evaluation.
+
+`anon.stages.enabled` adds the paper's progressive supervision upgrade as named
+stages (`progressive.py`): the epoch hook checks the upgrade rule on the
+validation split, and with `anon.targets_dir` M is read from a stored
+G_teacher(O) target set instead of computed. Without it, the learned mode is
+the paper's "w/o upgrade".
 """
 
 from __future__ import annotations
