@@ -5,7 +5,12 @@ the same arithmetic written as plain matrix products (see /work/shared/PERF_NOTE
 `Conv` therefore computes either with `lax.conv_general_dilated` (impl "xla") or as
 matrix products (impl "matmul"): a 1x1 convolution is one `lax.dot_general` on
 (N*H*W, C), a kxk convolution is im2col (k*k shifted strided slices concatenated on
-the channel axis) followed by one dot. "auto" picks "matmul" on the CPU backend and
+the channel axis) followed by one dot. Two special cases of "matmul": a stride-s
+convolution whose kernel sides are multiples of s (the pix2pix 4x4 stride-2 convs)
+first folds s x s pixel blocks into channels (space-to-depth), so its im2col takes
+(k/s)^2 contiguous slices instead of k^2 strided ones; a stride-1 convolution with
+few output channels (the PatchGAN's 1-channel head) does the dot first and then
+adds the k*k shifted output maps. "auto" picks "matmul" on the CPU backend and
 "xla" elsewhere (cuDNN / the TPU compiler handle convolutions best).
 
 `ConvTranspose` is PyTorch's `ConvTranspose2d` (the pix2pix U-Net's up-sampling
@@ -80,6 +85,59 @@ def _shifted_slices(x: jax.Array, kernel: tuple[int, int], strides: tuple[int, i
   return slices
 
 
+# A stride-1 kxk convolution with at most Cin / NARROW_OUTPUT output channels
+# (the PatchGAN's 1-channel head) runs dot-first (see _conv2d_dot_first).
+NARROW_OUTPUT = 8
+
+
+def _conv2d_dot_first(x, kernel, out_hw):
+  """Stride-1 convolution of a padded input as one dot, then a sum of shifted maps.
+
+  z = x (N*H*W, Cin) @ kernel (Cin, kh*kw*Cout), and the output adds z's tap (i, j)
+  map shifted by (i, j). Same flops as im2col, but the intermediate holds
+  kh*kw*Cout instead of kh*kw*Cin values per pixel: far less for narrow outputs.
+  """
+  kh, kw, cin, cout = kernel.shape
+  n, hp, wp, _ = x.shape
+  ho, wo = out_hw
+  z = lax.dot_general(x.reshape(n * hp * wp, cin),
+                      kernel.transpose(2, 0, 1, 3).reshape(cin, kh * kw * cout),
+                      (((1,), (0,)), ((), ())))
+  z = z.reshape(n, hp, wp, kh, kw, cout)
+  y = None
+  for i in range(kh):
+    for j in range(kw):
+      t = z[:, i:i + ho, j:j + wo, i, j]
+      y = t if y is None else y + t
+  return y
+
+
+def _conv2d_space_to_depth(x, kernel, strides, padding, out_hw):
+  """A stride-s convolution whose kernel sides are multiples of s, as a stride-1 one.
+
+  Space-to-depth folds each s x s block of the padded input into channels and the
+  kernel [s*a, s*b, C, O] into [a, b, s*s*C, O]: output (y, x), tap (s*i + r) reads
+  block row y + i, phase r. The im2col then takes a*b contiguous slices instead of
+  k*k strided ones (cheaper gradients, smaller programs).
+  """
+  (sh, sw), (ph, pw), (ho, wo) = strides, padding, out_hw
+  kh, kw, cin, cout = kernel.shape
+  n, h, w, _ = x.shape
+  ah, aw = kh // sh, kw // sw
+  hs, ws = ho + ah - 1, wo + aw - 1  # blocks the output reads
+  # Pad (and crop) to exactly hs*sh x ws*sw rows and columns.
+  x = jnp.pad(x, ((0, 0), (ph, max(hs * sh - h - ph, 0)), (pw, max(ws * sw - w - pw, 0)),
+                  (0, 0)))[:, :hs * sh, :ws * sw]
+  x = x.reshape(n, hs, sh, ws, sw, cin).transpose(0, 1, 3, 2, 4, 5)
+  x = x.reshape(n, hs, ws, sh * sw * cin)
+  k = kernel.reshape(ah, sh, aw, sw, cin, cout).transpose(0, 2, 1, 3, 4, 5)
+  k = k.reshape(ah * aw * sh * sw * cin, cout)
+  slices = [x[:, i:i + ho, j:j + wo] for i in range(ah) for j in range(aw)]
+  cols = slices[0] if len(slices) == 1 else jnp.concatenate(slices, axis=-1)
+  y = lax.dot_general(cols.reshape(n * ho * wo, -1), k, (((1,), (0,)), ((), ())))
+  return y.reshape(n, ho, wo, cout)
+
+
 def conv2d(x: jax.Array, kernel: jax.Array, strides: Pair = 1, padding: Pair = 0,
            impl: str = "auto") -> jax.Array:
   """NHWC x HWIO convolution with symmetric integer padding (torch semantics)."""
@@ -96,8 +154,12 @@ def conv2d(x: jax.Array, kernel: jax.Array, strides: Pair = 1, padding: Pair = 0
         dimension_numbers=("NHWC", "HWIO", "NHWC"))
   n, h, w, _ = x.shape
   ho, wo = _out_size(h, kh, sh, ph), _out_size(w, kw, sw, pw)
+  if (sh, sw) != (1, 1) and kh % sh == 0 and kw % sw == 0:
+    return _conv2d_space_to_depth(x, kernel, (sh, sw), (ph, pw), (ho, wo))
   if ph or pw:
     x = jnp.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0)))
+  if (sh, sw) == (1, 1) and kh * kw > 1 and NARROW_OUTPUT * cout <= cin:
+    return _conv2d_dot_first(x, kernel, (ho, wo))
   if (kh, kw) == (1, 1) and (sh, sw) == (1, 1) and x.shape[1:3] == (ho, wo):
     cols = x
   else:

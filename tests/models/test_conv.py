@@ -1,0 +1,45 @@
+"""Tests for conv2d's special matmul paths: space-to-depth and dot-first.
+
+(The generic im2col path is tested in test_resnet.py, the transposed conv in
+test_conv_transpose.py.)
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from privreid_jax.models import conv
+
+
+# (k, s, p, (h, w), cin, cout). Space-to-depth: stride s > 1 with k % s == 0, incl. odd
+# sides (the last block is cropped or padded) and padding larger than s. Dot-first:
+# stride 1 with cout * NARROW_OUTPUT <= cin.
+CASES = [
+    (4, 2, 1, (8, 6), 3, 5), (4, 2, 1, (7, 5), 3, 5), (6, 3, 2, (9, 10), 2, 3),
+    (2, 2, 0, (6, 5), 3, 4), (4, 2, 3, (4, 4), 2, 3), (4, 2, 0, (5, 5), 2, 2),
+    (4, 1, 1, (7, 5), 16, 1), (3, 1, 1, (6, 5), 16, 2), (3, 1, 0, (5, 6), 8, 1),
+]
+
+
+@pytest.mark.parametrize("k,s,p,hw,cin,cout", CASES)
+def test_special_matmul_paths_match_xla(k, s, p, hw, cin, cout):
+  rng = np.random.default_rng(k * 100 + s * 10 + p)
+  x = jnp.asarray(rng.standard_normal((2, *hw, cin), np.float32))
+  w = jnp.asarray(rng.standard_normal((k, k, cin, cout), np.float32))
+  cot = jnp.asarray(rng.standard_normal(conv.conv2d(x, w, s, p, "xla").shape, np.float32))
+
+  @jax.jit
+  def values_and_grads(x, w):
+    out = {}
+    for impl in ("xla", "matmul"):
+      loss = lambda x, w, impl=impl: jnp.sum(conv.conv2d(x, w, s, p, impl) * cot)
+      out[impl] = (conv.conv2d(x, w, s, p, impl), jax.grad(loss, argnums=(0, 1))(x, w))
+    return out
+
+  got = values_and_grads(x, w)
+  (y_x, g_x), (y_m, g_m) = got["xla"], got["matmul"]
+  assert y_m.shape == y_x.shape
+  np.testing.assert_allclose(y_m, y_x, rtol=1e-4, atol=1e-4)
+  for a, b in zip(g_m, g_x):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
