@@ -27,10 +27,16 @@ def get_config(arg=None):
   # that `auto` picks on CPU (bench_train: 137.9 vs 125.6 img/s on a quiet machine).
   c.model.conv_impl = "xla"
   c.optim.lr = 7e-4             # from scratch (no ImageNet weights here): 2x BoT
-  c.optim.epochs = 30
-  c.optim.warmup_epochs = 3
-  c.optim.milestones = (20, 26)
-  c.eval.every_epochs = 10
+  # 400 identities (200 train / 200 test, ~3.2k training images) for 15 epochs: the
+  # same number of steps as 200 identities for 30 epochs, but twice the training
+  # identities to generalise from. Measured (same seed, no erasing): 200 ids x 30
+  # epochs plateaued at Rank-1 0.757 / mAP 0.748 (epoch 25); 400 ids x 15 epochs
+  # ends at Rank-1 0.804 / mAP 0.808 on its (larger) test split.
+  c.data.synthetic.num_ids = 400
+  c.optim.epochs = 15
+  c.optim.warmup_epochs = 2
+  c.optim.milestones = (10, 13)
+  c.eval.every_epochs = 5
   c.checkpoint.every_epochs = 5
   c.log.every_steps = 20
   if arg == "tiny":
