@@ -23,9 +23,6 @@ def get_config(arg=None):
   c.data.eval_batch_size = 64
   c.model.backbone = "resnet18"
   c.model.width = 32
-  # At these small shapes XLA's own convolution beats the matrix-product lowering
-  # that `auto` picks on CPU (bench_train: 137.9 vs 125.6 img/s on a quiet machine).
-  c.model.conv_impl = "xla"
   c.optim.lr = 7e-4             # from scratch (no ImageNet weights here): 2x BoT
   # 400 identities (200 train / 200 test, ~3.2k training images) for 15 epochs: the
   # same number of steps as 200 identities for 30 epochs, but twice the training
