@@ -458,11 +458,14 @@ class Method(base.Method):
   def extra_metrics(self, state, ctx) -> dict[str, dict[str, float]]:
     rows = self.probe_metrics(state, ctx)
     rows.update(self.dp_metrics(state, ctx))
+    # Both attackers hold the same training features: embed them once.
+    feats = (ctx.evaluator.features(state, "train", "raw")
+             if self.d.attack and self.d.inversion else None)
     if self.d.attack:
       from privreid_jax.privacy import attacks
-      rows.update(attacks.feature_attack_rows(self, state, ctx))
+      rows.update(attacks.feature_attack_rows(self, state, ctx, feats))
     if self.d.inversion:
       from privreid_jax.privacy import inversion
-      rows.update(inversion.inversion_attack_rows(self, state, ctx))
+      rows.update(inversion.inversion_attack_rows(self, state, ctx, feats))
     self.save_features(state, ctx)
     return rows

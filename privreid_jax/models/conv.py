@@ -193,6 +193,14 @@ def max_pool(x: jax.Array, window: Pair = 3, strides: Pair = 2, padding: Pair = 
   return out
 
 
+def _params(module: nn.Module, x: jax.Array, kernel_shape: tuple[int, ...]):
+  """`Conv`'s and `ConvTranspose`'s parameters (as flax names them) and compute dtype."""
+  kernel = module.param("kernel", module.kernel_init, kernel_shape, module.param_dtype)
+  bias = (module.param("bias", module.bias_init, (module.features,), module.param_dtype)
+          if module.use_bias else None)
+  return kernel, bias, module.dtype or jnp.promote_types(x.dtype, module.param_dtype)
+
+
 class Conv(nn.Module):
   """A 2-D convolution with `nn.Conv`'s parameters and init, and a selectable lowering.
 
@@ -222,11 +230,7 @@ class Conv(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     kh, kw = _pair(self.kernel_size, "kernel_size")
-    kernel = self.param("kernel", self.kernel_init,
-                        (kh, kw, x.shape[-1], self.features), self.param_dtype)
-    bias = (self.param("bias", self.bias_init, (self.features,), self.param_dtype)
-            if self.use_bias else None)
-    dtype = self.dtype or jnp.promote_types(x.dtype, self.param_dtype)
+    kernel, bias, dtype = _params(self, x, (kh, kw, x.shape[-1], self.features))
     y = conv2d(x.astype(dtype), kernel.astype(dtype), self.strides, self.padding,
                self.impl)
     if bias is not None:
@@ -317,11 +321,7 @@ class ConvTranspose(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     kh, kw = _pair(self.kernel_size, "kernel_size")
-    kernel = self.param("kernel", self.kernel_init,
-                        (kh, kw, self.features, x.shape[-1]), self.param_dtype)
-    bias = (self.param("bias", self.bias_init, (self.features,), self.param_dtype)
-            if self.use_bias else None)
-    dtype = self.dtype or jnp.promote_types(x.dtype, self.param_dtype)
+    kernel, bias, dtype = _params(self, x, (kh, kw, self.features, x.shape[-1]))
     y = conv_transpose2d(x.astype(dtype), kernel.astype(dtype), self.strides,
                          self.padding, self.impl)
     if bias is not None:

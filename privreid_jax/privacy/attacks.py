@@ -96,27 +96,41 @@ def release(features: np.ndarray, epsilon: float, delta: float, key) -> np.ndarr
   return np.asarray(dp.release_gallery(features, key, epsilon=float(epsilon), delta=delta))
 
 
-def feature_attack_rows(method, state, ctx) -> dict[str, dict[str, float]]:
+def released_train_features(method, state, ctx, key_salt: int, feats=None):
+  """What an attacker of method B holds: (released features, pids, held-out mask).
+
+  The released features are the training split's "raw" retrieval features,
+  L2-normalised and noised at config.dual.attack_epsilon with a key salted by
+  `key_salt` (so two attacks draw independent noise); the held-out mask is the
+  ID probe's (`dual_stage.heldout_mask`). `feats` skips recomputing the features
+  when the caller already has them.
+  """
+  from privreid_jax.methods import dual_stage
+  d = method.d
+  pids = np.asarray(ctx.splits.train.pids)
+  if feats is None:
+    feats = ctx.evaluator.features(state, "train", "raw")
+  held = dual_stage.heldout_mask(np.arange(len(pids)), d.probe_holdout, d.probe_seed)
+  key = dp.os_key() if d.dp_seed < 0 else dp.os_key(d.dp_seed + key_salt)
+  released = release(np.asarray(feats, np.float32), d.attack_epsilon, d.delta, key)
+  return released, pids, held
+
+
+def feature_attack_rows(method, state, ctx, feats=None) -> dict[str, dict[str, float]]:
   """Row "attack:feature_classifier" for a method with `d` = config.dual.
 
   The attacker sees released features of the training split (the method's
   "raw" retrieval feature), learns on the images the ID probe trains on and is
   scored on the probe's held-out images (`dual_stage.heldout_mask`).
   """
-  from privreid_jax.methods import dual_stage
   d = method.d
-  train = ctx.splits.train
-  feats = ctx.evaluator.features(state, "train", "raw")
-  pids = np.asarray(train.pids)
-  held = dual_stage.heldout_mask(np.arange(len(pids)), d.probe_holdout, d.probe_seed)
-  eps = d.attack_epsilon
-  key = dp.os_key() if d.dp_seed < 0 else dp.os_key(d.dp_seed + 7)
-  released = release(feats, eps, d.delta, key)
+  released, pids, held = released_train_features(method, state, ctx, 7, feats)
   acc = feature_classifier_attack(released[~held], pids[~held], released[held],
                                   pids[held], num_classes=method.num_classes,
                                   steps=d.attack_steps, seed=max(d.dp_seed, 0))
   row = {"id_acc": acc, "chance": 1.0 / method.num_classes,
          "num_images": float(held.sum())}
+  eps = d.attack_epsilon
   if not (eps is None or math.isinf(float(eps))):
     row["eps_image"] = float(eps)
   return {"attack:feature_classifier": row}

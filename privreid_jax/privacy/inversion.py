@@ -193,7 +193,7 @@ def inversion_row(result: dict[str, Any]) -> dict[str, float]:
   return row
 
 
-def inversion_attack_rows(method, state, ctx) -> dict[str, dict[str, float]]:
+def inversion_attack_rows(method, state, ctx, feats=None) -> dict[str, dict[str, float]]:
   """Row "attack:inversion" for method B (`method.d` = config.dual).
 
   The attacker gets the released training features (the method's "raw"
@@ -205,20 +205,14 @@ def inversion_attack_rows(method, state, ctx) -> dict[str, dict[str, float]]:
   (WORKDIR/inversion_grid.png and TensorBoard).
   """
   from privreid_jax.data import pipeline
-  from privreid_jax.methods import dual_stage
-  from privreid_jax.privacy import attacks, dp
+  from privreid_jax.privacy import attacks
   d, config = method.d, method.config
-  train = ctx.splits.train
-  pids = np.asarray(train.pids)
-  feats = np.asarray(ctx.evaluator.features(state, "train", "raw"), np.float32)
+  released, pids, held = attacks.released_train_features(method, state, ctx, 11, feats)
   images = np.zeros((len(pids), config.data.height, config.data.width, 3), np.float32)
-  for batch in pipeline.eval_loader(train.source, config.data):
+  for batch in pipeline.eval_loader(ctx.splits.train.source, config.data):
     mask = batch["mask"]
     images[batch["index"][mask]] = batch["image"][mask]
-  held = dual_stage.heldout_mask(np.arange(len(pids)), d.probe_holdout, d.probe_seed)
   eps = d.attack_epsilon
-  key = dp.os_key() if d.dp_seed < 0 else dp.os_key(d.dp_seed + 11)
-  released = attacks.release(feats, eps, d.delta, key)
   p, s = state.params["id_probe"], state.batch_stats["id_probe"]
 
   # The attack runs on host-local arrays (one process; the probe's params are
