@@ -10,7 +10,9 @@ A sweep file defines `get_sweep(arg=None) -> list[dict]` (`--sweep FILE:arg`
 passes `arg`), each dict `{"name": str, "config": "configs/x.py[:variant]",
 "overrides": {"optim.epochs": 5, ...}}`. Config paths are relative to the
 working directory, the repository or the sweep file. `--set KEY=VALUE` adds an
-override to every run (a dataset path, say) and wins over the sweep's.
+override to every run (a dataset path, say) and wins over the sweep's. In a
+string override, `{root}` stands for the sweep's root folder, so one run can
+point at another's workdir (method A's third-party model: "{root}/third_party").
 
 Every run gets `ROOT/<name>/` (the trainer's workdir) with `run.json` (config,
 overrides, command, status running/done/failed/interrupted, host, attempts,
@@ -194,8 +196,11 @@ def _parse_like_main(config_file: str, flag_args: Sequence[str], where: str) -> 
 
 
 def resolve(raw: Any, index: int, sweep_file: str,
-            extra: Mapping[str, Any] | None = None) -> Run:
-  """Checks one sweep entry and builds its flags and config."""
+            extra: Mapping[str, Any] | None = None, root: str = "") -> Run:
+  """Checks one sweep entry and builds its flags and config.
+
+  `{root}` in a string override becomes `root` (the sweep's root folder).
+  """
   where = f"sweep {sweep_file}, run #{index}"
   if not isinstance(raw, Mapping):
     raise SweepError(f"{where}: expected a dict with keys {_RUN_KEYS}, got {raw!r}")
@@ -212,6 +217,12 @@ def resolve(raw: Any, index: int, sweep_file: str,
     raise SweepError(f"{where}: 'config' must be a path such as 'configs/synthetic.py:tiny'")
   overrides = dict(raw.get("overrides") or {})
   overrides.update(extra or {})
+  for key, value in overrides.items():
+    if isinstance(value, str) and "{root}" in value:
+      if not root:
+        raise SweepError(f"{where}: override {key}={value!r} uses {{root}}, but no "
+                         "root folder was given")
+      overrides[key] = value.replace("{root}", root)
   config_file = _config_file(config, sweep_file, where)
   base = _parse_like_main(config_file, (), f"{where}: config {config!r}")
   if not isinstance(base, ConfigDict):
@@ -458,7 +469,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     only = [n for item in args.only for n in item.split(",") if n]
     raw = load_sweep(args.sweep)
     sweep_file = args.sweep.partition(":")[0]
-    runs = [resolve(r, i, sweep_file, extra) for i, r in enumerate(raw)]
+    runs = [resolve(r, i, sweep_file, extra, root) for i, r in enumerate(raw)]
     seen: set[str] = set()
     for r in runs:
       if r.name in seen:

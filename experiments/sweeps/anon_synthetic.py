@@ -4,9 +4,11 @@
   python -m experiments.ablate --sweep experiments/sweeps/anon_synthetic.py:tiny --root /tmp/smoke
   python -m experiments.report --root /tmp/anon_sweep
 
-Nine runs of `configs/anon_synthetic.py` (30 epochs each on a 2-core CPU): for
-each desensitization used as the initial supervision (mosaic, blur, noise), the
-paper's three rows:
+First `third_party`: the baseline Re-ID model trained on raw images only
+(`configs/synthetic.py` at method A's image size and data), the outsider whose
+matching of anonymized images every row reports ("3rd:P->O" etc.). Then nine
+runs of `configs/anon_synthetic.py`: for each desensitization used as the
+initial supervision (mosaic, blur, noise), the paper's three rows:
 
   base  "Base": the Re-ID model alone, trained on raw plus desensitized images
         (variant `base-<d>`); its anonymized images are the desensitized ones;
@@ -16,8 +18,10 @@ paper's three rows:
         (variant FULL_VARIANT, `<d>-stages`, method A's staged driver).
 
 The runs are ordered by desensitization (mosaic first, the paper's main
-setting), so `--shard` or a sweep cut short still gives complete groups.
-`:tiny` runs the same grid on the `tiny` variants as a smoke test.
+setting), so a sweep cut short still gives complete groups. With `--shard`,
+the machine without `third_party` needs its finished folder copied into its
+root first (the rows check for it before training). `:tiny` runs the same grid
+on the `tiny` variants as a smoke test.
 """
 
 DESENSITIZE = ("mosaic", "blur", "noise")
@@ -29,14 +33,26 @@ ROWS = (
 )
 FULL_VARIANT = dict(ROWS)["full"]
 CONFIG = "configs/anon_synthetic.py"
+THIRD_PARTY = "third_party"
+# configs/synthetic.py brought to configs/anon_synthetic.py's data, image size and
+# Re-ID model (tests/experiments/test_sweep_files.py checks they agree).
+THIRD_PARTY_OVERRIDES = {
+    "data.synthetic.num_ids": 200, "data.height": 64, "data.width": 32, "data.pad": 3,
+    "model.width": 16, "optim.epochs": 16, "optim.warmup_epochs": 2,
+    "optim.milestones": (12,), "eval.every_epochs": 16, "checkpoint.every_epochs": 4,
+}
 
 
 def get_sweep(arg=None):
   if arg not in (None, "tiny"):
     raise ValueError(f"anon_synthetic.py: unknown argument {arg!r} (expected 'tiny')")
-  runs = []
+  tiny = arg == "tiny"
+  runs = [{"name": THIRD_PARTY,
+           "config": "configs/synthetic.py" + (":tiny" if tiny else ""),
+           "overrides": {} if tiny else dict(THIRD_PARTY_OVERRIDES)}]
   for d in DESENSITIZE:
     for row, template in ROWS:
-      variant = template.format(d=d) + ("-tiny" if arg == "tiny" else "")
-      runs.append({"name": f"{row}_{d}", "config": f"{CONFIG}:{variant}", "overrides": {}})
+      variant = template.format(d=d) + ("-tiny" if tiny else "")
+      runs.append({"name": f"{row}_{d}", "config": f"{CONFIG}:{variant}",
+                   "overrides": {"anon.third_party_workdir": "{root}/" + THIRD_PARTY}})
   return runs

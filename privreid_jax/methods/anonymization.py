@@ -39,6 +39,7 @@ the paper's "w/o upgrade".
 
 from __future__ import annotations
 
+import os
 from typing import Any, Mapping
 
 import jax
@@ -167,6 +168,8 @@ class Method(base.Method):
       self.eval_settings = {k: v for k, v in SETTINGS.items() if "R" not in k}
     self._quality_fn = None
     self._third_party = None
+    if a.get("third_party_workdir"):
+      _check_third_party(a.third_party_workdir)   # fail before training, not after
     stages = a.get("stages")
     self.monitor = (progressive.Monitor(config) if stages is not None and stages.enabled
                     and self.mode == "learned" else None)
@@ -388,6 +391,17 @@ class Method(base.Method):
     return evaluator.run((state, tp.variables), settings)
 
 
+def _check_third_party(workdir: str) -> None:
+  folder = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(folder):
+    folder = workdir
+  if not os.path.isdir(folder) or not any(n.isdigit() for n in os.listdir(folder)):
+    raise FileNotFoundError(
+        f"config.anon.third_party_workdir={workdir!r}: no checkpoint there; train a "
+        "baseline on raw images into that folder first (configs/synthetic.py or "
+        "configs/market.py at the same image size)")
+
+
 class ThirdParty:
   """A finished baseline run's C3 seeing our images: embed((ours, C3 vars), x, kind)."""
 
@@ -401,7 +415,7 @@ class ThirdParty:
   def load(cls, workdir: str, method: Method, data_cfg) -> ThirdParty:
     from privreid_jax import checkpoint
     where = f"config.anon.third_party_workdir={workdir!r}"
-    state, cfg, _ = checkpoint.restore_run(workdir, where)
+    state, cfg, step = checkpoint.restore_run(workdir, where)
     if (int(cfg.data.height), int(cfg.data.width)) != (int(data_cfg.height),
                                                        int(data_cfg.width)):
       raise ValueError(f"{where}: that run uses {cfg.data.height}x{cfg.data.width} "

@@ -197,6 +197,16 @@ def test_overrides_reach_the_config_as_main_parses_them(tmp_path):
   assert "--config.log.tensorboard=false" in run.flags
 
 
+def test_root_placeholder_in_overrides_becomes_the_sweep_root(tmp_path):
+  raw = {"name": "x", "config": TINY, "overrides": {"data.root": "{root}/data"}}
+  run = ablate.resolve(raw, 0, str(tmp_path / "sweep.py"), root="/sweeps/a")
+  assert run.resolved.data.root == "/sweeps/a/data"
+  assert "--config.data.root=/sweeps/a/data" in run.flags
+  assert raw["overrides"]["data.root"] == "{root}/data"   # the sweep's dict is untouched
+  with pytest.raises(ablate.SweepError, match="data.root=.*uses {root}, but no root"):
+    ablate.resolve(raw, 0, str(tmp_path / "sweep.py"))
+
+
 def test_run_folder_written_for_other_overrides_is_an_error(tmp_path):
   sweep = write_sweep(tmp_path / "sweep.py",
                       [{"name": "a", "config": TINY, "overrides": {"seed": 2}}])

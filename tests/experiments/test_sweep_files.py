@@ -20,6 +20,7 @@ FILES = sorted(p for p in glob.glob(os.path.join(SWEEPS, "*.py"))
 ARGS = {"baseline_synthetic.py": ("tiny",), "anon_synthetic.py": ("tiny",),
         "dual_synthetic.py": ("tiny",), "anon_market.py": ("mosaic",)}
 MARKET_ROOT = {"data.root": "/data/Market-1501-v15.09.15"}   # --set, as the docs say
+SWEEP_ROOT = "/runs/sweep"                                     # --root
 
 
 def specs() -> list[str]:
@@ -65,7 +66,7 @@ def test_run_config_and_overrides_build(run):
   sweep_file = spec.partition(":")[0]
   extra = MARKET_ROOT if "market" in os.path.basename(sweep_file) else {}
   try:
-    resolved = ablate.resolve(raw, index, sweep_file, extra)
+    resolved = ablate.resolve(raw, index, sweep_file, extra, SWEEP_ROOT)
   except ablate.SweepError as e:
     if _is_stages(raw) and "unknown variant" in str(e):
       pytest.skip(f"{raw['name']}: {raw['config']} waits for the progressive-stages "
@@ -76,6 +77,8 @@ def test_run_config_and_overrides_build(run):
     node = config
     for part in key.split("."):
       node = node[part]
+    if isinstance(value, str):
+      value = value.replace("{root}", SWEEP_ROOT)
     assert node == (tuple(value) if isinstance(value, list) else value), key
   if "market" in os.path.basename(sweep_file):
     assert config.data.root == MARKET_ROOT["data.root"]
@@ -87,8 +90,10 @@ def test_run_config_and_overrides_build(run):
 def test_method_a_sweeps_have_the_papers_rows(sweep):
   module = ablate._load_module(os.path.join(SWEEPS, sweep), sweep)
   raw = module.get_sweep()
-  assert [r["name"] for r in raw] == [f"{row}_{d}" for d in ("mosaic", "blur", "noise")
-                                      for row in ("base", "wo", "full")]
+  assert [r["name"] for r in raw] == ["third_party"] + [
+      f"{row}_{d}" for d in ("mosaic", "blur", "noise") for row in ("base", "wo", "full")]
+  assert all(r["overrides"]["anon.third_party_workdir"] == "{root}/third_party"
+             for r in raw[1:])
   by_name = {r["name"]: r for r in raw}
   assert by_name["base_blur"]["config"].split(":")[1].startswith("base-blur")
   assert by_name["wo_noise"]["config"].split(":")[1].split("-")[0] == "noise"
@@ -100,9 +105,9 @@ def test_method_a_sweeps_have_the_papers_rows(sweep):
 def test_method_a_rows_set_the_mode_and_the_supervision():
   spec = os.path.join(SWEEPS, "anon_synthetic.py")
   for index, raw in enumerate(ablate.load_sweep(spec)):
-    if _is_stages(raw):
+    if _is_stages(raw) or raw["name"] == "third_party":
       continue
-    config = ablate.resolve(raw, index, spec).resolved
+    config = ablate.resolve(raw, index, spec, root=SWEEP_ROOT).resolved
     row, d = raw["name"].split("_")
     assert config.anon.mode == ("base" if row == "base" else "learned")
     assert config.anon.desensitize == d
@@ -113,3 +118,19 @@ def test_market_sweeps_need_the_dataset_root_from_set():
   raw = ablate.load_sweep(spec)
   assert all("data.root" not in r["overrides"] for r in raw)
   assert ablate.resolve(raw[0], 0, spec).resolved.data.root == ""
+
+
+@pytest.mark.parametrize("sweep, extra", [("anon_synthetic.py", {}),
+                                          ("anon_market.py", MARKET_ROOT)])
+def test_method_a_third_party_matches_the_rows_data_and_image_size(sweep, extra):
+  spec = os.path.join(SWEEPS, sweep)
+  runs = [ablate.resolve(r, i, spec, extra, SWEEP_ROOT)
+          for i, r in enumerate(ablate.load_sweep(spec)) if not _is_stages(r)]
+  third, rows = runs[0].resolved, [r.resolved for r in runs[1:]]
+  assert third.method == "baseline"
+  for row in rows:
+    assert row.anon.third_party_workdir == os.path.join(SWEEP_ROOT, "third_party")
+    for key in ("name", "height", "width", "root"):
+      assert third.data[key] == row.data[key], key
+    if third.data.name == "synthetic":
+      assert third.data.synthetic == row.data.synthetic

@@ -53,10 +53,10 @@ def stepped():
 
 
 def test_mosaic_target_is_the_scaled_mosaic_and_picklable():
-  config = anon_synthetic.get_config("mosaic")     # 128x64: block 24 -> 12
+  config = anon_synthetic.get_config("mosaic")     # 64x32: block 24 -> 6
   fn = pickle.loads(pickle.dumps(anonymization.train_targets(config)))
-  image = np.random.default_rng(1).uniform(0, 1, (128, 64, 3)).astype(np.float32)
-  expected = desensitize.mosaic(image[None], block=12, fill="top_left")[0]
+  image = np.random.default_rng(1).uniform(0, 1, (64, 32, 3)).astype(np.float32)
+  expected = desensitize.mosaic(image[None], block=6, fill="top_left")[0]
   np.testing.assert_allclose(fn(image), expected, atol=1e-6)
   assert not np.allclose(fn(image), image)
 
@@ -181,3 +181,50 @@ def test_run_image_quality_of_m_matches_an_independent_computation(run_dir):
   assert q["psnr_M"] == pytest.approx(float(np.mean(image_metrics.psnr(m, o))), rel=1e-4)
   assert q["ssim_M"] == pytest.approx(float(np.mean(image_metrics.ssim(m, o))), rel=1e-4)
   assert 0.0 < q["ssim_P"] < 1.0 and np.isfinite(q["psnr_R"])
+
+
+# --- the third-party check ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def third_party_runs(tmp_path_factory):
+  """A tiny baseline (raw images only) and a tiny method-A run scored by it."""
+  from configs import synthetic
+  data_root = str(tmp_path_factory.mktemp("tp_data"))
+  base_cfg = synthetic.get_config("tiny")
+  base_cfg.data.root = data_root
+  base_cfg.optim.epochs = 1
+  base_dir = str(tmp_path_factory.mktemp("tp_baseline"))
+  base_results = trainer.run(base_cfg, base_dir)
+  config = anon_synthetic.get_config("tiny")
+  config.data.root = data_root
+  config.optim.epochs = 1
+  config.anon.third_party_workdir = base_dir
+  results = trainer.run(config, str(tmp_path_factory.mktemp("tp_anon")))
+  return base_dir, base_results, results
+
+
+def test_third_party_rows_score_our_images_with_the_baseline_model(third_party_runs):
+  _, base_results, results = third_party_runs
+  assert set(anonymization.THIRD_PARTY_SETTINGS) <= set(results)
+  # 3rd:O->O is the baseline model on raw images: its own evaluation, although the
+  # two runs normalise differently (std 0.5 here, ImageNet std there).
+  for key in ("rank1", "rank5", "mAP", "mINP"):
+    assert results["3rd:O->O"][key] == pytest.approx(base_results["O->O"][key], abs=1e-6)
+  assert results["3rd:P->O"] != results["3rd:O->O"]
+
+
+def test_third_party_of_another_image_size_is_refused(third_party_runs, tmp_path):
+  base_dir, _, _ = third_party_runs
+  config = anon_synthetic.get_config("tiny")
+  config.data.height, config.data.width = 64, 32
+  method = anonymization.Method(config, num_classes=2, steps_per_epoch=2)
+  with pytest.raises(ValueError, match="third_party_workdir.*32x16 images, this one 64x32"):
+    anonymization.ThirdParty.load(base_dir, method, config.data)
+
+
+def test_missing_third_party_checkpoint_fails_before_training(tmp_path):
+  config = anon_synthetic.get_config("tiny")
+  config.anon.third_party_workdir = str(tmp_path / "nothing")
+  with pytest.raises(FileNotFoundError, match="third_party_workdir=.*nothing.*no checkpoint"):
+    anonymization.Method(config, num_classes=2, steps_per_epoch=2)
