@@ -46,6 +46,14 @@ import sys
 import time
 from typing import Callable
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from privreid_jax import host_memory  # noqa: E402
+
+# Before NumPy, JAX or any thread starts (host_memory.py); PRIVREID_KEEP_HOST_MEMORY=0
+# measures without it.
+KEEP_HOST_MEMORY = host_memory.keep_freed_memory()
+
 from absl import app
 from absl import flags
 from ml_collections import config_flags
@@ -327,7 +335,7 @@ def main(argv):
   if _STEPS.value < 1 or _REPEATS.value < 1:
     raise app.UsageError("--steps and --repeats must be positive")
   print(f"jax {jax.__version__} on {jax.devices()[0].platform} x {jax.device_count()}; "
-        f"load average {os.getloadavg()}")
+        f"freed host memory kept: {KEEP_HOST_MEMORY}; load average {os.getloadavg()}")
   if os.environ.get("JAX_DISABLE_MOST_OPTIMIZATIONS"):
     print("warning: JAX_DISABLE_MOST_OPTIMIZATIONS is set; steps will be slow")
   if _COMPARE_TORCH.value and importlib.util.find_spec("torch") is not None:

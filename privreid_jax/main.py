@@ -6,8 +6,16 @@ Intentionally kept short: flags only, then `trainer.run` (or the method's own
 
 import sys
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+from privreid_jax import host_memory
+
+# Before JAX, NumPy or any thread starts: reuse freed host memory (~1.4x faster
+# CPU steps; see host_memory.py).
+host_memory.keep_freed_memory()
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+# pylint: enable=g-import-not-at-top,wrong-import-position
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file (configs/*.py[:variant]).", lock_config=True)
