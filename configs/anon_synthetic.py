@@ -80,6 +80,10 @@ def get_config(arg=None):
   c.data.eval_batch_size = 64
   c.model.backbone = "resnet18"
   c.model.width = 16
+  # All five networks from scratch at twice the paper's 3.5e-4, as configs/synthetic.py's
+  # C. Measured at 3.5e-4 (this config otherwise): Base on mosaic reached O->O Rank-1
+  # 16.2% against 45.6% for the raw-only baseline at 7e-4.
+  c.optim.lr = 7e-4
   c.optim.epochs = 16
   c.optim.warmup_epochs = 2
   c.optim.milestones = (12,)
