@@ -40,7 +40,7 @@ the paper's "w/o upgrade".
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
