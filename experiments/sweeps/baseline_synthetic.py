@@ -6,7 +6,7 @@
       --sweep experiments/sweeps/baseline_synthetic.py:tiny
   python -m experiments.report --root /tmp/bot_sweep
 
-Twelve runs of `configs/synthetic.py` (30 epochs each on a 2-core CPU): BoT
+Twelve runs of `configs/synthetic.py` (14 epochs, ~9 min each on a 2-core CPU): BoT
 (batch-hard triplet, average pooling), soft-margin and weighted-regularised
 (AGW) triplets, no triplet (ID loss only), GeM pooling and the center loss,
 each with seeds 0 and 1. `:tiny` runs the same grid on the `tiny` variant
