@@ -112,27 +112,13 @@ def apply_variant(c, name: str) -> None:
 def get_config(arg=None):
   c = config_base.base_config()
   c.method = "dual_stage"
-  c.data.name = "synthetic"
   # Sized for the shared 2-core CPU: the 128x64 synthetic images are read at 64x32
   # (a 4x2 feature map, 4 decoder stages) with a ResNet-18 of width 16, 16 epochs
   # (720 steps, ~1 s/step on the loaded CPU) at configs/synthetic.py's from-scratch
   # lr. 128x64 at width 32 ran at 7.6 s/step on the same loaded machine: too slow
   # for an ablation of eight rows.
-  c.data.height = 64
-  c.data.width = 32
-  c.data.batch_size = 32        # P=8 ids x K=4
-  c.data.pad = 3
-  c.data.eval_batch_size = 64
-  c.model.backbone = "resnet18"
-  c.model.width = 16
-  c.optim.lr = 7e-4
-  c.optim.epochs = 16
-  c.optim.warmup_epochs = 2
-  c.optim.milestones = (12,)
-  c.eval.every_epochs = 16
+  config_base.make_small_synthetic(c)
   c.eval.distance = "cosine"
-  c.checkpoint.every_epochs = 4
-  c.log.every_steps = 20
   c.dual = dual_section()
   c.dual.attack = True          # both attackers run at every evaluation
   c.dual.inversion = True
