@@ -62,6 +62,12 @@ def restore_init(path: str, abstract_state: Any):
   return state
 
 
+def run_folder(workdir: str) -> str:
+  """The checkpoint folder of a run's workdir (its `checkpoints/`), or the folder itself."""
+  folder = os.path.join(workdir, "checkpoints")
+  return folder if os.path.isdir(folder) else workdir
+
+
 def restore_run(workdir: str, where: str):
   """(state tree as saved, config ConfigDict, step) of a run's latest checkpoint.
 
@@ -69,9 +75,7 @@ def restore_run(workdir: str, where: str):
   flag or key that pointed here, for the one-line errors.
   """
   import ml_collections
-  folder = os.path.join(workdir, "checkpoints")
-  if not os.path.isdir(folder):
-    folder = workdir
+  folder = run_folder(workdir)
   if not os.path.isdir(folder):
     raise FileNotFoundError(f"{where}: no such folder")
   ckpts = Checkpoints(folder)

@@ -392,9 +392,8 @@ class Method(base.Method):
 
 
 def _check_third_party(workdir: str) -> None:
-  folder = os.path.join(workdir, "checkpoints")
-  if not os.path.isdir(folder):
-    folder = workdir
+  from privreid_jax import checkpoint
+  folder = checkpoint.run_folder(workdir)
   if not os.path.isdir(folder) or not any(n.isdigit() for n in os.listdir(folder)):
     raise FileNotFoundError(
         f"config.anon.third_party_workdir={workdir!r}: no checkpoint there; train a "
