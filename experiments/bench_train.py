@@ -13,7 +13,10 @@ the trainer jits it (replicated state, data-sharded batch, donated state), on a
 fixed random P x K batch (no input pipeline). Every variant (a conv lowering, a
 batch size, a method config, a PyTorch memory format) is compiled once, then the
 variants run in alternating rounds (the order reversed every other round; the
-machine may be shared) and the medians over all timed steps are reported.
+machine may be shared) and the medians over all timed steps are reported. Each
+round's line also gives the minor page faults and kernel CPU time per step
+(getrusage of the whole process): a step that faults its buffers in again
+every time runs slower (see privreid_jax/host_memory.py).
 
 Columns:
   compile_s   `lower()` + `compile()` wall time (JAX); first step for PyTorch.
@@ -41,6 +44,7 @@ import functools
 import importlib.util
 import json
 import os
+import resource
 import statistics
 import sys
 import time
@@ -148,7 +152,6 @@ def rss_peak_bytes() -> float:
           return float(line.split()[1]) * 1024
   except OSError:
     pass
-  import resource  # pylint: disable=g-import-not-at-top
   return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
@@ -368,15 +371,20 @@ def main(argv):
       if fresh:
         reset_rss_peak()
       times = []
+      usage0 = resource.getrusage(resource.RUSAGE_SELF)
       for _ in range(_STEPS.value):
         t0 = time.perf_counter()
         steps[key]()
         times.append(time.perf_counter() - t0)
       results[key].times.append(times)
+      usage1 = resource.getrusage(resource.RUSAGE_SELF)
+      faults = (usage1.ru_minflt - usage0.ru_minflt) / _STEPS.value
+      sys_s = (usage1.ru_stime - usage0.ru_stime) / _STEPS.value
       if fresh:
         results[key].rss_bytes = rss_peak_bytes()
       print(f"  round {rnd}: {label} b{batch}: "
-            f"{batch / statistics.median(times):.2f} img/s", flush=True)
+            f"{batch / statistics.median(times):.2f} img/s "
+            f"({faults:,.0f} page faults, {sys_s:.2f} s kernel time per step)", flush=True)
   done = [results[(b, l)] for b, l, _ in plan if (b, l) in results]
   print(f"\nload average {os.getloadavg()}")
   print_table(done)
