@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import resource
+import sys
 import threading
 import time
 
@@ -28,6 +29,8 @@ from absl import app, flags
 import numpy as np
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# `python experiments/bench_eval.py` from anywhere: the repository on the path.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from privreid_jax import evaluation  # noqa: E402  (after JAX_PLATFORMS)
 
