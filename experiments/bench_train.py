@@ -50,7 +50,8 @@ import sys
 import time
 from typing import Callable
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, _REPO)
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from privreid_jax import host_memory  # noqa: E402
 
@@ -63,9 +64,7 @@ from absl import flags
 from ml_collections import config_flags
 import numpy as np
 
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, _REPO)
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # torch_reference.py
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax  # noqa: E402
