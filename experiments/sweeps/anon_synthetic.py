@@ -38,8 +38,8 @@ THIRD_PARTY = "third_party"
 # Re-ID model (tests/experiments/test_sweep_files.py checks they agree).
 THIRD_PARTY_OVERRIDES = {
     "data.synthetic.num_ids": 200, "data.height": 64, "data.width": 32, "data.pad": 3,
-    "model.width": 16, "optim.epochs": 16, "optim.warmup_epochs": 2,
-    "optim.milestones": (12,), "eval.every_epochs": 16, "checkpoint.every_epochs": 4,
+    "model.width": 16, "optim.epochs": 32, "optim.warmup_epochs": 2,
+    "optim.milestones": (24,), "eval.every_epochs": 32, "checkpoint.every_epochs": 8,
 }
 
 
