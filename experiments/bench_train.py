@@ -4,7 +4,9 @@
       --conv_impl=matmul,xla --optimizer=sgd
   python experiments/bench_train.py --batch=16 --conv_impl=matmul \
       --dtype=float32,bfloat16
-  /work/torchvenv/bin/python experiments/bench_train.py --compare-torch ...
+  /work/venv_torch/bin/python experiments/bench_train.py --compare-torch ...
+  /work/venv_torch/bin/python experiments/bench_train.py --config=configs/market.py \
+      --extra_configs=configs/anon_market.py --batch=4 --compare-torch
   python experiments/bench_train.py --config=configs/synthetic.py --batch=32
   python experiments/bench_train.py --extra_configs=configs/anon_market.py,configs/dual_market.py
 
@@ -34,6 +36,8 @@ Columns:
 decay) to match the PyTorch numbers in PERF_NOTES.md. `--extra_configs` also
 times other methods' steps (method A's joint step, method B's stage-1 step); a
 config whose file or method module does not exist yet is skipped with a message.
+`--compare-torch` adds the PyTorch twin of the baseline and of method A's joint
+step (learned mode) and prints each JAX row's ratio to its own twin's rows.
 """
 
 from __future__ import annotations
@@ -97,8 +101,9 @@ _EXTRA = flags.DEFINE_list(
     "extra_configs", [],
     "More configs to time, as path[:variant] (e.g. configs/anon_market.py).")
 _COMPARE_TORCH = flags.DEFINE_bool(
-    "compare-torch", False, "Also time the PyTorch twin (experiments/"
-    "torch_reference.py) and print JAX/PyTorch ratios.")
+    "compare-torch", False, "Also time the PyTorch twins (experiments/"
+    "torch_reference.py for the baseline, torch_anon_reference.py for method A's "
+    "joint step) and print JAX/PyTorch ratios.")
 _TORCH_FORMATS = flags.DEFINE_list(
     "torch_formats", ["channels_last", "nchw"], "PyTorch memory formats.")
 _JSON = flags.DEFINE_string("json", "", "Also write the rows to this JSON file.")
@@ -110,7 +115,9 @@ class Result:
   label: str
   batch: int
   framework: str
-  comparable: bool = True  # the baseline twin of torch_reference.py
+  # The PyTorch twin this row compares with ("baseline": torch_reference.py,
+  # "anonymization": torch_anon_reference.py; "": none).
+  twin: str = ""
   compile_s: float = float("nan")
   flops: float = float("nan")
   xla_bytes: float = float("nan")
@@ -235,7 +242,7 @@ def jax_runner(config, label: str, batch: int, optimizer: str
                     out_shardings=(repl, repl), donate_argnums=0)
   t0 = time.perf_counter()
   compiled = step_fn.lower(state, data).compile()
-  result = Result(label, batch, "jax", comparable=config.method == "baseline",
+  result = Result(label, batch, "jax", twin=twin_of(config),
                   compile_s=time.perf_counter() - t0)
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
@@ -253,15 +260,35 @@ def jax_runner(config, label: str, batch: int, optimizer: str
   return result, step
 
 
+def twin_of(config) -> str:
+  """The PyTorch twin of a config's step, "" when there is none."""
+  if config.method == "baseline":
+    return "baseline"
+  if config.method == "anonymization" and config.anon.mode == "learned":
+    return "anonymization"
+  return ""
+
+
 def torch_runner(config, label: str, batch: int, optimizer: str,
                  channels_last: bool) -> tuple[Result, Callable[[], None]]:
-  import torch_reference  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  import torch_reference
   config = copy.deepcopy(config)
-  step = torch_reference.make_step(config, num_classes_for(config), batch,
-                                   channels_last, optimizer)
+  twin = twin_of(config)
+  if twin == "anonymization":
+    import torch_anon_reference
+    from privreid_jax.models import unet
+    downs = unet.num_downs_for(config.data.height, config.data.width,
+                               int(config.anon.num_downs))
+    step = torch_anon_reference.make_step(config, num_classes_for(config), batch,
+                                          channels_last, downs)
+  else:
+    step = torch_reference.make_step(config, num_classes_for(config), batch,
+                                     channels_last, optimizer)
   t0 = time.perf_counter()
   step()
-  return Result(label, batch, "torch", compile_s=time.perf_counter() - t0), step
+  return Result(label, batch, "torch", twin=twin,
+                compile_s=time.perf_counter() - t0), step
 
 
 # ----------------------------------------------------------------------------
@@ -282,6 +309,11 @@ def variants(batch: int) -> list[tuple[str, Callable]]:
         label += f"/{dtype}"
       out.append((label, functools.partial(jax_runner, c, label, batch,
                                            _OPTIMIZER.value)))
+  twins = []
+  if twin_of(config):
+    label = (f"torch/{config.model.backbone}" if config.method == "baseline"
+             else f"torch/{config.method}")
+    twins.append((config, label, _OPTIMIZER.value))
   for spec in _EXTRA.value:
     try:
       c = load_config(spec)
@@ -291,17 +323,19 @@ def variants(batch: int) -> list[tuple[str, Callable]]:
       continue
     label = f"{c.method}/{os.path.basename(spec)}"
     out.append((label, functools.partial(jax_runner, c, label, batch, "adam")))
+    if twin_of(c) == "anonymization":
+      twins.append((c, f"torch/{label}", "adam"))
   if _COMPARE_TORCH.value:
     if importlib.util.find_spec("torch") is None:
       print("skipping --compare-torch: torch is not importable in this Python "
             f"({sys.executable}); try /work/torchvenv/bin/python")
-    else:
-      for fmt in _TORCH_FORMATS.value:
-        if fmt not in ("channels_last", "nchw"):
-          raise ValueError(f"--torch_formats: {fmt!r} is not channels_last | nchw")
-        label = f"torch/{config.model.backbone}/{fmt}"
-        out.append((label, functools.partial(torch_runner, config, label, batch,
-                                             _OPTIMIZER.value, fmt == "channels_last")))
+      return out
+    for fmt in _TORCH_FORMATS.value:
+      if fmt not in ("channels_last", "nchw"):
+        raise ValueError(f"--torch_formats: {fmt!r} is not channels_last | nchw")
+      for c, label, optimizer in twins:
+        out.append((f"{label}/{fmt}", functools.partial(
+            torch_runner, c, f"{label}/{fmt}", batch, optimizer, fmt == "channels_last")))
   return out
 
 
@@ -322,10 +356,10 @@ def print_table(results: list[Result]) -> None:
 def print_ratios(results: list[Result]) -> None:
   for batch in sorted({r.batch for r in results}):
     jx = [r for r in results
-          if r.batch == batch and r.framework == "jax" and r.comparable]
+          if r.batch == batch and r.framework == "jax" and r.twin]
     pt = [r for r in results if r.batch == batch and r.framework == "torch"]
     for a in jx:
-      for b in pt:
+      for b in (b for b in pt if b.twin == a.twin):
         print(f"b{batch}: {a.label} / {b.label} = "
               f"{b.median_step() / a.median_step():.2f}x (img/s ratio)")
 
