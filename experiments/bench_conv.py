@@ -1,7 +1,7 @@
 """Per-layer speed of ResNet-50's convolutions (forward + both gradients), JAX vs PyTorch.
 
   python experiments/bench_conv.py --batch=16,32
-  /work/venv_torch/bin/python experiments/bench_conv.py --batch=16,32 --impl=matmul,xla --torch
+  python experiments/bench_conv.py --batch=16,32 --impl=matmul,xla --torch   # a Python with torch
 
 Where does the train step's time go, layer by layer, and how does it scale with
 the batch? Each distinct convolution of the BoT ResNet-50 at 256x128 (last
@@ -51,16 +51,16 @@ def resnet50_layers(height: int = 256, width: int = 128) -> list[tuple]:
       [(64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 1)], start=1):
     out = mid * 4
     ho, wo = h // stride, w // stride
+    # With stride 1 the first block's 3x3 has the later ones' shape: one row for all.
     layers += [
         (f"L{stage} 1x1 in", 1, h, w, cin, mid, 1, 1, 0, True),
-        (f"L{stage} 3x3/{stride}", 1, h, w, mid, mid, 3, stride, 1, True),
+        (f"L{stage} 3x3/{stride}", blocks if stride == 1 else 1, h, w, mid, mid, 3, stride,
+         1, True),
         (f"L{stage} 1x1 down/{stride}", 1, h, w, cin, out, 1, stride, 0, True),
         (f"L{stage} 1x1 out", blocks, ho, wo, mid, out, 1, 1, 0, True),
         (f"L{stage} 1x1 red", blocks - 1, ho, wo, out, mid, 1, 1, 0, True),
     ]
-    if stride == 1:         # the first block's 3x3 has the later ones' shape
-      layers[-4] = layers[-4][:1] + (blocks,) + layers[-4][2:]
-    else:
+    if stride != 1:
       layers.append((f"L{stage} 3x3", blocks - 1, ho, wo, mid, mid, 3, 1, 1, True))
     h, w, cin = ho, wo, out
   return layers

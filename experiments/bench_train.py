@@ -4,8 +4,8 @@
       --conv_impl=matmul,xla --optimizer=sgd
   python experiments/bench_train.py --batch=16 --conv_impl=matmul \
       --dtype=float32,bfloat16
-  /work/venv_torch/bin/python experiments/bench_train.py --compare-torch ...
-  /work/venv_torch/bin/python experiments/bench_train.py --config=configs/market.py \
+  python experiments/bench_train.py --compare-torch ...   # a Python with torch
+  python experiments/bench_train.py --config=configs/market.py \
       --extra_configs=configs/anon_market.py --batch=4 --compare-torch
   python experiments/bench_train.py --config=configs/synthetic.py --batch=32
   python experiments/bench_train.py --extra_configs=configs/anon_market.py,configs/dual_market.py
@@ -277,11 +277,8 @@ def torch_runner(config, label: str, batch: int, optimizer: str,
   twin = twin_of(config)
   if twin == "anonymization":
     import torch_anon_reference
-    from privreid_jax.models import unet
-    downs = unet.num_downs_for(config.data.height, config.data.width,
-                               int(config.anon.num_downs))
     step = torch_anon_reference.make_step(config, num_classes_for(config), batch,
-                                          channels_last, downs)
+                                          channels_last)
   else:
     step = torch_reference.make_step(config, num_classes_for(config), batch,
                                      channels_last, optimizer)
@@ -328,7 +325,7 @@ def variants(batch: int) -> list[tuple[str, Callable]]:
   if _COMPARE_TORCH.value:
     if importlib.util.find_spec("torch") is None:
       print("skipping --compare-torch: torch is not importable in this Python "
-            f"({sys.executable}); try /work/torchvenv/bin/python")
+            f"({sys.executable}); run this script with a Python that has torch")
       return out
     for fmt in _TORCH_FORMATS.value:
       if fmt not in ("channels_last", "nchw"):

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from privreid_jax.models import unet as unet_lib
 import torch_reference
 
 
@@ -94,12 +95,13 @@ def _gan(logits: torch.Tensor, real: bool) -> torch.Tensor:
   return F.binary_cross_entropy_with_logits(logits, target)
 
 
-def make_step(config, num_classes: int, batch: int, channels_last: bool,
-              num_downs: int, seed: int = 0):
+def make_step(config, num_classes: int, batch: int, channels_last: bool, seed: int = 0):
   """Returns step() running one D update and one joint G, G_R, C update."""
   a, o_cfg = config.anon, config.optim
   if a.mode != "learned":
     raise ValueError(f"anon.mode={a.mode!r}: the twin covers the learned mode only")
+  # The U-Net depth the JAX method picks for this image size.
+  num_downs = unet_lib.num_downs_for(config.data.height, config.data.width, int(a.num_downs))
   torch.manual_seed(seed)
   fmt = torch.channels_last if channels_last else torch.contiguous_format
   g = unet(num_downs, int(a.ngf), bool(a.dropout)).to(memory_format=fmt)
@@ -123,16 +125,10 @@ def make_step(config, num_classes: int, batch: int, channels_last: bool,
   o = torch.randn(batch, 3, h, w).contiguous(memory_format=fmt)
   m_target = torch.randn(batch, 3, h, w).contiguous(memory_format=fmt)
   pids = (torch.arange(batch) // int(config.data.num_instances)) % num_classes
-  wt, loss_cfg = a.weights, config.loss
+  wt = a.weights
 
   def reid(x):
-    logits, feat = c(x)
-    loss = loss_cfg.id_weight * F.cross_entropy(
-        logits, pids, label_smoothing=loss_cfg.label_smoothing)
-    if loss_cfg.triplet != "none" and loss_cfg.triplet_weight:
-      loss = loss + loss_cfg.triplet_weight * torch_reference.batch_hard_triplet(
-          feat, pids, loss_cfg.triplet_margin)
-    return loss
+    return torch_reference.reid_loss(c, x, pids, config.loss)
 
   def set_grad(modules, flag):
     for m in modules:

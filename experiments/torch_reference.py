@@ -114,6 +114,17 @@ def batch_hard_triplet(feat: torch.Tensor, pids: torch.Tensor,
   return F.relu(d_ap - d_an + margin).mean()
 
 
+def reid_loss(net: ReidNet, x: torch.Tensor, pids: torch.Tensor, loss_cfg) -> torch.Tensor:
+  """BoT's loss: label-smoothed cross-entropy plus the batch-hard triplet on feat_pre."""
+  logits, feat_pre = net(x)
+  loss = loss_cfg.id_weight * F.cross_entropy(
+      logits, pids, label_smoothing=loss_cfg.label_smoothing)
+  if loss_cfg.triplet != "none" and loss_cfg.triplet_weight:
+    loss = loss + loss_cfg.triplet_weight * batch_hard_triplet(
+        feat_pre, pids, loss_cfg.triplet_margin)
+  return loss
+
+
 def build(config, num_classes: int, channels_last: bool) -> ReidNet:
   """The twin of `reid.build_reid_model(config.model, num_classes)` (avg pooling only)."""
   m = config.model
@@ -150,16 +161,10 @@ def make_step(config, num_classes: int, batch: int, channels_last: bool,
   if channels_last:
     x = x.contiguous(memory_format=torch.channels_last)
   pids = (torch.arange(batch) // k) % num_classes
-  loss_cfg = config.loss
 
   def step() -> float:
     opt.zero_grad(set_to_none=True)
-    logits, feat_pre = net(x)
-    loss = loss_cfg.id_weight * F.cross_entropy(
-        logits, pids, label_smoothing=loss_cfg.label_smoothing)
-    if loss_cfg.triplet != "none" and loss_cfg.triplet_weight:
-      loss = loss + loss_cfg.triplet_weight * batch_hard_triplet(
-          feat_pre, pids, loss_cfg.triplet_margin)
+    loss = reid_loss(net, x, pids, config.loss)
     loss.backward()
     opt.step()
     return float(loss.detach())

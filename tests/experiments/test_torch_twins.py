@@ -66,9 +66,6 @@ def test_method_a_twin_step_runs_with_a_finite_loss():
   from configs import anon_synthetic  # pylint: disable=g-import-not-at-top
   config = anon_synthetic.get_config("tiny")
   config.model.backbone = "resnet18"
-  step = torch_anon_reference.make_step(
-      config, num_classes=8, batch=8, channels_last=True,
-      num_downs=unet.num_downs_for(config.data.height, config.data.width,
-                                   int(config.anon.num_downs)))
+  step = torch_anon_reference.make_step(config, num_classes=8, batch=8, channels_last=True)
   losses = [step(), step()]
   assert all(np.isfinite(losses)), losses
