@@ -32,7 +32,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # `python experiments/bench_eval.py` from anywhere: the repository on the path.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from privreid_jax import evaluation  # noqa: E402  (after JAX_PLATFORMS)
+from privreid_jax.evaluation import ranking as evaluation  # noqa: E402  (after JAX_PLATFORMS)
 
 _NUM_QUERY = flags.DEFINE_integer("num_query", 11659, "Queries (MSMT17: 11,659).")
 _NUM_GALLERY = flags.DEFINE_integer("num_gallery", 82161, "Gallery images (MSMT17: 82,161).")

@@ -19,7 +19,7 @@ from clu import parameter_overview
 
 from privreid_jax import checkpoint, metric_writers, sharding, train_state
 from privreid_jax.data import pipeline, splits as data_splits
-from privreid_jax.evaluator import ReidEvaluator
+from privreid_jax.evaluation.reid import ReidEvaluator
 from privreid_jax.methods import base as methods_base
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from privreid_jax import evaluation as ev
+from privreid_jax.evaluation import ranking as ev
 
 GOLDEN = Path(__file__).parents[1].parent / "shared" / "golden" / "market_eval_torchreid.npz"
 

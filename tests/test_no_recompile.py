@@ -24,7 +24,7 @@ import pytest
 
 from privreid_jax import metric_writers, sharding, train_state, trainer
 from privreid_jax.data import splits as data_splits
-from privreid_jax.evaluator import ReidEvaluator
+from privreid_jax.evaluation.reid import ReidEvaluator
 from privreid_jax.methods import baseline
 
 from configs import synthetic as synthetic_config

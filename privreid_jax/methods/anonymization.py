@@ -381,7 +381,7 @@ class Method(base.Method):
   def third_party_rows(self, state, ctx) -> dict[str, dict[str, float]]:
     """A Re-ID model trained only on raw images (a finished baseline run) matching
     anonymized images: settings "3rd:P->O" etc."""
-    from privreid_jax.evaluator import ReidEvaluator
+    from privreid_jax.evaluation.reid import ReidEvaluator
     if self._third_party is None:
       self._third_party = ThirdParty.load(ctx.config.anon.third_party_workdir, self,
                                           ctx.config.data)

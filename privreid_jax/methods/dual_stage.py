@@ -33,8 +33,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from privreid_jax import evaluation, losses, optim, sharding, train_state
+from privreid_jax import losses, optim, sharding, train_state
 from privreid_jax.data import pipeline
+from privreid_jax.evaluation import ranking
 from privreid_jax.methods import base
 from privreid_jax.methods.reid_learner import ReidLearner
 from privreid_jax.models import adversary as adversary_lib
@@ -435,7 +436,7 @@ class Method(base.Method):
                  else dp.os_key(d.dp_seed * 100003 + e_i * 1009 + draw))
           released = np.asarray(dp.release_gallery(gf, key, epsilon=float(eps),
                                                    delta=d.delta))
-        r = evaluation.evaluate_features(qf, released, q.pids, g.pids, q.camids,
+        r = ranking.evaluate_features(qf, released, q.pids, g.pids, q.camids,
                                          g.camids, metric="cosine",
                                          max_rank=self.config.eval.max_rank)
         r1.append(float(np.asarray(r["cmc"])[0]))

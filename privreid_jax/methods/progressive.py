@@ -148,7 +148,7 @@ class Monitor:
 
   def measure(self, method, state, ctx) -> dict[str, float]:
     """Validation Rank-1 (raw query vs G(O) gallery) and PSNR/SSIM of P and M."""
-    from privreid_jax.evaluator import ReidEvaluator
+    from privreid_jax.evaluation.reid import ReidEvaluator
     if ctx.splits.val_query is None:
       raise ValueError("config.anon.stages.enabled needs a validation split: "
                        "set config.data.val_fraction > 0")

@@ -13,7 +13,8 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 
-from privreid_jax import evaluation, sharding
+from privreid_jax import sharding
+from privreid_jax.evaluation import ranking
 from privreid_jax.data import pipeline
 
 
@@ -72,7 +73,7 @@ class ReidEvaluator:
     q, g = self.splits.query, self.splits.gallery
     results = {}
     for name, (q_kind, g_kind) in settings.items():
-      r = evaluation.evaluate_features(
+      r = ranking.evaluate_features(
           get("query", q_kind), get("gallery", g_kind), q.pids, g.pids, q.camids,
           g.camids, metric=self.eval_cfg.distance, rerank=self.eval_cfg.rerank,
           max_rank=self.eval_cfg.max_rank)

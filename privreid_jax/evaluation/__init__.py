@@ -1,0 +1,1 @@
+"""Evaluation: the ranking protocol (`ranking`) and evaluator objects (`reid`, ...)."""
