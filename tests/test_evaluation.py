@@ -8,7 +8,7 @@ import pytest
 
 from privreid_jax.evaluation import ranking as ev
 
-GOLDEN = Path(__file__).parents[1].parent / "shared" / "golden" / "market_eval_torchreid.npz"
+GOLDEN = Path(__file__).parent / "testdata" / "market_eval_torchreid.npz"
 
 
 # ----------------------------------------------------------------------------
@@ -58,8 +58,7 @@ def clustered_features(rng, n_ids, per_id_q, per_id_g, dim, noise):
 # evaluate_rank.
 # ----------------------------------------------------------------------------
 def test_golden_torchreid_cases():
-  if not GOLDEN.exists():
-    pytest.skip(f"golden file {GOLDEN} is absent")
+  assert GOLDEN.exists(), f"golden file {GOLDEN} is missing (see tests/testdata/README.md)"
   data = np.load(GOLDEN)
   n_cases = int(data["n_cases"])
   assert n_cases > 0
