@@ -3,10 +3,11 @@
     variables = model.init(rng, images, train=False)
     variables = load_torchvision_resnet("resnet50.safetensors", variables)
 
-Supported files: `.safetensors` (read with numpy here; the `safetensors` package is
-not needed), `.npz` (`np.savez(path, **state_dict)`), and `.pth` / `.pt` when torch
-is importable. A checkpoint may wrap the state dict under "state_dict" or "model" and
-prefix keys with "module."; `fc.*` and `*.num_batches_tracked` are ignored.
+Supported files: `.safetensors` (read and written with the `safetensors` package;
+bfloat16 tensors are read as float32), `.npz` (`np.savez(path, **state_dict)`), and
+`.pth` / `.pt` when torch is importable. A checkpoint may wrap the state dict under
+"state_dict" or "model" and prefix keys with "module."; `fc.*` and
+`*.num_batches_tracked` are ignored.
 
 Only the ResNet subtree is replaced: `params["backbone"]` / `batch_stats["backbone"]`
 for a `ReidModel`, or the whole trees for a bare `ResNet`. Non-local blocks (`nl*`),
@@ -17,18 +18,15 @@ module names swap "_" for "."; conv `kernel` HWIO <-> `weight` OIHW; BN `scale` 
 
 from __future__ import annotations
 
-import json
 import os
-import struct
 from typing import Any, Mapping
 
 import jax.numpy as jnp
+import ml_dtypes  # a jax dependency; lets numpy (and safetensors) read bfloat16
 import numpy as np
+import safetensors
+import safetensors.numpy
 
-_ST_DTYPES = {
-    "F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64,
-    "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_,
-}
 _SHOW = 5  # keys listed in error messages
 
 
@@ -39,63 +37,31 @@ class PretrainedError(ValueError):
 # --------------------------------------------------------------------------- files
 
 
+def _one_line(e: Exception) -> str:
+  return " ".join(str(e).split()) or type(e).__name__
+
+
 def read_safetensors(path: str) -> dict[str, np.ndarray]:
-  """Reads a .safetensors file (8-byte LE header length, JSON header, raw buffer)."""
-  with open(path, "rb") as f:
-    data = f.read()
-  if len(data) < 8:
-    raise PretrainedError(f"{path}: not a safetensors file (too short)")
-  (n,) = struct.unpack("<Q", data[:8])
-  if 8 + n > len(data):
-    raise PretrainedError(f"{path}: not a safetensors file (header length {n} "
-                          f"exceeds the file size {len(data)})")
+  """Reads a .safetensors file with the `safetensors` package; bfloat16 -> float32."""
   try:
-    header = json.loads(data[8:8 + n])
-  except ValueError as e:
-    raise PretrainedError(f"{path}: unreadable safetensors header ({e})") from None
-  buf = memoryview(data)[8 + n:]
-  out = {}
-  for key, info in header.items():
-    if key == "__metadata__":
-      continue
-    dt = info.get("dtype")
-    begin, end = info["data_offsets"]
-    shape = tuple(info["shape"])
-    if dt == "BF16":
-      import ml_dtypes  # a jax dependency
-      arr = np.frombuffer(buf[begin:end], dtype=ml_dtypes.bfloat16)
-      arr = arr.astype(np.float32)
-    elif dt in _ST_DTYPES:
-      arr = np.frombuffer(buf[begin:end], dtype=np.dtype(_ST_DTYPES[dt]).newbyteorder("<"))
-    else:
-      raise PretrainedError(f"{path}: tensor {key!r} has unsupported dtype {dt!r}")
-    if arr.size != int(np.prod(shape)):
-      raise PretrainedError(f"{path}: tensor {key!r} has {arr.size} values for "
-                            f"shape {shape}")
-    out[key] = arr.reshape(shape).copy()
-  return out
+    tensors = safetensors.numpy.load_file(path)
+  except (safetensors.SafetensorError, TypeError, ValueError) as e:
+    # TypeError: a dtype numpy does not know (bfloat16 comes from ml_dtypes, imported).
+    raise PretrainedError(f"{path}: not a readable safetensors file ({_one_line(e)})"
+                          ) from None
+  return {k: v.astype(np.float32) if v.dtype == ml_dtypes.bfloat16 else v
+          for k, v in tensors.items()}
 
 
 def write_safetensors(path: str, tensors: Mapping[str, np.ndarray]) -> None:
-  """Writes numpy arrays as a .safetensors file (float32/64/16, ints, bool)."""
-  names = {np.dtype(v): k for k, v in _ST_DTYPES.items()}
-  header, chunks, offset = {}, [], 0
-  for key in sorted(tensors):
-    arr = np.ascontiguousarray(tensors[key])
-    if arr.dtype not in names:
-      raise PretrainedError(f"{path}: cannot write {key!r} of dtype {arr.dtype}")
-    raw = arr.astype(arr.dtype.newbyteorder("<")).tobytes()
-    header[key] = {"dtype": names[arr.dtype], "shape": list(arr.shape),
-                   "data_offsets": [offset, offset + len(raw)]}
-    chunks.append(raw)
-    offset += len(raw)
-  blob = json.dumps(header, separators=(",", ":")).encode()
-  blob += b" " * (-len(blob) % 8)  # the format pads the header to 8 bytes
-  with open(path, "wb") as f:
-    f.write(struct.pack("<Q", len(blob)))
-    f.write(blob)
-    for c in chunks:
-      f.write(c)
+  """Writes numpy (or JAX) arrays as a .safetensors file with the `safetensors` package."""
+  # safetensors.numpy copies from the array's pointer: make every array C-contiguous
+  # (np.asarray, not np.ascontiguousarray, which turns a 0-d array into shape (1,)).
+  arrays = {k: np.asarray(v, order="C") for k, v in tensors.items()}
+  try:
+    safetensors.numpy.save_file(arrays, path)
+  except (safetensors.SafetensorError, TypeError, ValueError) as e:
+    raise PretrainedError(f"{path}: cannot write safetensors ({_one_line(e)})") from None
 
 
 def _read_torch(path: str) -> dict[str, np.ndarray]:

@@ -239,15 +239,50 @@ def test_safetensors_reader_on_a_hand_built_file(tmp_path):
   np.testing.assert_array_equal(got["b"], [0.5, -1.25])
   np.testing.assert_array_equal(got["c"], bf16_vals)
   np.testing.assert_array_equal(got["d"], [3, -4])
-  # Our writer produces a file with the same layout rules (8-byte aligned header).
+  # The writer produces a file with the same layout rules (8-byte aligned header).
   pretrained.write_safetensors(str(tmp_path / "w.safetensors"), {"a": f32, "d": i64})
   raw = (tmp_path / "w.safetensors").read_bytes()
   (n,) = struct.unpack("<Q", raw[:8])
   assert n % 8 == 0
   hdr = json.loads(raw[8:8 + n])
-  assert hdr["a"] == {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 24]}
+  begin, end = hdr["a"]["data_offsets"]
+  assert hdr["a"]["dtype"] == "F32" and hdr["a"]["shape"] == [2, 3] and end - begin == 24
   np.testing.assert_array_equal(
-      np.frombuffer(raw[8 + n:8 + n + 24], "<f4").reshape(2, 3), f32)
+      np.frombuffer(raw[8 + n + begin:8 + n + end], "<f4").reshape(2, 3), f32)
+
+
+def test_safetensors_round_trip_keeps_dtypes_and_0d_shapes(tmp_path):
+  tensors = {"w": np.arange(12, dtype=np.float32).reshape(3, 4)[:, ::2],  # a strided view
+             "h": np.array([0.5, -2.0], np.float16),
+             "n": np.array(7, np.int64),       # num_batches_tracked: a 0-d tensor
+             "s": np.array(2.5, np.float64),
+             "m": np.array([True, False])}
+  path = str(tmp_path / "w.safetensors")
+  pretrained.write_safetensors(path, tensors)
+  got = pretrained.read_safetensors(path)
+  assert set(got) == set(tensors)
+  for k, v in tensors.items():
+    assert got[k].shape == v.shape and got[k].dtype == v.dtype, k
+    np.testing.assert_array_equal(got[k], v)
+  assert got["n"].ndim == 0 and int(got["n"]) == 7
+
+
+@pytest.mark.parametrize("content", [b"", b"short", b"garbage " * 64,
+                                     struct.pack("<Q", 2) + b"{x"])
+def test_garbage_safetensors_is_a_one_line_error(tmp_path, content):
+  path = tmp_path / "bad.safetensors"
+  path.write_bytes(content)
+  with pytest.raises(PretrainedError) as e:
+    pretrained.read_state_dict(str(path))
+  msg = str(e.value)
+  assert "\n" not in msg and msg.startswith(f"{path}: not a readable safetensors file")
+
+
+def test_unwritable_dtype_is_a_one_line_error(tmp_path):
+  path = str(tmp_path / "c.safetensors")
+  with pytest.raises(PretrainedError, match=r"c\.safetensors: cannot write") as e:
+    pretrained.write_safetensors(path, {"z": np.zeros(2, np.complex128)})
+  assert "\n" not in str(e.value)
 
 
 # ------------------------------------------------------------------- PyTorch parity
