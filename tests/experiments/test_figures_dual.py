@@ -1,6 +1,7 @@
-"""Method B figures: the numpy t-SNE keeps clusters apart; the CLI writes its PNGs."""
+"""Method B figures: the t-SNE keeps clusters apart; the CLI writes its PNGs."""
 
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -22,9 +23,12 @@ def embedding_agreement(y, pids):
   return np.mean(pids[np.argmin(d, 1)] == pids)
 
 
-def test_tsne_keeps_identities_together_and_random_labels_are_not():
+@pytest.mark.parametrize("backend", ["numpy", "opentsne", "sklearn"])
+def test_tsne_keeps_identities_together_and_random_labels_are_not(backend):
+  if backend != "numpy":
+    pytest.importorskip(figures_dual.TSNE_LIBRARIES[backend])
   x, pids = clustered()
-  y = figures_dual.tsne(x)
+  y = figures_dual.tsne(x, backend=backend)
   assert y.shape == (len(x), 2) and np.all(np.isfinite(y))
   assert embedding_agreement(y, pids) > 0.95
   assert figures_dual.nn_identity_agreement(x, pids) == 1.0
@@ -32,9 +36,22 @@ def test_tsne_keeps_identities_together_and_random_labels_are_not():
   assert figures_dual.nn_identity_agreement(x, shuffled) < 0.5
 
 
-def test_tsne_rejects_bad_shapes():
+def test_tsne_rejects_bad_shapes_and_backends():
   with pytest.raises(ValueError, match="tsne: expected"):
     figures_dual.tsne(np.zeros((3, 4)))
+  with pytest.raises(ValueError, match="unknown backend 'umap'"):
+    figures_dual.tsne(np.zeros((6, 4)), backend="umap")
+
+
+def test_tsne_backend_prefers_opentsne_then_sklearn_then_numpy(monkeypatch):
+  # A None entry in sys.modules makes the import fail as if the package were missing.
+  for module in ("openTSNE", "sklearn", "sklearn.manifold"):
+    monkeypatch.setitem(sys.modules, module, None)
+  assert figures_dual.tsne_backend() == "numpy"
+  monkeypatch.setitem(sys.modules, "sklearn.manifold", object())
+  assert figures_dual.tsne_backend() == "sklearn"
+  monkeypatch.setitem(sys.modules, "openTSNE", object())
+  assert figures_dual.tsne_backend() == "opentsne"
 
 
 def test_cli_writes_tsne_and_grids(tmp_path):
