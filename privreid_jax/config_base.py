@@ -20,6 +20,17 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.source = "folder"    # folder (image files) | tfds (prepared ArrayRecord)
   c.data.tfds_dir = ""        # where the tfds builder wrote the prepared dataset
   c.data.cuhk03_subset = "labeled"  # labeled | detected (CUHK03-NP)
+  # data.name may also be viper | grid | prid2011 | cuhk01 | ilids (torchreid's
+  # layouts and test protocols, data/small_datasets.py; folder source only),
+  # which have 10 train/test splits: split_index picks one (0..9). The other
+  # datasets have one fixed split and ignore it.
+  c.data.split_index = 0
+  # Train on several datasets at once (data/multi_source.py): names as for
+  # data.name, each found in its usual folder under data.root (viper/VIPeR,
+  # Market-1501-v15.09.15, ...; missing ones skipped), pids and cameras offset
+  # per source; () trains on data.name alone. data.name stays the test dataset.
+  c.data.sources = ()
+  c.data.combineall = False   # also train on the test identities (torchreid's combineall)
   # Hold out this fraction of the training identities (seeded by val_seed) as a
   # validation split for model selection; 0 keeps every training identity.
   c.data.val_fraction = 0.0

@@ -14,8 +14,12 @@ Layouts (METHODS.md s.4; rules follow torchreid's parsers):
   the camera is the third `_` field (two digits, 1-15). Train = train + val.
 
 Cameras become 0-based, train pids are relabelled 0..N-1 (sorted by original
-pid), query and gallery keep the original pids. Images are listed, never opened.
+pid), query and gallery keep the original pids. Images are listed, never opened;
+hidden files (names starting with '.': `._*`, `.DS_Store`) are ignored.
 Anything missing or malformed raises a one-line `DatasetError`.
+
+The small datasets with random splits (VIPeR, GRID, PRID 2011, CUHK01, i-LIDS)
+are parsed by `small_datasets.py`; `catalog.load` reads any dataset by name.
 """
 
 from __future__ import annotations
@@ -80,6 +84,11 @@ def load_dataset(name: str, root: str, *,
                  cuhk03_subset: str = "labeled") -> ReidDataset:
   """Parses the dataset `name` found at `root` (the dataset folder or its parent)."""
   if name not in KNOWN_DATASETS:
+    from privreid_jax.data import small_datasets  # imports this module
+    if name in small_datasets.SMALL_DATASETS:
+      raise DatasetError(f"dataset {name!r} is not one of load_dataset's "
+                         f"{', '.join(KNOWN_DATASETS)}: load it with "
+                         "catalog.load or small_datasets.load_small_dataset")
     raise DatasetError(f"unknown dataset name {name!r}; known: "
                        f"{', '.join(KNOWN_DATASETS)}")
   if not root:
@@ -120,13 +129,38 @@ def parse_market_name(filename: str) -> tuple[int, int]:
 
 
 def list_images(folder: str) -> list[str]:
-  """Sorted names of the image files directly in `folder` (others ignored)."""
+  """Sorted names of the image files directly in `folder`.
+
+  Other files and hidden ones (names starting with '.', such as macOS's
+  `._0001_c1s1_000151_01.jpg` and `.DS_Store`) are ignored.
+  """
   return sorted(e.name for e in os.scandir(folder)
-                if e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS))
+                if not e.name.startswith(".") and e.is_file()
+                and e.name.lower().endswith(IMAGE_EXTENSIONS))
 
 
-def _find_base(root: str, markers: Sequence[str], folders: Sequence[str],
-               accept_root: bool = True) -> str | None:
+def usual_location(name: str, parent: str, *,
+                   cuhk03_subset: str = "labeled") -> str | None:
+  """The folder of dataset `name` under `parent` in one of its usual folders.
+
+  Only parent/<usual folder> is looked at (Market-1501-v15.09.15/, MSMT17_V1/,
+  cuhk03-np/<subset>/, ...), not `parent` itself; None if absent.
+  """
+  if name not in KNOWN_DATASETS:
+    raise DatasetError(f"unknown dataset name {name!r}; known: "
+                       f"{', '.join(KNOWN_DATASETS)}")
+  if name == "msmt17":
+    return find_base(parent, ["list_train.txt"], _MSMT_FOLDERS, accept_root=False)
+  layout = _MARKET_LAYOUTS[name]
+  folders = layout.folders
+  if name == "cuhk03":
+    folders = tuple(f"{f}/{cuhk03_subset}" for f in folders)
+  return find_base(parent, [d for _, d in _MARKET_SPLITS], folders,
+                   accept_root=False)
+
+
+def find_base(root: str, markers: Sequence[str], folders: Sequence[str],
+              accept_root: bool = True) -> str | None:
   """root if it holds one of `markers`, else the first root/<folder> that does."""
   candidates = ([root] if accept_root else []) + [
       os.path.join(root, f) for f in folders]
@@ -140,7 +174,7 @@ def _load_market_layout(name: str, root: str, layout: _MarketLayout,
                         accept_root: bool) -> ReidDataset:
   split_dirs = [d for _, d in _MARKET_SPLITS]
   where = f"{layout.title} layout: {'/, '.join(split_dirs)}/ in the dataset folder"
-  base = _find_base(root, split_dirs, layout.folders, accept_root)
+  base = find_base(root, split_dirs, layout.folders, accept_root)
   if base is None:
     expected = os.path.join(root, layout.folders[0], split_dirs[0])
     raise DatasetError(f"missing split folder {expected} ({where}; also looked "
@@ -179,7 +213,7 @@ def _parse_market_folder(folder: str, layout: _MarketLayout) -> tuple[Record, ..
 
 
 def _load_msmt17(root: str) -> ReidDataset:
-  base = _find_base(root, ["list_train.txt"], _MSMT_FOLDERS)
+  base = find_base(root, ["list_train.txt"], _MSMT_FOLDERS)
   if base is None:
     raise DatasetError(
         f"missing {os.path.join(root, 'MSMT17_V1', 'list_train.txt')} (MSMT17 "

@@ -9,6 +9,11 @@ identities is held out as a validation split (`hold_out_validation`): training
 keeps the other identities (relabelled 0..n-1), and the held-out ones form a
 val query / val gallery pair for model selection that never touches the test
 split (method A's progressive stages check their upgrade rule on it).
+
+`config.data.sources` (several training datasets), `config.data.combineall`
+and `open_eval_splits` (another dataset's test split, for cross-dataset
+evaluation) are described in `multi_source.py`; `config.data.split_index`
+picks the split of the datasets with random splits (`small_datasets.py`).
 """
 
 from __future__ import annotations
@@ -136,8 +141,17 @@ def _from_records(records) -> Split:
 
 
 def open_splits(data_cfg) -> Splits:
-  """The configured dataset's splits, with a validation split if val_fraction > 0."""
-  splits = _open_test_splits(data_cfg)
+  """The configured dataset's splits, with a validation split if val_fraction > 0.
+
+  With `data.sources`, the training split joins those datasets' (multi_source.py).
+  """
+  from privreid_jax.data import multi_source
+  if data_cfg.get("sources", ()):
+    splits = multi_source.open_multi_source(data_cfg)
+  else:
+    splits = _open_test_splits(data_cfg)
+    if data_cfg.get("combineall", False):
+      splits = multi_source.combine_all(splits, data_cfg.name)
   fraction = float(data_cfg.get("val_fraction", 0.0))
   if fraction == 0.0:
     return splits
@@ -145,6 +159,17 @@ def open_splits(data_cfg) -> Splits:
       splits.train, fraction, int(data_cfg.get("val_seed", 0)))
   return dataclasses.replace(splits, train=train, val_query=val_query,
                              val_gallery=val_gallery)
+
+
+def open_eval_splits(data_cfg, name: str) -> Splits:
+  """Dataset `name`'s splits for cross-dataset evaluation (use `.query`, `.gallery`).
+
+  See `multi_source.open_eval_splits`: found in its usual folder under
+  data.root (or beside the training dataset's folder); data.name itself without
+  data.sources is the training dataset's own test split.
+  """
+  from privreid_jax.data import multi_source
+  return multi_source.open_eval_splits(data_cfg, name)
 
 
 def _open_test_splits(data_cfg) -> Splits:
@@ -158,7 +183,12 @@ def _open_test_splits(data_cfg) -> Splits:
           f"config.data.root is required for {name}: pass "
           f"--config.data.root=/path/to/{REAL_FOLDERS.get(name, name)}")
   if data_cfg.source == "tfds":
+    from privreid_jax.data import datasets
     from privreid_jax.data import tfds_market
+    if name not in datasets.KNOWN_DATASETS:
+      raise DatasetError(f"config.data.source='tfds' prepares "
+                         f"{', '.join(datasets.KNOWN_DATASETS)}; read {name} with "
+                         "config.data.source='folder'")
     tfds_dir = data_cfg.tfds_dir
     if not tfds_dir or not os.path.isdir(tfds_dir):
       raise DatasetError(f"config.data.tfds_dir={tfds_dir!r} is not a folder: prepare it with "
@@ -174,7 +204,8 @@ def _open_test_splits(data_cfg) -> Splits:
     return Splits(name, tfds_dir, **splits)
   if data_cfg.source != "folder":
     raise DatasetError(f"config.data.source={data_cfg.source!r}: expected folder | tfds")
-  from privreid_jax.data import datasets
-  ds = datasets.load_dataset(name, root, cuhk03_subset=data_cfg.cuhk03_subset)
+  from privreid_jax.data import catalog
+  ds = catalog.load(name, root, cuhk03_subset=data_cfg.cuhk03_subset,
+                    split_index=int(data_cfg.get("split_index", 0)))
   return Splits(ds.name, ds.root, _from_records(ds.train), _from_records(ds.query),
                 _from_records(ds.gallery))

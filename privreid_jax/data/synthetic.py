@@ -661,7 +661,8 @@ def _check_existing(root: str, p: dict[str, Any]) -> bool:
               "gallery": st["gallery"]["images"] + st["distractors"] + st["junk"]}
   for split, folder in FOLDERS.items():
     path = os.path.join(root, folder)
-    found = len(os.listdir(path)) if os.path.isdir(path) else 0
+    found = (sum(not n.startswith(".") for n in os.listdir(path))
+             if os.path.isdir(path) else 0)  # hidden files (.DS_Store) ignored
     if found != expected[split]:
       raise DatasetError(f"{path} holds {found} images, expected {expected[split]}: "
                          "the synthetic dataset is incomplete; delete it to regenerate")
