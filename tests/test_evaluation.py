@@ -133,6 +133,132 @@ def test_stable_argsort_rows_matches_numpy():
                                 np.argsort(d, axis=1, kind="stable")[:, :17])
 
 
+# ----------------------------------------------------------------------------
+# The threshold-and-count ranking (no full sort) against full stable argsorts.
+# ----------------------------------------------------------------------------
+def tie_heavy_case(rng, n_q, n_g, dtype=np.float32, levels=4):
+  """Few distinct distances (+-0.0, +-inf included): ties everywhere, also with junk."""
+  dist, q_pids, g_pids, q_camids, g_camids = random_case(rng, n_q, n_g, n_ids=5,
+                                                         n_cams=2, levels=levels,
+                                                         dtype=dtype)
+  dist[rng.random(dist.shape) < 0.1] = -0.0
+  dist[rng.random(dist.shape) < 0.05] = np.inf
+  dist[rng.random(dist.shape) < 0.05] = -np.inf
+  dist[rng.random(dist.shape) < 0.1] = -0.5
+  return dist, q_pids, g_pids, q_camids, g_camids
+
+
+def positions_by_argsort(dist, q_pids, g_pids, q_camids, g_camids):
+  """(row, position, junk) of every same-pid item in np.argsort(kind="stable") order."""
+  out = []
+  for i in range(dist.shape[0]):
+    order = np.argsort(dist[i], kind="stable")
+    for p in np.flatnonzero(g_pids[order] == q_pids[i]):
+      out.append((i, p, g_camids[order[p]] == q_camids[i]))
+  return out
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_match_positions_equal_stable_argsort_positions(dtype):
+  rng = np.random.default_rng(19)
+  for trial in range(6):
+    case = tie_heavy_case(rng, 17, 60 + trial, dtype)
+    dist, q_pids, g_pids, q_camids, g_camids = case
+    acc = ev._Accumulator(g_pids.astype(np.int64), g_camids.astype(np.int64), 10)
+    rows, pos, junk = ev._match_positions(dist, *acc.same_pid_items(q_pids, q_camids))
+    want = positions_by_argsort(*case)
+    # The new path may leave out (or keep) same-pid items after a row's last good
+    # match: they are junk and rank after every match.
+    last_good = {i: p for i, p, j in want if not j}
+    before_last = lambda items: [(int(i), int(p), bool(j)) for i, p, j in items
+                                 if i in last_good and p <= last_good[i]]
+    got = list(zip(rows, pos, junk))
+    assert before_last(got) == before_last(want)
+    assert all(j for i, p, j in got if p > last_good[i])
+    assert any(j for _, _, j in want), "the case should have junk before good matches"
+
+
+def accumulate(case, max_rank, sorting):
+  dist, q_pids, g_pids, q_camids, g_camids = case
+  acc = ev._Accumulator(g_pids, g_camids, max_rank)
+  if sorting:   # the former path: full stable argsort of every row
+    acc.add_sorted(acc.sort(dist), q_pids, q_camids)
+  else:
+    acc.add(dist, q_pids, q_camids)
+  return acc
+
+
+@pytest.mark.parametrize("dense", [None, 0.0, 1.0])
+@pytest.mark.parametrize("block", [None, 1, 7])
+@pytest.mark.parametrize("dtype,levels", [(np.float32, 4), (np.float32, None),
+                                          (np.float64, 3), (np.float16, 6)])
+def test_rank_without_sort_is_bit_equal_to_sorting(monkeypatch, dense, block, dtype, levels):
+  if block is not None:            # rows per internal block: block boundaries inside chunks
+    monkeypatch.setattr(ev, "_BLOCK_ELEMENTS", block * 70)
+  if dense is not None:            # 0: every block keys all items, 1: only candidates
+    monkeypatch.setattr(ev, "_DENSE_FRACTION", dense)
+  rng = np.random.default_rng(20)
+  for trial in range(4):
+    case = list(tie_heavy_case(rng, 29, 70, np.float64, levels=levels or 10**6))
+    case[0] = case[0].astype(dtype)
+    if trial == 1:
+      case[0] = np.asfortranarray(case[0])
+    case = [case[0]] + [np.asarray(x, np.int64) for x in case[1:]]
+    new, old = accumulate(case, 5, False), accumulate(case, 5, True)
+    np.testing.assert_array_equal(new.cmc_hist, old.cmc_hist)
+    for a, b in ((new.aps, old.aps), (new.inps, old.inps)):
+      a, b = np.concatenate(a), np.concatenate(b)
+      assert a.dtype == b.dtype and a.tobytes() == b.tobytes()
+    assert new.num_queries == old.num_queries == 29
+    r = new.result()
+    assert 0 < r["num_valid_queries"] < 29
+    cmc, m_ap, m_inp, n_valid = brute_force_rank(*case, max_rank=5)
+    np.testing.assert_allclose(r["cmc"], cmc, atol=1e-12)
+    assert r["mAP"] == pytest.approx(m_ap, abs=1e-12)
+    assert r["mINP"] == pytest.approx(m_inp, abs=1e-12)
+
+
+def test_ties_at_the_threshold_count_only_earlier_columns():
+  # Query pid 1 camera 0. Columns: 0 distractor, 1 junk (pid 1, camera 0),
+  # 2 good match, 3 distractor, 4 good match; all but column 4 at distance 0.5.
+  dist = np.array([[0.5, 0.5, 0.5, 0.5, 0.7]], np.float32)
+  g_pids, g_cams = [2, 1, 1, 3, 1], [1, 0, 1, 1, 1]
+  r = ev.evaluate_rank(dist, [1], g_pids, [0], g_cams, max_rank=4)
+  # Junk-free order: col 0, col 2 (rank 2), col 3, col 4 (rank 4).
+  np.testing.assert_allclose(r["cmc"], [0, 1, 1, 1])
+  assert r["mAP"] == pytest.approx((1 / 2 + 2 / 4) / 2)
+  assert r["mINP"] == pytest.approx(2 / 4)
+  # -0.0 ties with +0.0; the distractor in an earlier column comes first.
+  dist = np.array([[0.0, -0.0, 0.0]], np.float32)
+  r = ev.evaluate_rank(dist, [1], [2, 1, 1], [0], [1, 1, 1], max_rank=3)
+  np.testing.assert_allclose(r["cmc"], [0, 1, 1])
+  assert r["mAP"] == pytest.approx((1 / 2 + 2 / 3) / 2)
+  # The last good match at +inf: every gallery item is a candidate.
+  dist = np.array([[np.inf, 1.0, np.inf, -np.inf]], np.float32)
+  r = ev.evaluate_rank(dist, [1], [2, 3, 1, 4], [0], [1, 1, 1, 1], max_rank=2)
+  np.testing.assert_allclose(r["cmc"], [0, 0])
+  assert r["mINP"] == pytest.approx(1 / 4)
+
+
+def test_skipped_queries_and_ranks_beyond_max_rank():
+  # Row 0: only junk (same pid and camera) -> skipped. Row 1: pid absent -> skipped.
+  # Row 2: good match at rank 4 > max_rank = 2 after one junk item is removed.
+  dist = np.array([[0.1, 0.2, 0.3, 0.4, 0.5, 0.6],
+                   [0.6, 0.5, 0.4, 0.3, 0.2, 0.1],
+                   [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]], np.float32)
+  g_pids = [7, 1, 2, 3, 7, 4]
+  g_cams = [0, 0, 1, 1, 1, 1]
+  q_pids, q_cams = [1, 9, 7], [0, 0, 0]
+  r = ev.evaluate_rank(dist, q_pids, g_pids, q_cams, g_cams, max_rank=2)
+  assert r["num_valid_queries"] == 1
+  np.testing.assert_allclose(r["cmc"], [0, 0])
+  assert r["mAP"] == pytest.approx(1 / 4) and r["mINP"] == pytest.approx(1 / 4)
+  cmc, m_ap, m_inp, n_valid = brute_force_rank(dist, np.array(q_pids), np.array(g_pids),
+                                               np.array(q_cams), np.array(g_cams), 2)
+  np.testing.assert_allclose(r["cmc"], cmc)
+  assert (r["mAP"], r["mINP"], r["num_valid_queries"]) == (m_ap, m_inp, n_valid)
+
+
 def test_bad_inputs_name_the_argument():
   rng = np.random.default_rng(6)
   dist, qp, gp, qc, gc = random_case(rng, 5, 8)

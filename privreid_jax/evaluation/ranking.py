@@ -1,19 +1,28 @@
 """Re-ID ranking metrics: Market-1501 CMC / mAP / mINP, re-ranking, CUHK03.
 
-`evaluate_rank` is torchreid's / fast-reid's `eval_market1501` (METHODS.md s.1):
+`evaluate_rank` is torchreid's / fast-reid's `eval_market1501` (docs/evaluation.md):
 for each query the gallery is ranked by distance (stable sort), gallery items
 with the query's pid AND camera are dropped, queries with no match left are
 skipped; CMC(k), AP (mean precision at each match) and INP (#matches / rank of
 the last match) are averaged over the valid queries.
 
-The per-query loop of the reference is replaced by whole-chunk NumPy work:
+The per-query loop of the reference is replaced by whole-chunk NumPy work that
+never sorts a full row. CMC, AP and INP only need the rank of each match, so
+for a block of queries:
 
-* rows are sorted as unique int64 keys `(order-preserving float bits, column)`
-  with NumPy's SIMD sort, which is a stable argsort ~7x faster than
-  `np.argsort(kind="stable")`;
-* only the same-pid entries of the sorted rows are kept (`np.nonzero`), and
-  each match's rank in the junk-free list is its column minus the junk entries
+* the same-pid gallery items of each query come from the gallery grouped by
+  pid, and the distance of its last good (non-junk) match is the threshold;
+* only the entries at or below their row's threshold (`np.flatnonzero`, one
+  pass) can precede a match; they are sorted as unique int64 keys
+  `(row, order-preserving float bits, column)`, which is the stable
+  row-wise order, and each same-pid item's position in its row is a
+  `np.searchsorted` into them;
+* a match's rank in the junk-free list is its position minus the junk entries
   before it, so AP / INP / CMC need no per-row Python work.
+
+The work beyond one pass over the distances is proportional to the depth of
+each query's last match (mINP), not to the gallery size; `evaluate_cuhk03`,
+which needs whole rankings, still sorts every row (with the same keys).
 
 `evaluate_features` computes distances with a jitted `jax.numpy` matmul one
 query chunk at a time (the next chunk is dispatched while the current one is
@@ -40,6 +49,11 @@ METRICS = ("euclidean", "cosine")
 # Rows per internal chunk are chosen so a chunk holds about this many distances
 # (the sort keys of a chunk take 8 bytes each).
 _CHUNK_ELEMENTS = 1 << 23
+# evaluate_rank / evaluate_features rank a chunk in row blocks of about this many
+# distances, so the candidates of a block (<= 20 bytes each) stay small.
+_BLOCK_ELEMENTS = 1 << 21
+# Above this fraction of candidates a block keys all its distances (no compaction).
+_DENSE_FRACTION = 0.25
 _NORM_EPS = 1e-12   # as torch.nn.functional.normalize
 
 
@@ -168,6 +182,16 @@ def _match_stats(order: np.ndarray, q_pids: np.ndarray, q_camids: np.ndarray,
   np.take(g_pids, order, out=buf)
   rows, cols = np.nonzero(buf == q_pids[:, None])                # row-major
   junk = g_camids[order[rows, cols]] == q_camids[rows]
+  return _stats_from_positions(rows, cols, junk, c)
+
+
+def _stats_from_positions(rows: np.ndarray, cols: np.ndarray, junk: np.ndarray, c: int):
+  """`_match_stats` from the same-pid entries of the ranked rows.
+
+  rows / cols: query row and 0-based position in the stable order of that
+  row's ranking, sorted by (row, position); junk: same camera as the query.
+  Same-pid entries after a row's last good match may be left out.
+  """
   row_start = np.searchsorted(rows, np.arange(c))
   junk_prefix = np.concatenate(([0], np.cumsum(junk)))
   junk_before = junk_prefix[:-1] - junk_prefix[row_start[rows]]
@@ -187,6 +211,72 @@ def _match_stats(order: np.ndarray, q_pids: np.ndarray, q_camids: np.ndarray,
   return num_good, first, last, ap
 
 
+def _ordered_bits(v: np.ndarray) -> np.ndarray:
+  """int64 in [0, 2**32) in the value order of float32 v (-0.0 ties with +0.0)."""
+  k = v.view(np.int32).astype(np.int64)
+  np.bitwise_xor(k, 0x7FFFFFFF, out=k, where=k < 0)
+  k[k == -1] = 0
+  k += 1 << 31
+  return k
+
+
+def _packed_keys(v: np.ndarray, rows: np.ndarray, cols, col_bits: int) -> np.ndarray:
+  """Unique int64 keys (row, ordered float32 bits, column) in lexicographic order."""
+  keys = _ordered_bits(v)
+  keys <<= col_bits
+  keys |= cols
+  keys |= rows << (32 + col_bits)
+  return keys
+
+
+def _match_positions(d: np.ndarray, rows: np.ndarray, cols: np.ndarray,
+                     junk: np.ndarray):
+  """Positions of same-pid items in the stable row-wise order of d, no full sort.
+
+  d: [c, G] float32 or float64 distances; rows / cols / junk: the same-pid
+  items of each row (rows ascending). Returns (rows, positions, junk) of the
+  items up to each row's last good (non-junk) item, sorted by (row, position),
+  for `_stats_from_positions`. A position is the number of gallery items with
+  a smaller distance, or an equal one and a smaller column (np.argsort(kind=
+  "stable")); only the row's candidates, the items whose distance is at most
+  that of the row's last good item, can be counted, so only they are sorted.
+  """
+  c, n = d.shape
+  d = np.ascontiguousarray(d)
+  v = d[rows, cols]
+  thresh = np.full(c, np.nan, d.dtype)              # NaN: no good item, no candidate
+  good_rows = rows[~junk]
+  if good_rows.size:
+    starts = np.flatnonzero(np.concatenate(([True], good_rows[1:] != good_rows[:-1])))
+    thresh[good_rows[starts]] = np.maximum.reduceat(v[~junk], starts)
+  keep = v <= thresh[rows]
+  rows, cols, v, junk = rows[keep], cols[keep], v[keep], junk[keep]
+  candidate = d <= thresh[:, None]
+  col_bits = max(1, (n - 1).bit_length())
+  if d.dtype == np.float32 and (c - 1).bit_length() + 32 + col_bits <= 63:
+    if np.count_nonzero(candidate) > _DENSE_FRACTION * d.size:
+      # Most items are candidates (matches deep in the ranking): key them all.
+      keys = _packed_keys(d, np.arange(c, dtype=np.int64)[:, None], np.arange(n),
+                          col_bits).reshape(-1)
+    else:
+      flat = np.flatnonzero(candidate)
+      cand_rows = flat // n
+      keys = _packed_keys(d.reshape(-1)[flat], cand_rows, flat - cand_rows * n, col_bits)
+    keys.sort()
+    pos = np.searchsorted(keys, _packed_keys(v, rows, cols, col_bits))
+    pos -= np.searchsorted(keys, np.arange(c, dtype=np.int64) << (32 + col_bits))[rows]
+  else:                                             # float64 (or a huge block)
+    flat = np.flatnonzero(candidate)                # row-major: sorted by (row, col)
+    cand_rows = flat // n
+    order = np.lexsort((flat - cand_rows * n, d.reshape(-1)[flat], cand_rows))
+    at = np.empty_like(order)
+    at[order] = np.arange(order.size)
+    pos = at[np.searchsorted(flat, rows * n + cols)]
+    pos -= np.searchsorted(cand_rows, np.arange(c))[rows]
+  by_rank = np.argsort(rows * n + pos)
+  return rows[by_rank], pos[by_rank], junk[by_rank]
+
+
 class _Accumulator:
   """Collects per-query statistics chunk by chunk and averages valid queries."""
 
@@ -200,6 +290,8 @@ class _Accumulator:
     self.num_queries = 0
     self._keys: np.ndarray | None = None    # scratch reused across chunks
     self._pids: np.ndarray | None = None
+    self._by_pid = np.argsort(g_pids, kind="stable")   # gallery grouped by pid
+    self._pid_sorted = g_pids[self._by_pid]
 
   def sort(self, dist: np.ndarray, name: str = "distmat") -> np.ndarray:
     """Stable argsort of a chunk's rows (into the reused scratch buffer)."""
@@ -209,15 +301,36 @@ class _Accumulator:
       self._pids = np.empty(dist.shape, self.g_pids.dtype)
     return _argsort_rows(dist, self._keys)
 
+  def same_pid_items(self, q_pids: np.ndarray, q_camids: np.ndarray):
+    """(rows, cols, junk) of the gallery items with each query's pid, rows ascending."""
+    lo = np.searchsorted(self._pid_sorted, q_pids, "left")
+    count = np.searchsorted(self._pid_sorted, q_pids, "right") - lo
+    rows = np.repeat(np.arange(q_pids.size), count)
+    cols = self._by_pid[np.arange(rows.size) - np.repeat(np.cumsum(count) - count - lo,
+                                                         count)]
+    return rows, cols, self.g_camids[cols] == q_camids[rows]
+
   def add(self, dist: np.ndarray, q_pids: np.ndarray, q_camids: np.ndarray,
           name: str = "distmat") -> None:
-    self.add_sorted(self.sort(dist, name), q_pids, q_camids)
+    """Ranks a [chunk, G] block of distances without sorting whole rows."""
+    _check_finite_order(name, dist)
+    if dist.dtype != np.float32:
+      dist = dist.astype(np.float64)       # the order np.argsort gives on float64
+    step = max(1, _BLOCK_ELEMENTS // max(dist.shape[1], 1))
+    for s in range(0, dist.shape[0], step):
+      qp, qc = q_pids[s:s + step], q_camids[s:s + step]
+      rows, pos, junk = _match_positions(dist[s:s + step], *self.same_pid_items(qp, qc))
+      self._add_stats(_stats_from_positions(rows, pos, junk, qp.size))
 
   def add_sorted(self, order, q_pids, q_camids) -> np.ndarray:
-    num_good, first, last, ap = _match_stats(order, q_pids, q_camids, self.g_pids,
-                                             self.g_camids, self._pids)
+    """Adds a chunk given its stable row-wise argsort; returns the valid queries."""
+    return self._add_stats(_match_stats(order, q_pids, q_camids, self.g_pids,
+                                        self.g_camids, self._pids))
+
+  def _add_stats(self, stats) -> np.ndarray:
+    num_good, first, last, ap = stats
     valid = num_good > 0
-    self.num_queries += order.shape[0]
+    self.num_queries += num_good.size
     self.cmc_hist += np.bincount(np.minimum(first[valid], self.max_rank + 1) - 1,
                                  minlength=self.max_rank + 1)
     self.aps.append(ap[valid])
