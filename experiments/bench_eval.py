@@ -9,19 +9,34 @@ squared-Euclidean distance matrix, `np.argsort` of all of it, then
 first `--baseline_queries` queries against the whole gallery and its time and
 memory are extrapolated linearly to all queries (the output says so).
 
+With `--torchreid_rank_cy=PATH/TO/rank_cy.pyx` (torchreid's
+`torchreid/metrics/rank_cylib/rank_cy.pyx` from a torchreid checkout; needs the
+optional `pip install cython` and a C compiler) the bench also compiles
+torchreid's Cython evaluator into a temporary directory and times its real
+`evaluate_cy` with its distance matrix (float32 NumPy, as torchreid computes it)
+on the first `--torchreid_queries` queries, checks that `evaluate_rank` gives
+the same Rank-1 / mAP on that matrix, and times `evaluate_features` on the same
+queries right after it (the in-process ratio). `evaluate_cy` holds ~21 bytes per
+(query, gallery) pair as well, ~19 GB at full MSMT17 size.
+
 Memory is the peak resident set size (RSS, from /proc/self/statm, sampled
 every 5 ms by a thread) above the RSS when the call started; it counts NumPy
 arrays and XLA buffers alike, and excludes the input features.
 
   python experiments/bench_eval.py                 # MSMT17 size, several minutes
   python experiments/bench_eval.py --scale=0.05    # quick run
+  python experiments/bench_eval.py --torchreid_rank_cy=/path/to/rank_cy.pyx
 """
 
 from __future__ import annotations
 
+import atexit
+import importlib
 import os
 import resource
+import shutil
 import sys
+import tempfile
 import threading
 import time
 
@@ -44,6 +59,12 @@ _CHUNK = flags.DEFINE_integer("chunk_size", 256, "evaluate_features query chunk.
 _BASE_Q = flags.DEFINE_integer("baseline_queries", 1000,
                                "Queries for the torchreid loop (0 = all); the full "
                                "time is extrapolated when fewer than all.")
+_RANK_CY = flags.DEFINE_string(
+    "torchreid_rank_cy", None, "Path to torchreid's rank_cy.pyx: also time torchreid's "
+    "Cython evaluate_cy (needs Cython and a C compiler).")
+_CY_Q = flags.DEFINE_integer("torchreid_queries", 2000,
+                             "Queries for evaluate_cy (0 = all, ~21 B per pair); the full "
+                             "time is extrapolated when fewer than all.")
 _SIGNAL = flags.DEFINE_float("signal", 0.3, "Identity-centre weight in the features.")
 _SEED = flags.DEFINE_integer("seed", 0, "Random seed.")
 
@@ -88,6 +109,34 @@ def torchreid_eval_market1501(distmat, q_pids, g_pids, q_camids, g_camids, max_r
   assert num_valid_q > 0, "all query identities do not appear in gallery"
   all_cmc = np.asarray(all_cmc).astype(np.float32).sum(0) / num_valid_q
   return all_cmc, float(np.mean(all_ap))
+
+
+def load_rank_cy(path: str):
+  """torchreid's rank_cy.pyx compiled with pyximport in a temporary directory.
+
+  Returns the module, or None (with a one-line message) when Cython is absent.
+  """
+  try:
+    import pyximport  # noqa: PLC0415  (optional: Cython is not a dependency)
+  except ImportError:
+    print("--torchreid_rank_cy needs Cython, which is not installed: pip install cython")
+    return None
+  if not os.path.isfile(path):
+    raise app.UsageError(f"--torchreid_rank_cy: no file {path}")
+  tmp = tempfile.mkdtemp(prefix="bench_eval_rank_cy_")
+  atexit.register(shutil.rmtree, tmp, ignore_errors=True)
+  shutil.copy(path, os.path.join(tmp, "torchreid_rank_cy.pyx"))
+  sys.path.insert(0, tmp)
+  importers = pyximport.install(build_dir=os.path.join(tmp, "build"), language_level=3,
+                                setup_args={"include_dirs": np.get_include()})
+  try:
+    t = time.perf_counter()
+    module = importlib.import_module("torchreid_rank_cy")
+    print(f"compiled torchreid's {path} ({time.perf_counter() - t:.1f} s)")
+  finally:
+    pyximport.uninstall(*importers)
+    sys.path.remove(tmp)
+  return module
 
 
 # ----------------------------------------------------------------------------
@@ -189,6 +238,12 @@ def main(argv):
         f"|dmAP| {abs(check['mAP'] - b_map):.2e}")
   del distmat
 
+  cy = None
+  if _RANK_CY.value:
+    rank_cy = load_rank_cy(_RANK_CY.value)
+    if rank_cy is not None:
+      cy = compare_rank_cy(rank_cy, qf, gf, q_pids, g_pids, q_cams, g_cams)
+
   base_full = base.seconds * factor
   base_mem = base.peak * factor
   print("\nsummary")
@@ -199,8 +254,43 @@ def main(argv):
            f"+{_gb(base.peak)}; analytic full-size peak ~21 B/pair = "
            f"{_gb(21.0 * n_q * n_g)})"))
   print(f"  speed-up        {base_full / ours.seconds:9.1f} x")
+  if cy is not None:
+    print(f"  torchreid evaluate_cy {cy['full']:9.1f} s"
+          + ("" if cy["n"] == n_q else f"   (extrapolated from {cy['n']} queries: "
+             f"{cy['seconds']:.1f} s incl. its distance matrix)"))
+    print(f"  ours / evaluate_cy    {ours.seconds / cy['full']:9.3f}   (full run vs "
+          f"extrapolated), {cy['ratio']:.3f} on the same {cy['n']} queries back to back")
   print(f"  process max RSS {_gb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)}"
         " (includes the input features)")
+
+
+def compare_rank_cy(rank_cy, qf, gf, q_pids, g_pids, q_cams, g_cams):
+  """Times torchreid's distance + evaluate_cy and ours on the first queries."""
+  n_q = qf.shape[0]
+  n = n_q if _CY_Q.value <= 0 else min(_CY_Q.value, n_q)
+  sub = (q_pids[:n], g_pids, q_cams[:n], g_cams)
+  with PeakRSS() as cy:
+    distmat = torchreid_distance(qf[:n], gf)
+    cy_cmc, cy_map = rank_cy.evaluate_cy(distmat, *sub, _MAX_RANK)
+  with PeakRSS() as same:
+    check = evaluation.evaluate_rank(distmat, *sub, max_rank=_MAX_RANK)
+  del distmat
+  d_r1 = abs(float(check["cmc"][0]) - float(cy_cmc[0]))
+  d_map = abs(check["mAP"] - float(cy_map))
+  print(f"torchreid evaluate_cy (its float32 distance matrix + Cython) on {n} queries: "
+        f"{cy.seconds:.1f} s, peak RSS +{_gb(cy.peak)}; Rank-1 {float(cy_cmc[0]):.4f} "
+        f"mAP {float(cy_map):.4f}")
+  print(f"evaluate_rank on the same matrix: {same.seconds:.2f} s; |dRank-1| {d_r1:.1e}, "
+        f"|dmAP| {d_map:.1e} (evaluate_cy sums in float32 and sorts ties unstably)")
+  assert d_r1 < 1e-4 and d_map < 1e-4, ("evaluate_rank and torchreid's evaluate_cy "
+                                       f"disagree: dRank-1 {d_r1}, dmAP {d_map}")
+  with PeakRSS() as ours:
+    evaluation.evaluate_features(qf[:n], gf, *sub, chunk_size=_CHUNK.value,
+                                 max_rank=_MAX_RANK)
+  print(f"evaluate_features on the same {n} queries: {ours.seconds:.1f} s, peak RSS "
+        f"+{_gb(ours.peak)}: {ours.seconds / cy.seconds:.3f} x evaluate_cy's time")
+  return {"n": n, "seconds": cy.seconds, "full": cy.seconds * n_q / n,
+          "ratio": ours.seconds / cy.seconds}
 
 
 if __name__ == "__main__":
