@@ -1,4 +1,4 @@
-"""BoT baseline on DukeMTMC-reID at paper scale (METHODS.md s.0, s.4).
+"""BoT baseline on DukeMTMC-reID at paper scale (docs/baseline.md, docs/evaluation.md).
 
   python -m privreid_jax.main --config=configs/duke.py \
       --config.data.root=/data/DukeMTMC-reID --workdir=/tmp/duke
@@ -8,7 +8,7 @@ from privreid_jax import config_base
 
 
 def get_config(arg=None):
-  del arg
+  config_base.variants(arg, (), "configs/duke.py")
   c = config_base.base_config()
   c.data.name = "dukemtmcreid"
   return c

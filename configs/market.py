@@ -1,4 +1,4 @@
-"""BoT baseline on Market-1501 at paper scale (METHODS.md s.0).
+"""BoT baseline on Market-1501 at paper scale (docs/baseline.md).
 
   python -m privreid_jax.main --config=configs/market.py \
       --config.data.root=/data/Market-1501-v15.09.15 --workdir=/tmp/market
@@ -12,11 +12,6 @@ from privreid_jax import config_base
 def get_config(arg=None):
   c = config_base.base_config()
   c.data.name = "market1501"
-  if arg == "agw":
-    c.model.pooling = "gem"
-    c.model.non_local = True
-    c.loss.triplet = "weighted"
-    c.optim.milestones = (40, 80)
-  elif arg:
-    raise ValueError(f"configs/market.py: unknown variant {arg!r} (expected 'agw')")
+  if "agw" in config_base.variants(arg, ("agw",), "configs/market.py"):
+    config_base.make_agw(c)
   return c

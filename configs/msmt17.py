@@ -1,4 +1,4 @@
-"""BoT baseline on MSMT17_V1 at paper scale (METHODS.md s.0, s.4).
+"""BoT baseline on MSMT17_V1 at paper scale (docs/baseline.md, docs/evaluation.md).
 
   python -m privreid_jax.main --config=configs/msmt17.py \
       --config.data.root=/data/MSMT17_V1 --workdir=/tmp/msmt17
@@ -8,7 +8,7 @@ from privreid_jax import config_base
 
 
 def get_config(arg=None):
-  del arg
+  config_base.variants(arg, (), "configs/msmt17.py")
   c = config_base.base_config()
   c.data.name = "msmt17"
   return c

@@ -33,7 +33,7 @@ Columns:
               runs of one variant each (e.g. --batch=32 --conv_impl=matmul).
 
 `--optimizer sgd` swaps the baseline's Adam for SGD (momentum 0.9, coupled weight
-decay) to match the PyTorch numbers in PERF_NOTES.md. `--extra_configs` also
+decay) to match the PyTorch baseline it is compared with. `--extra_configs` also
 times other methods' steps (method A's joint step, method B's stage-1 step); a
 config whose file or method module does not exist yet is skipped with a message.
 `--compare-torch` adds the PyTorch twin of the baseline and of method A's joint
@@ -220,16 +220,15 @@ def jax_runner(config, label: str, batch: int, optimizer: str
   config = copy.deepcopy(config)
   config.data.batch_size = batch
   sharding.check_batch_size(batch, "--batch")
-  module = methods_base.load(config.method)
+  method_cls = methods_base.load(config.method)
   num_classes = num_classes_for(config)
-  method = module.Method(config, num_classes=num_classes, steps_per_epoch=100)
+  method = method_cls(config, num_classes=num_classes, steps_per_epoch=100)
   if optimizer == "sgd":
     if config.method != "baseline":
       raise ValueError(f"--optimizer=sgd applies to the baseline only, not "
                        f"method {config.method!r}")
     sgd(method, config)
-  targets_fn = getattr(module, "train_targets", None)
-  paired = targets_fn is not None and targets_fn(config) is not None
+  paired = method_cls.train_targets(config) is not None
 
   mesh = sharding.make_mesh()
   repl = sharding.replicated(mesh)

@@ -72,6 +72,7 @@ class Anonymizer:
     import jax
     from privreid_jax import checkpoint, train_state
     from privreid_jax.methods import anonymization
+    from privreid_jax.ops import normalize
 
     where = f"--checkpoint={workdir}"
     state, config, step = checkpoint.restore_run(workdir, where)
@@ -92,7 +93,7 @@ class Anonymizer:
     self.std = np.asarray(config.data.std, np.float32)
     self.step = int(step)
     net = self.method.recover if recover else self.method.anonymize
-    self._fn = jax.jit(lambda s, x: anonymization._to_unit(net(s, x), self.mean, self.std))
+    self._fn = jax.jit(lambda s, x: normalize.to_unit(net(s, x), self.mean, self.std))
 
   def __call__(self, images: np.ndarray) -> np.ndarray:
     """uint8 [B, H, W, 3] at the model's size -> uint8 [B, H, W, 3]."""

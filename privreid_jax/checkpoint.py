@@ -1,7 +1,8 @@
 """Orbax checkpoints: state, data-iterator state and run metadata, written atomically.
 
 Orbax writes each step into a temporary folder and renames it when complete,
-so a crash mid-save never corrupts the last good checkpoint.
+so a crash mid-save never corrupts the last good checkpoint. This module is the
+only one that knows where a run keeps its checkpoints (`WORKDIR/checkpoints`).
 """
 
 from __future__ import annotations
@@ -14,8 +15,16 @@ import jax
 import orbax.checkpoint as ocp
 
 
+CHECKPOINT_DIR = "checkpoints"
+
+
 class Checkpoints:
   """Keeps the last `keep` checkpoints under `directory`."""
+
+  @classmethod
+  def of_run(cls, workdir: str, keep: int = 3) -> Checkpoints:
+    """The checkpoints of the run in `workdir`."""
+    return cls(os.path.join(workdir, CHECKPOINT_DIR), keep=keep)
 
   def __init__(self, directory: str, keep: int = 3):
     self.directory = os.path.abspath(directory)
@@ -64,8 +73,55 @@ def restore_init(path: str, abstract_state: Any):
 
 def run_folder(workdir: str) -> str:
   """The checkpoint folder of a run's workdir (its `checkpoints/`), or the folder itself."""
-  folder = os.path.join(workdir, "checkpoints")
+  folder = os.path.join(workdir, CHECKPOINT_DIR)
   return folder if os.path.isdir(folder) else workdir
+
+
+def latest_step(workdir: str) -> int | None:
+  """The latest checkpointed step of the run in `workdir` (None: none yet)."""
+  if not os.path.isdir(os.path.join(workdir, CHECKPOINT_DIR)):
+    return None
+  ckpts = Checkpoints.of_run(workdir)
+  step = ckpts.latest_step()
+  ckpts.close()
+  return step
+
+
+def restore_from_run(workdir: str, step: int, abstract_state: Any):
+  """(state, data_state, meta) of another run's checkpoint at `step` (a driver
+  continuing one run's training in a new workdir, e.g. method A's next stage)."""
+  if not os.path.isdir(os.path.join(run_folder(workdir), str(step))):
+    raise FileNotFoundError(f"{workdir}: no checkpoint at step {step}")
+  ckpts = Checkpoints(run_folder(workdir))
+  out = ckpts.restore(abstract_state, step)
+  ckpts.close()
+  return out
+
+
+def alias_run(workdir: str, target_workdir: str) -> None:
+  """Makes `workdir` read as the run in `target_workdir` (a relative link to its
+  checkpoints), for the tools that open a workdir (anonymize, third party)."""
+  link = os.path.join(workdir, CHECKPOINT_DIR)
+  target = os.path.join(os.path.relpath(target_workdir, workdir), CHECKPOINT_DIR)
+  if os.path.islink(link) and os.readlink(link) == target:
+    return
+  if os.path.islink(link):
+    os.remove(link)
+  elif os.path.exists(link):
+    raise FileExistsError(f"{link} exists and is not a link to {target}: was this "
+                          "workdir used by another run?")
+  os.symlink(target, link)
+
+
+def save_tree(path: str, tree: Any) -> None:
+  """Saves a pytree of arrays on its own (e.g. a frozen teacher network)."""
+  with ocp.StandardCheckpointer() as ckptr:
+    ckptr.save(os.path.abspath(path), tree)
+
+
+def load_tree(path: str) -> Any:
+  with ocp.StandardCheckpointer() as ckptr:
+    return ckptr.restore(os.path.abspath(path))
 
 
 def restore_run(workdir: str, where: str):

@@ -1,4 +1,4 @@
-"""Defaults shared by every experiment config: the BoT/AGW strong baseline (METHODS.md s.0).
+"""Defaults shared by every experiment config: the BoT/AGW strong baseline (docs/baseline.md).
 
 Experiment files under `configs/` start from `base_config()` and change what differs.
 Every field can be overridden on the command line (`--config.optim.lr=1e-4`); the
@@ -6,6 +6,8 @@ configs are locked, so a misspelt key is an error.
 """
 
 import ml_collections
+
+from privreid_jax.evaluation import base as eval_base
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -98,6 +100,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.distance = "euclidean"  # euclidean (squared, on L2-normalised feats) | cosine
   c.eval.rerank = False
   c.eval.max_rank = 50
+  # Evaluator objects by name (evaluation/base.py): enabled, every_epochs (-1: with
+  # eval.every_epochs, 0: at the end only, k: every k epochs) and their options.
+  c.evals = ml_collections.ConfigDict()
+  c.evals.reid = eval_base.section()   # Re-ID ranking of the method's settings
 
   # --- checkpoints and logging ------------------------------------------------
   c.checkpoint = ml_collections.ConfigDict()
@@ -108,6 +114,32 @@ def base_config() -> ml_collections.ConfigDict:
   c.log.every_steps = 50
   c.log.tensorboard = True
   c.log.progress = True
+  return c
+
+
+def variants(arg, allowed, where: str) -> list[str]:
+  """The comma-separated variant names of `--config=FILE:a,b` (one-line error if unknown).
+
+  Args:
+    arg: the text after the colon (None or "" for none).
+    allowed: the valid names.
+    where: the config file, for the error.
+  """
+  names = [n.strip() for n in (arg or "").split(",") if n.strip()]
+  for n in names:
+    if n not in allowed:
+      raise ValueError(f"{where}: unknown variant {n!r}; valid variants (comma-separated): "
+                       f"{', '.join(allowed)}")
+  return names
+
+
+def make_agw(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """AGW instead of BoT: GeM pooling, non-local blocks, weighted-regularization
+  triplet, milestones 40/80."""
+  c.model.pooling = "gem"
+  c.model.non_local = True
+  c.loss.triplet = "weighted"
+  c.optim.milestones = (40, 80)
   return c
 
 

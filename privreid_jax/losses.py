@@ -6,7 +6,7 @@ collectives for the pairwise-distance matrix). Inputs are cast to float32 and
 every loss is a scalar mean; the triplet losses also return a small dict of
 extras for logging.
 
-References (METHODS.md s.0): torchreid `CrossEntropyLoss` (label smoothing),
+References (docs/baseline.md): torchreid `CrossEntropyLoss` (label smoothing),
 BoT `TripletLoss` / `CenterLoss`, AGW `WeightedRegularizedTriplet`.
 """
 

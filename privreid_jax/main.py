@@ -1,7 +1,7 @@
 """Entry point: `python -m privreid_jax.main --config=configs/synthetic.py --workdir=DIR`.
 
-Intentionally kept short: flags only, then `trainer.run` (or the method's own
-`run`, when its module defines one).
+Intentionally kept short: flags only, then `trainer.run` (or the method's
+`driver`, for a method that runs several trainer runs).
 """
 
 import sys
@@ -36,9 +36,9 @@ def main(argv):
   from privreid_jax.methods import base as methods_base
   logging.set_verbosity(logging.INFO)
   # A method may drive several trainer runs itself (method A's progressive stages).
-  run = getattr(methods_base.load(_CONFIG.value.method), "run", trainer.run)
+  run = methods_base.load(_CONFIG.value.method).driver or trainer.run
   try:
-    results = run(_CONFIG.value, _WORKDIR.value)
+    results = run(_CONFIG.value, _WORKDIR.value).metrics
   except (DatasetError, FileNotFoundError, trainer.NonFiniteLossError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)

@@ -75,10 +75,10 @@ def read_eval_rows(workdir: str) -> list[dict]:
     return [json.loads(line) for line in f if line.strip()]
 
 
-def image_grid(rows: list[np.ndarray], mean, std) -> np.ndarray:
-  """Stacks normalised NHWC batches (one per row) into one uint8 grid."""
-  out = []
-  for batch in rows:
-    x = np.asarray(batch, np.float32) * np.asarray(std) + np.asarray(mean)
-    out.append(np.concatenate(list(np.clip(x, 0, 1)), axis=1))
-  return (np.concatenate(out, axis=0) * 255).round().astype(np.uint8)
+def merge_eval_rows(workdir: str, run_workdirs) -> None:
+  """Writes WORKDIR/eval_metrics.jsonl as the rows of `run_workdirs`, in order."""
+  lines = [json.dumps(r) for w in run_workdirs for r in read_eval_rows(w)]
+  path = os.path.join(workdir, EVAL_FILE)
+  with open(path + ".tmp", "w") as f:
+    f.write("".join(line + "\n" for line in lines))
+  os.replace(path + ".tmp", path)

@@ -1,4 +1,4 @@
-"""Optimizers and the BoT learning-rate schedule (METHODS.md s.0)."""
+"""Optimizers and the BoT learning-rate schedule (docs/baseline.md)."""
 
 from __future__ import annotations
 

@@ -45,10 +45,6 @@ def global_batch(mesh: Mesh, local: Mapping[str, np.ndarray]) -> dict[str, jax.A
           for k, v in local.items()}
 
 
-def replicate(mesh: Mesh, tree: Any) -> Any:
-  return jax.device_put(tree, replicated(mesh))
-
-
 def to_host(tree: Any) -> Any:
   """Fetches (possibly multi-host sharded) arrays as numpy on every process."""
   if jax.process_count() > 1:

@@ -1,16 +1,18 @@
 """The shared trainer: data, mesh, jit, checkpoints, logging, evaluation schedule.
 
-`run(config, workdir)` trains `config.method` (a module under methods/) and
-never branches on its name. Resume order (big_vision's): a checkpoint in the
-workdir, else `config.checkpoint.init_file`, else from scratch.
+`run(config, workdir)` trains `config.method` (a method under methods/) and
+never branches on its name; it calls only the hooks `methods/base.py`
+declares. Resume order (big_vision's): a checkpoint in the workdir, else the
+driver's `resume_from` (another run's checkpoint), else
+`config.checkpoint.init_file`, else from scratch. At each checkpoint boundary
+the state is saved before the evaluators run, so a failing evaluation never
+costs the training before it.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
-from typing import Any
 
 import jax
 import numpy as np
@@ -19,29 +21,14 @@ from clu import parameter_overview
 
 from privreid_jax import checkpoint, metric_writers, sharding, train_state
 from privreid_jax.data import pipeline, splits as data_splits
+from privreid_jax.evaluation import base as eval_base
 from privreid_jax.evaluation.reid import ReidEvaluator
 from privreid_jax.methods import base as methods_base
+from privreid_jax.methods.base import RunContext, RunResult
 
 
 class NonFiniteLossError(FloatingPointError):
   """Raised when a training loss turns NaN or inf (nothing is saved after it)."""
-
-
-@dataclasses.dataclass
-class Context:
-  """What the trainer hands to a method's on_epoch_end hook.
-
-  A hook sets `stop = True` to end the run cleanly after this epoch: it is
-  evaluated and checkpointed as a last epoch would be (e.g. method A's
-  progressive stages stop a stage when its teacher is upgraded).
-  """
-  config: Any
-  workdir: str
-  splits: Any
-  evaluator: ReidEvaluator
-  writer: metric_writers.MetricWriter
-  mesh: Any
-  stop: bool = False
 
 
 def example_batch(data_cfg, paired: bool, size: int = 2) -> dict[str, np.ndarray]:
@@ -93,8 +80,46 @@ class _QuietLibraries:
     return record.levelno > 20 or "/orbax/" not in record.pathname
 
 
-def run(config, workdir: str) -> dict[str, dict[str, float]]:
-  """Trains and evaluates; returns the last evaluation {setting: metrics}."""
+def _evaluators(method, ctx: RunContext):
+  """[(name, evaluator, schedule)] of the method's evaluators enabled in config.evals."""
+  config = ctx.config
+  offered = method.evaluators(ctx)
+  unknown = [name for name in config.evals.keys() if name not in offered]
+  if unknown:
+    raise ValueError(f"config.evals.{unknown[0]}: method {config.method!r} offers "
+                     f"{', '.join(offered)}")
+  out = []
+  for name, factory in offered.items():
+    ev_cfg = config.evals.get(name)
+    if ev_cfg is None or not ev_cfg.enabled:
+      continue
+    schedule = eval_base.Schedule.from_config(ev_cfg, config.eval.every_epochs, name)
+    evaluator = factory(ev_cfg)        # None: nothing to evaluate with these options
+    if evaluator is not None:
+      out.append((name, evaluator, schedule))
+  return out
+
+
+def _rows_at(workdir: str, step: int) -> dict[str, dict[str, float]]:
+  """The evaluation rows eval_metrics.jsonl holds for `step`."""
+  return {r["setting"]: {k: v for k, v in r.items() if k not in ("step", "epoch", "setting")}
+          for r in metric_writers.read_eval_rows(workdir) if r["step"] == step}
+
+
+def run(config, workdir: str, *, options=None,
+        resume_from: tuple[str, int] | None = None) -> RunResult:
+  """Trains and evaluates `config.method` in `workdir`.
+
+  Args:
+    options: passed to the method (`Method(..., options=)`, `train_targets`):
+      what a driver tells one run (method A's stage), never written to config.
+    resume_from: (workdir, step) of another run's checkpoint to continue from
+      when `workdir` has none yet (state, optimizer, schedule, data position).
+
+  Returns the run's last evaluation, its workdir and last checkpointed step,
+  and the stop request of a hook that ended it early.
+  """
+  options = dict(options or {})
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
   logging.get_absl_handler().addFilter(_QuietLibraries())
@@ -105,29 +130,32 @@ def run(config, workdir: str) -> dict[str, dict[str, float]]:
 
   splits = data_splits.open_splits(config.data)
   logging.info("dataset\n%s", splits.summary())
-  method_mod = methods_base.load(config.method)
-  targets_fn = getattr(method_mod, "train_targets", None)
-  targets = targets_fn(config) if targets_fn else None
+  method_cls = methods_base.load(config.method)
+  targets = method_cls.train_targets(config, options)
   loader = pipeline.train_loader(
       splits.train.source, splits.train.pids, config.data, seed=config.seed,
       process_index=jax.process_index(), process_count=jax.process_count(),
       targets=targets)
   steps_per_epoch = config.optim.steps_per_epoch or loader.steps_per_epoch
   total_steps = config.optim.epochs * steps_per_epoch
-  method = method_mod.Method(config, num_classes=splits.num_train_pids,
-                             steps_per_epoch=steps_per_epoch)
+  method = method_cls(config, num_classes=splits.num_train_pids,
+                      steps_per_epoch=steps_per_epoch, options=options)
 
   repl = sharding.replicated(mesh)
   template = example_batch(config.data, targets is not None)
   rng = jax.random.PRNGKey(config.seed)
   init_fn = jax.jit(method.init, out_shardings=repl)
   abstract = checkpoint.abstract_like(jax.eval_shape(init_fn, rng, template), repl)
-  ckpts = checkpoint.Checkpoints(os.path.join(workdir, "checkpoints"),
-                                 keep=config.checkpoint.keep)
+  ckpts = checkpoint.Checkpoints.of_run(workdir, keep=config.checkpoint.keep)
+  resumed_meta: dict = {}
   if ckpts.latest_step() is not None:
-    state, data_state, _ = ckpts.restore(abstract)
+    state, data_state, resumed_meta = ckpts.restore(abstract)
     loader.set_state(data_state)
     logging.info("resumed from %s at step %d", ckpts.directory, int(state.step))
+  elif resume_from is not None:
+    state, data_state, _ = checkpoint.restore_from_run(*resume_from, abstract)
+    loader.set_state(data_state)
+    logging.info("continuing %s from step %d", resume_from[0], int(state.step))
   elif config.checkpoint.init_file:
     init = checkpoint.restore_init(config.checkpoint.init_file, abstract)
     state = init_fn(rng, template).replace(params=init.params,
@@ -138,9 +166,16 @@ def run(config, workdir: str) -> dict[str, dict[str, float]]:
   logging.info("parameters\n%s", parameter_overview.get_parameter_overview(
       jax.device_get(state.params)))
 
+  start = int(state.step)
+  if resumed_meta.get("stop") is not None:     # stopped by a hook before a crash
+    logging.info("this run stopped at step %d at its method's request", start)
+    ckpts.close()
+    return RunResult(_rows_at(workdir, start), workdir, start, resumed_meta["stop"])
+
   writer = metric_writers.MetricWriter(workdir, config.log.tensorboard)
-  evaluator = ReidEvaluator(method, splits, config.data, config.eval, mesh)
-  ctx = Context(config, workdir, splits, evaluator, writer, mesh)
+  evaluator = ReidEvaluator(method, splits, config.data, config.eval, mesh, cache=True)
+  ctx = RunContext(config, workdir, splits, evaluator, writer, mesh)
+  evaluators = _evaluators(method, ctx)
   step_fn = jax.jit(method.train_step,
                     in_shardings=(repl, sharding.data_sharded(mesh)),
                     out_shardings=(repl, repl), donate_argnums=0)
@@ -153,32 +188,35 @@ def run(config, workdir: str) -> dict[str, dict[str, float]]:
       raise NonFiniteLossError(f"parameters are not finite at step {step}: not saving; "
                                f"the last good checkpoint in {ckpts.directory} is intact")
     ckpts.save(step, state, data_state,
-               checkpoint.config_meta(config, step=step, epoch=step // steps_per_epoch))
+               checkpoint.config_meta(config, step=step, epoch=step // steps_per_epoch,
+                                      stop=ctx.stop_info))
 
-  def evaluate(step: int) -> dict:
+  def evaluate(step: int, last: bool) -> dict:
     t0 = time.time()
-    results = evaluator.run(state)
-    extra = getattr(method, "extra_metrics", None)
-    if extra is not None:     # e.g. PSNR/SSIM, DP sweeps, attacks: {setting: {k: v}}
-      results.update(extra(state, ctx))
-    for name, metrics in results.items():
-      writer.eval_row(step, step // steps_per_epoch, name, metrics)
-      logging.info("eval step %d %s: %s", step, name,
-                   " ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
-    logging.info("evaluation took %.1fs", time.time() - t0)
+    epoch = step // steps_per_epoch
+    evaluator.clear()
+    results = {}
+    for name, ev, schedule in evaluators:
+      if not schedule.due(epoch, last):
+        continue
+      rows = ev.run(state, step)
+      for setting, metrics in rows.items():
+        writer.eval_row(step, epoch, setting, metrics)
+        logging.info("eval step %d %s: %s", step, setting,
+                     " ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+      results.update(rows)
+    evaluator.clear()
+    if results:
+      logging.info("evaluation took %.1fs", time.time() - t0)
     return results
 
-  start = int(state.step)
   results: dict = {}
   if start >= total_steps:
     logging.info("already trained to step %d of %d", start, total_steps)
-    done = [r for r in metric_writers.read_eval_rows(workdir) if r["step"] == start]
-    results = ({r["setting"]: {k: v for k, v in r.items()
-                               if k not in ("step", "epoch", "setting")} for r in done}
-               or evaluate(start))
+    results = _rows_at(workdir, start) or evaluate(start, last=True)
     ckpts.close()
     writer.close()
-    return results
+    return RunResult(results, workdir, start)
 
   from tqdm import tqdm
   bar = tqdm(total=total_steps, initial=start, unit="step", dynamic_ncols=True,
@@ -187,7 +225,6 @@ def run(config, workdir: str) -> dict[str, dict[str, float]]:
   it = iter(loader)
   t_window, n_window = time.time(), 0
   t_start = time.time()
-  step = start
   try:
     for step in range(start, total_steps):
       batch = sharding.global_batch(mesh, next(it))
@@ -209,12 +246,12 @@ def run(config, workdir: str) -> dict[str, dict[str, float]]:
         losses.flush()
         epoch = done_steps // steps_per_epoch
         state = method.on_epoch_end(state, epoch, ctx)
-        last = done_steps == total_steps or ctx.stop
-        if last or epoch % config.eval.every_epochs == 0:
-          results = evaluate(done_steps)
+        stop = ctx.stop_info is not None
+        last = done_steps == total_steps or stop
         if last or epoch % config.checkpoint.every_epochs == 0:
           save(done_steps)
-        if ctx.stop:
+        results = evaluate(done_steps, last) or results
+        if stop:
           logging.info("stopping after epoch %d at the method's request", epoch)
           break
   except KeyboardInterrupt:
@@ -231,4 +268,4 @@ def run(config, workdir: str) -> dict[str, dict[str, float]]:
   end = int(state.step)
   logging.info("trained steps %d..%d in %.1fs (%.2f img/s)", start, end,
                elapsed, (end - start) * config.data.batch_size / elapsed)
-  return results
+  return RunResult(results, workdir, end, ctx.stop_info)

@@ -41,7 +41,7 @@ def _latest_state(workdir):
 
 def test_run_writes_eval_rows_and_checkpoints(tmp_path, data_root):
   config = tiny_config(data_root)
-  results = trainer.run(config, str(tmp_path))
+  results = trainer.run(config, str(tmp_path)).metrics
   rows = metric_writers.read_eval_rows(str(tmp_path))
   assert [r["epoch"] for r in rows] == [1, 2]
   for r in rows:
@@ -58,7 +58,7 @@ def test_run_writes_eval_rows_and_checkpoints(tmp_path, data_root):
 def test_interrupt_and_resume_reproduce_uninterrupted_run(tmp_path, data_root, monkeypatch):
   """Ctrl-C mid-epoch saves a checkpoint; the resumed run ends bit-identical."""
   config = tiny_config(data_root, epochs=2)
-  full = trainer.run(config, str(tmp_path / "full"))
+  full = trainer.run(config, str(tmp_path / "full")).metrics
 
   real_global_batch = trainer.sharding.global_batch
   calls = {"n": 0}
@@ -77,7 +77,7 @@ def test_interrupt_and_resume_reproduce_uninterrupted_run(tmp_path, data_root, m
   step, _ = _latest_state(str(tmp_path / "resumed"))
   assert step == 3                   # saved at the interruption, not only at epochs
 
-  resumed = trainer.run(config, str(tmp_path / "resumed"))
+  resumed = trainer.run(config, str(tmp_path / "resumed")).metrics
   assert resumed["O->O"] == full["O->O"]
   rows_full = metric_writers.read_eval_rows(str(tmp_path / "full"))
   rows_res = metric_writers.read_eval_rows(str(tmp_path / "resumed"))

@@ -10,8 +10,8 @@ First `third_party`: the BoT baseline of `configs/market.py` (raw images only),
 the outsider whose matching of anonymized images every row reports
 ("3rd:P->O" etc.). Then nine runs of `configs/anon_market.py` (256x128, ResNet-50 with the AGW
 options as the paper's C, unet_128, 120 epochs each): for mosaic, blur and
-noise as the initial supervision, the paper's rows Base (`base-<d>-agw`),
-w/o upgrade (`<d>-agw`) and full (FULL_VARIANT, `<d>-stages-agw`: the
+noise as the initial supervision, the paper's rows Base (`base,<d>,agw`),
+w/o upgrade (`<d>,agw`) and full (FULL_VARIANT, `<d>,stages,agw`: the
 progressive supervision upgrade). The dataset is not part of the sweep: pass
 its root with `--set data.root=...` (and `data.source` / `data.tfds_dir` for
 the prepared ArrayRecord copy). `:mosaic` keeps only the mosaic group.
@@ -19,9 +19,9 @@ the prepared ArrayRecord copy). `:mosaic` keeps only the mosaic group.
 
 DESENSITIZE = ("mosaic", "blur", "noise")
 ROWS = (
-    ("base", "base-{d}-agw"),
-    ("wo", "{d}-agw"),
-    ("full", "{d}-stages-agw"),   # FULL_VARIANT: the progressive stages
+    ("base", "base,{d},agw"),
+    ("wo", "{d},agw"),
+    ("full", "{d},stages,agw"),   # FULL_VARIANT: the progressive stages
 )
 FULL_VARIANT = dict(ROWS)["full"]
 CONFIG = "configs/anon_market.py"
@@ -36,5 +36,5 @@ def get_sweep(arg=None):
   for d in (arg,) if arg else DESENSITIZE:
     for row, template in ROWS:
       runs.append({"name": f"{row}_{d}", "config": f"{CONFIG}:{template.format(d=d)}",
-                   "overrides": {"anon.third_party_workdir": "{root}/" + THIRD_PARTY}})
+                   "overrides": {"evals.outsider.workdir": "{root}/" + THIRD_PARTY}})
   return runs

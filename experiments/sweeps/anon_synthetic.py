@@ -11,11 +11,11 @@ runs of `configs/anon_synthetic.py`: for each desensitization used as the
 initial supervision (mosaic, blur, noise), the paper's three rows:
 
   base  "Base": the Re-ID model alone, trained on raw plus desensitized images
-        (variant `base-<d>`); its anonymized images are the desensitized ones;
+        (variant `base,<d>`); its anonymized images are the desensitized ones;
   wo    "w/o upgrade": the learned G, G_R, D1, D2 and C, supervised by the
         fixed desensitization throughout (variant `<d>`);
   full  the full method: the same plus the progressive supervision upgrade
-        (variant FULL_VARIANT, `<d>-stages`, method A's staged driver).
+        (variant FULL_VARIANT, `<d>,stages`, method A's staged driver).
 
 The runs are ordered by desensitization (mosaic first, the paper's main
 setting), so a sweep cut short still gives complete groups. With `--shard`,
@@ -27,9 +27,9 @@ on the `tiny` variants as a smoke test.
 DESENSITIZE = ("mosaic", "blur", "noise")
 # Variant templates per row; {d} is the desensitization.
 ROWS = (
-    ("base", "base-{d}"),
+    ("base", "base,{d}"),
     ("wo", "{d}"),
-    ("full", "{d}-stages"),   # FULL_VARIANT: the progressive stages
+    ("full", "{d},stages"),   # FULL_VARIANT: the progressive stages
 )
 FULL_VARIANT = dict(ROWS)["full"]
 CONFIG = "configs/anon_synthetic.py"
@@ -52,7 +52,7 @@ def get_sweep(arg=None):
            "overrides": {} if tiny else dict(THIRD_PARTY_OVERRIDES)}]
   for d in DESENSITIZE:
     for row, template in ROWS:
-      variant = template.format(d=d) + ("-tiny" if tiny else "")
+      variant = template.format(d=d) + (",tiny" if tiny else "")
       runs.append({"name": f"{row}_{d}", "config": f"{CONFIG}:{variant}",
-                   "overrides": {"anon.third_party_workdir": "{root}/" + THIRD_PARTY}})
+                   "overrides": {"evals.outsider.workdir": "{root}/" + THIRD_PARTY}})
   return runs

@@ -17,7 +17,7 @@ short still gives the main comparison. The dataset root comes from
 
 ROWS = (
     ("baseline", "baseline"),
-    ("pixel", "pixel"),
+    ("mosaic", "mosaic"),
     ("twostage", ""),
     ("onestage", "onestage"),
     ("clean", "clean"),
@@ -25,7 +25,7 @@ ROWS = (
     ("noise", "noise"),
     ("advid", "advid"),
 )
-ATTACKS = {"dual.attack": True, "dual.inversion": True}
+ATTACKS = {"evals.feature_attack.enabled": True, "evals.inversion.enabled": True}
 CONFIG = "configs/dual_market.py"
 
 

@@ -3,7 +3,7 @@
   ds = load_dataset("market1501", "/data/Market-1501-v15.09.15")
   print(ds.summary())
 
-Layouts (METHODS.md s.4; rules follow torchreid's parsers):
+Layouts (docs/evaluation.md; rules follow torchreid's parsers):
 
 * Market-1501, DukeMTMC-reID, synthetic pedestrians and each CUHK03-NP subset:
   `bounding_box_train/`, `query/`, `bounding_box_test/`, file names like
@@ -84,11 +84,6 @@ def load_dataset(name: str, root: str, *,
                  cuhk03_subset: str = "labeled") -> ReidDataset:
   """Parses the dataset `name` found at `root` (the dataset folder or its parent)."""
   if name not in KNOWN_DATASETS:
-    from privreid_jax.data import small_datasets  # imports this module
-    if name in small_datasets.SMALL_DATASETS:
-      raise DatasetError(f"dataset {name!r} is not one of load_dataset's "
-                         f"{', '.join(KNOWN_DATASETS)}: load it with "
-                         "catalog.load or small_datasets.load_small_dataset")
     raise DatasetError(f"unknown dataset name {name!r}; known: "
                        f"{', '.join(KNOWN_DATASETS)}")
   if not root:

@@ -42,7 +42,7 @@ from absl import logging
 import numpy as np
 
 from privreid_jax.data import catalog
-from privreid_jax.data import splits as splits_lib
+from privreid_jax.data import split_types as splits_lib
 from privreid_jax.data.records import DatasetError
 from privreid_jax.data.records import Record
 from privreid_jax.data.records import ReidDataset

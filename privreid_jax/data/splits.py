@@ -20,74 +20,19 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Sequence
 
 import numpy as np
 
+from privreid_jax.data import multi_source
 from privreid_jax.data.records import DatasetError
+from privreid_jax.data.split_types import Split, Splits, Subset  # noqa: F401  (re-exported)
 
 REAL_FOLDERS = {"market1501": "Market-1501-v15.09.15", "dukemtmcreid": "DukeMTMC-reID",
                 "msmt17": "MSMT17_V1", "cuhk03": "cuhk03-np"}
 
 
-@dataclasses.dataclass(frozen=True)
-class Split:
-  source: Sequence[Any]     # Records or dicts with encoded images
-  pids: np.ndarray
-  camids: np.ndarray
-
-  def __len__(self) -> int:
-    return len(self.pids)
-
-
-@dataclasses.dataclass(frozen=True)
-class Splits:
-  name: str
-  root: str
-  train: Split
-  query: Split
-  gallery: Split
-  val_query: Split | None = None      # held-out training identities (val_fraction > 0)
-  val_gallery: Split | None = None
-
-  @property
-  def num_train_pids(self) -> int:
-    return int(self.train.pids.max()) + 1
-
-  def summary(self) -> str:
-    lines = [f"{self.name} at {self.root}",
-             f"  {'subset':<11} {'# ids':>6} {'# images':>9} {'# cameras':>10}"]
-    names = ("train", "query", "gallery")
-    if self.val_query is not None:
-      names += ("val_query", "val_gallery")
-    for name in names:
-      s = getattr(self, name)
-      lines.append(f"  {name:<11} {len(np.unique(s.pids)):>6} {len(s):>9} "
-                   f"{len(np.unique(s.camids)):>10}")
-    return "\n".join(lines)
-
-  def validation(self) -> Splits:
-    """These splits with the val query / gallery in place of the test ones."""
-    if self.val_query is None:
-      raise ValueError("no validation split: set config.data.val_fraction > 0")
-    return dataclasses.replace(self, query=self.val_query, gallery=self.val_gallery)
-
-
-class _Subset:
-  """Items `indices` of a source, re-indexed 0..n-1 (any random-access source)."""
-
-  def __init__(self, source: Sequence[Any], indices: Sequence[int]):
-    self.source, self.indices = source, np.asarray(indices, np.int64)
-
-  def __len__(self) -> int:
-    return len(self.indices)
-
-  def __getitem__(self, i: int):
-    return self.source[int(self.indices[i])]
-
-
 def _take(split: Split, indices: np.ndarray, pids: np.ndarray | None = None) -> Split:
-  return Split(_Subset(split.source, indices),
+  return Split(Subset(split.source, indices),
                split.pids[indices] if pids is None else pids,
                split.camids[indices])
 
@@ -145,7 +90,6 @@ def open_splits(data_cfg) -> Splits:
 
   With `data.sources`, the training split joins those datasets' (multi_source.py).
   """
-  from privreid_jax.data import multi_source
   if data_cfg.get("sources", ()):
     splits = multi_source.open_multi_source(data_cfg)
   else:
@@ -168,7 +112,6 @@ def open_eval_splits(data_cfg, name: str) -> Splits:
   data.root (or beside the training dataset's folder); data.name itself without
   data.sources is the training dataset's own test split.
   """
-  from privreid_jax.data import multi_source
   return multi_source.open_eval_splits(data_cfg, name)
 
 

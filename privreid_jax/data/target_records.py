@@ -1,7 +1,7 @@
 """Stored paired targets: one PNG per training image in an ArrayRecord file, read by grain.
 
 Method A's progressive stages regenerate the supervision M = G_teacher(O) of
-every training image into such a folder between stages (METHODS.md s.2,
+every training image into such a folder between stages (docs/method_a.md,
 [ours]); the pipeline's paired mode then reads it as a source aligned by index
 with the training source, and applies the image's own flip, crop and erasing
 to it at load time, as it does for the handcrafted targets.

@@ -1,9 +1,11 @@
-"""Re-ID evaluator: features of query and gallery under each setting, ranked.
+"""The Re-ID evaluator: features of a split's images under each setting, ranked.
 
 A method names its settings as {name: (query kind, gallery kind)}, e.g.
 "O->P": ("raw", "anon"); features of each (split, kind) are computed once per
-evaluation, with a jitted, data-sharded embed function that compiles once per
-shape (the eval loader pads the last batch and masks it).
+evaluation round, with a jitted, data-sharded embed function that compiles
+once per shape (the eval loader pads the last batch and masks it). With
+`cache=True` the features stay until `clear()`, so every evaluator of one
+round (ranking, DP release, attacks) shares them.
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ def summarize(result: Mapping[str, Any]) -> dict[str, float]:
 
 class ReidEvaluator:
 
-  def __init__(self, method, splits, data_cfg, eval_cfg, mesh):
+  def __init__(self, method, splits, data_cfg, eval_cfg, mesh, cache: bool = False):
     self.method = method
+    self.cache = cache
+    self._cache: dict[tuple[str, str], np.ndarray] = {}
     self.splits = splits
     self.data_cfg = data_cfg
     self.eval_cfg = eval_cfg
@@ -39,8 +43,20 @@ class ReidEvaluator:
                                         sharding.data_sharded(mesh)),
                           out_shardings=sharding.data_sharded(mesh))
 
+  def clear(self) -> None:
+    """Forgets the cached features (the state changed)."""
+    self._cache.clear()
+
   def features(self, state, split: str, kind: str) -> np.ndarray:
     """[N, D] features of a split's images seen as `kind`, in source order."""
+    if self.cache and (split, kind) in self._cache:
+      return self._cache[(split, kind)]
+    out = self._compute(state, split, kind)
+    if self.cache:
+      self._cache[(split, kind)] = out
+    return out
+
+  def _compute(self, state, split: str, kind: str) -> np.ndarray:
     data = getattr(self.splits, split)
     feats, idx, masks = [], [], []
     for batch in pipeline.eval_loader(data.source, self.data_cfg,

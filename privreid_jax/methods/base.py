@@ -1,40 +1,91 @@
-"""The contract between a method and the shared trainer.
+"""The contract between a method and the shared trainer: every hook it calls.
 
-A method is a module under `privreid_jax/methods/` exporting `Method`, a class
-built as `Method(config, num_classes=..., steps_per_epoch=...)` with:
+A method is a package or module under `privreid_jax/methods/` exporting a
+`Method` class (a subclass of `Method` below). The trainer and `main.py` call
+exactly the hooks declared here and never branch on the method's name:
 
-- `init(rng, batch) -> TrainState`: networks, optimizer states (pure; jitted).
-- `train_step(state, batch) -> (state, metrics)`: pure; the trainer jits,
-  shards and donates it. Randomness comes from `state.step_rng()`.
-- `embed(state, images, kind) -> features [B, D]`: pure retrieval features of
-  `images` seen as `kind` (e.g. "raw", or "anon" for method A's G(O)).
-- `eval_settings`: {setting name: (query kind, gallery kind)}, e.g. "O->P".
-- `on_epoch_end(state, epoch, ctx) -> state` (optional host-side hook).
-- `extra_metrics(state, ctx) -> {setting: {metric: value}}` (optional): more
-  rows for eval_metrics.jsonl at every evaluation (PSNR/SSIM, DP sweeps,
-  attacks); every privacy figure names its attack in the setting name.
+- `Method.train_targets(config, options)` (classmethod): what the pipeline's
+  paired mode needs (a picklable target function or a target source), or None.
+- `Method.driver`: None, or a function `(config, workdir) -> RunResult` that
+  `main.py` calls instead of `trainer.run` (method A's progressive stages run
+  several trainer runs).
+- `Method(config, num_classes=..., steps_per_epoch=..., options=...)`.
+- `init(rng, batch) -> TrainState` and `train_step(state, batch) -> (state,
+  metrics)`: pure; the trainer jits, shards and donates them. Randomness comes
+  from `state.step_rng()`.
+- `embed(state, images, kind) -> [B, D]`: retrieval features of `images` seen
+  as `kind` ("raw", or "anon" for method A's G(O)).
+- `eval_settings`: {setting: (query kind, gallery kind)}, e.g. "O->P".
+- `evaluators(ctx) -> {name: factory}`: the evaluators this method offers;
+  `config.evals.<name>` enables and schedules each (see evaluation/base.py).
+- `on_epoch_end(state, epoch, ctx) -> state`: host-side hook; it may call
+  `ctx.request_stop(info)` to end the run after this epoch.
 
-and optionally a module-level `train_targets(config)` returning what the
-pipeline's paired mode needs (a target function or a source), or None, and a
-module-level `run(config, workdir)` that `main.py` calls instead of
-`trainer.run` (a method running several trainer runs, e.g. method A's stages).
-The trainer never branches on the method's name.
+`options` carries what a driver passes to one trainer run (method A: its
+stage); plain runs get an empty mapping. Nothing about a run is written into
+its config.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import jax
 
+from privreid_jax.evaluation import base as eval_base
+from privreid_jax.evaluation.reid import ReidEvaluator
 from privreid_jax.train_state import TrainState
+
+
+@dataclasses.dataclass
+class RunContext:
+  """What the trainer hands to a method's hooks and evaluators.
+
+  `evaluator` is the run's Re-ID evaluator on the test splits; its cached
+  features are shared by every evaluator of one evaluation round.
+  """
+  config: Any
+  workdir: str
+  splits: Any
+  evaluator: ReidEvaluator
+  writer: Any
+  mesh: Any
+  stop_info: dict | None = None
+
+  def request_stop(self, info: Mapping[str, Any]) -> None:
+    """Ends the run after this epoch: it is checkpointed (with `info` in the
+    checkpoint's meta) and `trainer.run` returns a result with `stop_info`."""
+    self.stop_info = dict(info)
+
+
+@dataclasses.dataclass
+class RunResult:
+  """What a finished (or stopped) trainer run produced."""
+  metrics: dict[str, dict[str, float]]   # the last evaluation {setting: metrics}
+  workdir: str
+  step: int                              # the step of the last checkpoint
+  stop_info: dict | None = None          # set when a hook requested the stop
+
+
+Factory = Callable[[Any], eval_base.Evaluator]   # config.evals.<name> -> evaluator
 
 
 class Method:
   """Base class with the defaults; subclasses fill in the pure steps."""
 
   eval_settings: Mapping[str, tuple[str, str]] = {"O->O": ("raw", "raw")}
+  driver: Callable[[Any, str], RunResult] | None = None
+
+  def __init__(self, config, *, num_classes: int, steps_per_epoch: int,
+               options: Mapping[str, Any] | None = None):
+    del config, num_classes, steps_per_epoch, options
+
+  @classmethod
+  def train_targets(cls, config, options: Mapping[str, Any] | None = None):
+    del config, options
+    return None
 
   def init(self, rng: jax.Array, batch: Mapping[str, Any]) -> TrainState:
     raise NotImplementedError
@@ -45,17 +96,22 @@ class Method:
   def embed(self, state: TrainState, images: jax.Array, kind: str) -> jax.Array:
     raise NotImplementedError
 
-  def on_epoch_end(self, state: TrainState, epoch: int, ctx: Any) -> TrainState:
+  def evaluators(self, ctx: RunContext) -> dict[str, Factory]:
+    """The Re-ID ranking of `eval_settings` on the test splits."""
+    return {"reid": lambda cfg: eval_base.Ranking(ctx.evaluator, self.eval_settings)}
+
+  def on_epoch_end(self, state: TrainState, epoch: int, ctx: RunContext) -> TrainState:
     del epoch, ctx
     return state
 
 
-def load(name: str):
-  """Imports `privreid_jax.methods.<name>` with a one-line error if unknown."""
+def load(name: str) -> type[Method]:
+  """The `Method` class of `privreid_jax.methods.<name>` (one-line error if unknown)."""
   try:
-    return importlib.import_module(f"privreid_jax.methods.{name}")
+    module = importlib.import_module(f"privreid_jax.methods.{name}")
   except ModuleNotFoundError as e:
     if e.name != f"privreid_jax.methods.{name}":
       raise
-    raise ValueError(f"config.method={name!r}: no module privreid_jax/methods/{name}.py"
+    raise ValueError(f"config.method={name!r}: no method privreid_jax/methods/{name}"
                      ) from None
+  return module.Method

@@ -12,7 +12,8 @@ from privreid_jax.methods.reid_learner import ReidLearner
 class Method(base.Method):
   eval_settings = {"O->O": ("raw", "raw")}
 
-  def __init__(self, config, *, num_classes: int, steps_per_epoch: int):
+  def __init__(self, config, *, num_classes: int, steps_per_epoch: int, options=None):
+    del options
     self.reid = ReidLearner(config, num_classes, steps_per_epoch)
     self.txs = self.reid.txs
 

@@ -1,6 +1,6 @@
 """The Re-ID model C with its losses: the piece every method trains.
 
-BoT/AGW (METHODS.md s.0): ID loss (label-smoothed CE) on the BNNeck logits,
+BoT/AGW (docs/baseline.md): ID loss (label-smoothed CE) on the BNNeck logits,
 triplet (and optional center) loss on the feature before the BN; retrieval on
 the post-BN feature.
 """
@@ -68,6 +68,13 @@ class ReidLearner:
 
   def loss(self, params, batch_stats, images, pids, prefix: str = ""):
     """Training loss of C on one batch: (loss, (new_batch_stats, metrics))."""
+    total, (stats, metrics, _) = self.loss_and_out(params, batch_stats, images, pids,
+                                                   prefix)
+    return total, (stats, metrics)
+
+  def loss_and_out(self, params, batch_stats, images, pids, prefix: str = ""):
+    """As `loss`, also handing back the forward pass's extras:
+    (loss, (new_batch_stats, metrics, out)) with out["feature_map"], ["feat_pre"]."""
     cfg = self.loss_cfg
     logits, out, new_stats = self.apply(params, batch_stats, images, train=True)
     metrics = {}
@@ -96,7 +103,7 @@ class ReidLearner:
       total += cfg.center_weight * cen
       metrics["center_loss"] = cen
     metrics = {f"{prefix}{k}": v for k, v in metrics.items()}
-    return total, ({self.name: new_stats}, metrics)
+    return total, ({self.name: new_stats}, metrics, out)
 
   def features(self, params, batch_stats, images) -> jax.Array:
     """Retrieval feature: the post-BN feature in eval mode (float32)."""

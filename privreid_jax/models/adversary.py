@@ -1,6 +1,6 @@
 """Method B's Adv-ID module: identity adversaries.
 
-METHODS.md s.3, stage 1. The adversary learns to recognise the training identity
+docs/method_b.md, stage 1. The adversary learns to recognise the training identity
 from what the model leaks, and the encoder/decoder are trained to defeat it,
 either with alternating steps (adversary minimises its cross-entropy, encoder and
 decoder then maximise it or push it towards uniform) or in one step through

@@ -1,7 +1,7 @@
 """2-D convolution and max-pooling with a choice of lowering: XLA conv or matrix products.
 
 On XLA:CPU, convolutions (and above all their weight gradients) are much slower than
-the same arithmetic written as plain matrix products (see /work/shared/PERF_NOTES.md).
+the same arithmetic written as plain matrix products (measured in experiments/bench_conv.py).
 `Conv` therefore computes either with `lax.conv_general_dilated` (impl "xla") or as
 matrix products (impl "matmul"): a 1x1 convolution is one `lax.dot_general` on
 (N*H*W, C), a kxk convolution is im2col (k*k shifted strided slices concatenated on

@@ -1,6 +1,6 @@
 """Method B's De-ID decoder: an image reconstructed from the Re-ID encoder's feature.
 
-METHODS.md s.3, stage 1. The decoder maps the encoder's feature map [B, h, w, C]
+docs/method_b.md, stage 1. The decoder maps the encoder's feature map [B, h, w, C]
 (2048 x 16 x 8 for a 256 x 128 input with last stride 1) back to an image
 [B, H, W, out_channels] whose L1 target is the de-identified input (pixelated,
 blurred, noised, or the clean image for the "clean decoder" ablation). Its loss

@@ -1,4 +1,4 @@
-"""PatchGAN discriminator on image pairs: method A's D1 and D2 (METHODS.md s.2).
+"""PatchGAN discriminator on image pairs: method A's D1 and D2 (docs/method_a.md).
 
 pix2pix's `NLayerDiscriminator` with BatchNorm, on the channel concatenation of
 two images (a first, as `torch.cat([a, b], 1)`):

@@ -30,7 +30,7 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float
 
 
 class ReidModel(nn.Module):
-  """BoT / AGW strong baseline (METHODS.md s.0)."""
+  """BoT / AGW strong baseline (docs/baseline.md)."""
   num_classes: int
   backbone: str = "resnet50"
   width: int = 64

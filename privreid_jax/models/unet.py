@@ -1,4 +1,4 @@
-"""pix2pix U-Net generator: method A's anonymizer G and recovery network G_R (METHODS.md s.2).
+"""pix2pix U-Net generator: method A's anonymizer G and recovery network G_R (docs/method_a.md).
 
 The layout is pix2pix's `UnetGenerator` with BatchNorm ("unet_128" = 7 downs):
 

@@ -1,4 +1,4 @@
-"""Conventional desensitization: mosaic, Gaussian blur, Gaussian noise (METHODS.md s.2).
+"""Conventional desensitization: mosaic, Gaussian blur, Gaussian noise (docs/method_a.md).
 
 These give method A its initial supervision M for the anonymizer G. Everything works
 on float images in [0, 1] pixel space (before mean/std normalisation):
@@ -80,6 +80,16 @@ def resolve_params(method: str, params: Mapping[str, Any] | None = None) -> dict
     raise ValueError(f"desensitize: method {method!r} takes {sorted(DEFAULTS[method])}, "
                      f"got unknown parameter(s) {unknown}")
   return {**DEFAULTS[method], **params}
+
+
+def config_params(method: str, section, height: int) -> dict[str, Any]:
+  """`method`'s parameters at an image height from a config section holding the
+  paper-scale mosaic_block, mosaic_fill, blur_sigma and noise_std (config.anon,
+  config.dual)."""
+  paper = {"mosaic": {"block": int(section.mosaic_block), "fill": section.mosaic_fill},
+           "blur": {"sigma": float(section.blur_sigma)},
+           "noise": {"std": float(section.noise_std)}}[method]
+  return scale_params(method, paper, int(height))
 
 
 def scale_params(method: str, params: Mapping[str, Any] | None, height: int,

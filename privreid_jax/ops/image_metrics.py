@@ -1,4 +1,4 @@
-"""Image similarity for method A's privacy checks: PSNR and SSIM per image (METHODS.md s.2).
+"""Image similarity for method A's privacy checks: PSNR and SSIM per image (docs/method_a.md).
 
 Both take float images [B, H, W, C] (or one image [H, W, C]) in [0, max_val] and
 return one value per image, so they jit and batch with the evaluation loop.

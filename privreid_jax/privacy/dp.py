@@ -1,6 +1,6 @@
 """Stage 2 of method B: gallery features released through the Gaussian mechanism.
 
-METHODS.md s.3. Each gallery feature is L2-normalised, then released as
+docs/method_b.md. Each gallery feature is L2-normalised, then released as
 `f + N(0, sigma^2 I)`. Under replace-one adjacency (one gallery image swapped for
 any other image) two normalised features differ by at most 2 in L2 norm, so the
 L2 sensitivity of one release is 2. Sigma comes from the analytic Gaussian

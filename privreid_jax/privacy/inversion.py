@@ -1,4 +1,4 @@
-"""Inversion attack on released Re-ID features (METHODS.md s.3, "better [ours]").
+"""Inversion attack on released Re-ID features [ours]: arrays in, numbers out.
 
 The attacker holds released (optionally DP-noised) features of images it also
 has, with their identities (the complement of the ID probe's held-out split of
@@ -17,12 +17,11 @@ reconstructions against the input images.
 
 Images are in the pipeline's normalised space (mean/std); `mean`/`std` map
 them back to [0, 1] for PSNR/SSIM. Training is minibatch Adam with a host
-numpy sampler (seeded), one jitted step per network.
+numpy sampler (seeded, `fitting.fit`), one jitted step per network.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, Sequence
 
 import jax
@@ -32,7 +31,8 @@ import optax
 
 from privreid_jax.models import adversary as adversary_lib
 from privreid_jax.models import deid_decoder
-from privreid_jax.ops import image_metrics
+from privreid_jax.ops import image_metrics, normalize
+from privreid_jax.privacy import fitting
 
 
 def vector_map_hw(height: int, width: int) -> tuple[int, int]:
@@ -55,30 +55,6 @@ def _check(name, x, imgs, y, num_classes):
                      f"and labels {y.shape} must be [N, D], [N, H, W, C] and [N], N > 0")
   if y.min() < 0 or y.max() >= num_classes:
     raise ValueError(f"inversion_attack: {name} labels outside [0, {num_classes})")
-
-
-def _fit(loss_fn, params, stats, inputs: Sequence[np.ndarray], *, steps: int,
-         batch_size: int, lr: float, seed: int):
-  """Minibatch Adam on `loss_fn(params, stats, *batch) -> (loss, new stats)`.
-
-  Returns (params, stats, per-step losses).
-  """
-  tx = optax.adam(lr)
-
-  @jax.jit
-  def step(p, s, o, *batch):
-    (loss, s), g = jax.value_and_grad(loss_fn, has_aux=True)(p, s, *batch)
-    u, o = tx.update(g, o, p)
-    return optax.apply_updates(p, u), s, o, loss
-
-  rng = np.random.default_rng(seed)
-  n = len(inputs[0])
-  opt, history = tx.init(params), []
-  for _ in range(steps):
-    idx = rng.choice(n, size=min(batch_size, n), replace=n < batch_size)
-    params, stats, opt, loss = step(params, stats, opt, *(jnp.asarray(a[idx]) for a in inputs))
-    history.append(float(loss))
-  return params, stats, np.asarray(history)
 
 
 def _predict(fn, x: np.ndarray, batch_size: int) -> np.ndarray:
@@ -138,9 +114,9 @@ def inversion_attack(train_x, train_images, train_y, test_x, test_images, test_y
                              mutable=["batch_stats"])
     return jnp.mean(jnp.abs(rec - img)), upd["batch_stats"]
 
-  dp_, ds_, dec_hist = _fit(dec_loss, v["params"], v["batch_stats"],
-                            (train_x, train_images), steps=steps, batch_size=batch_size,
-                            lr=lr, seed=seed)
+  dp_, ds_, dec_hist = fitting.fit(dec_loss, v["params"], v["batch_stats"],
+                                   (train_x, train_images), steps=steps,
+                                   tx=optax.adam(lr), batch_size=batch_size, seed=seed)
   invert = jax.jit(lambda x: decoder.apply({"params": dp_, "batch_stats": ds_}, x,
                                            train=False))
   train_rec = _predict(invert, train_x, 64)
@@ -160,9 +136,9 @@ def inversion_attack(train_x, train_images, train_y, test_x, test_images, test_y
       return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), \
           upd["batch_stats"]
 
-    cp, cs, cls_hist = _fit(clf_loss, v["params"], v["batch_stats"], (train_rec, train_y),
-                            steps=classifier_steps, batch_size=batch_size, lr=lr,
-                            seed=seed + 1)
+    cp, cs, cls_hist = fitting.fit(clf_loss, v["params"], v["batch_stats"],
+                                   (train_rec, train_y), steps=classifier_steps,
+                                   tx=optax.adam(lr), batch_size=batch_size, seed=seed + 1)
     classify = jax.jit(lambda x: clf.apply({"params": cp, "batch_stats": cs}, x,
                                            train=False))
     out["id_acc"] = float(np.mean(np.argmax(_predict(classify, test_rec, 64), -1) == test_y))
@@ -171,9 +147,8 @@ def inversion_attack(train_x, train_images, train_y, test_x, test_images, test_y
     logits = _predict(probe_fn, test_rec, 64)
     out["probe_acc"] = float(np.mean(np.argmax(logits, -1) == test_y))
 
-  mean, std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
-  x01 = np.clip(test_images * std + mean, 0.0, 1.0)
-  r01 = np.clip(test_rec * std + mean, 0.0, 1.0)
+  x01 = normalize.to_unit(test_images, mean, std)
+  r01 = normalize.to_unit(test_rec, mean, std)
   out["psnr_input"] = float(np.mean(np.asarray(image_metrics.psnr(r01, x01))))
   if min(height, width) >= image_metrics.SSIM_WINDOW:
     out["ssim_input"] = float(np.mean(np.asarray(image_metrics.ssim(r01, x01))))
@@ -191,45 +166,3 @@ def inversion_row(result: dict[str, Any]) -> dict[str, float]:
       row[f"{k}_first"] = float(np.mean(result[k][:tail]))
       row[f"{k}_last"] = float(np.mean(result[k][-tail:]))
   return row
-
-
-def inversion_attack_rows(method, state, ctx, feats=None) -> dict[str, dict[str, float]]:
-  """Row "attack:inversion" for method B (`method.d` = config.dual).
-
-  The attacker gets the released training features (the method's "raw"
-  retrieval feature, L2-normalised, DP-noised at config.dual.attack_epsilon)
-  and the images they came from, learns on the images the ID probe trains on
-  and is scored on the probe's held-out images (`dual_stage.heldout_mask`).
-  `probe_acc` is method B's fixed clean ID probe on the attacker's
-  reconstructions. Also writes the grid input | reconstruction
-  (WORKDIR/inversion_grid.png and TensorBoard).
-  """
-  from privreid_jax.data import pipeline
-  from privreid_jax.privacy import attacks
-  d, config = method.d, method.config
-  released, pids, held = attacks.released_train_features(method, state, ctx, 11, feats)
-  images = np.zeros((len(pids), config.data.height, config.data.width, 3), np.float32)
-  for batch in pipeline.eval_loader(ctx.splits.train.source, config.data):
-    mask = batch["mask"]
-    images[batch["index"][mask]] = batch["image"][mask]
-  eps = d.attack_epsilon
-  p, s = state.params["id_probe"], state.batch_stats["id_probe"]
-
-  # The attack runs on host-local arrays (one process; the probe's params are
-  # replicated, so this is a plain single-device apply).
-  @jax.jit
-  def probe(x):
-    return method.probe.apply({"params": p, "batch_stats": s}, x, train=False)
-
-  result = inversion_attack(
-      released[~held], images[~held], pids[~held], released[held], images[held],
-      pids[held], num_classes=method.num_classes, steps=d.inversion_steps,
-      classifier_steps=d.inversion_classifier_steps, widths=tuple(d.inversion_widths),
-      classifier_width=d.probe_width, classifier_stages=d.probe_stages,
-      batch_size=config.data.batch_size, mean=config.data.mean, std=config.data.std,
-      seed=max(d.dp_seed, 0), probe_fn=probe, conv_impl=config.model.conv_impl)
-  method.save_grid(state, ctx, "inversion_grid", result["examples"])
-  row = inversion_row(result)
-  if not (eps is None or math.isinf(float(eps))):
-    row["eps_image"] = float(eps)
-  return {"attack:inversion": row}

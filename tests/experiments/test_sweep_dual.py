@@ -22,10 +22,10 @@ def test_full_and_tiny_sweeps_resolve_with_both_attackers(tmp_path):
   assert code == 0, out
   names = [line.split("]")[1].split(":")[0].strip() for line in out.splitlines()
            if line.startswith("[")]
-  assert names == ["baseline", "pixel", "twostage", "clean", "advid", "blur", "noise",
+  assert names == ["baseline", "mosaic", "twostage", "clean", "advid", "blur", "noise",
                    "onestage"]
-  assert out.count("--config.dual.inversion=true") == 8
-  assert "dual_synthetic.py:pixel " in out and "dual_synthetic.py --config" in out
+  assert out.count("--config.evals.inversion.enabled=true") == 8
+  assert "dual_synthetic.py:mosaic " in out and "dual_synthetic.py --config" in out
   code, out = dry_run(":tiny", tmp_path / "tiny")
   assert code == 0, out
   assert out.count("would run") == 3 and out.count(":baseline,tiny") == 1

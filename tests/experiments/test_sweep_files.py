@@ -44,7 +44,7 @@ def _id(run) -> str:
 
 
 def _is_stages(raw: dict) -> bool:
-  return "stages" in raw["config"].partition(":")[2].split("-")
+  return "stages" in raw["config"].partition(":")[2].split(",")
 
 
 def test_the_sweeps_of_the_papers_tables_exist():
@@ -92,11 +92,11 @@ def test_method_a_sweeps_have_the_papers_rows(sweep):
   raw = module.get_sweep()
   assert [r["name"] for r in raw] == ["third_party"] + [
       f"{row}_{d}" for d in ("mosaic", "blur", "noise") for row in ("base", "wo", "full")]
-  assert all(r["overrides"]["anon.third_party_workdir"] == "{root}/third_party"
+  assert all(r["overrides"]["evals.outsider.workdir"] == "{root}/third_party"
              for r in raw[1:])
   by_name = {r["name"]: r for r in raw}
-  assert by_name["base_blur"]["config"].split(":")[1].startswith("base-blur")
-  assert by_name["wo_noise"]["config"].split(":")[1].split("-")[0] == "noise"
+  assert by_name["base_blur"]["config"].split(":")[1].startswith("base,blur")
+  assert by_name["wo_noise"]["config"].split(":")[1].split(",")[0] == "noise"
   full = by_name["full_mosaic"]["config"].split(":")[1]
   assert full == module.FULL_VARIANT.format(d="mosaic") and _is_stages(by_name["full_mosaic"])
   assert not any(_is_stages(r) for r in raw if not r["name"].startswith("full_"))
@@ -129,7 +129,7 @@ def test_method_a_third_party_matches_the_rows_data_and_image_size(sweep, extra)
   third, rows = runs[0].resolved, [r.resolved for r in runs[1:]]
   assert third.method == "baseline"
   for row in rows:
-    assert row.anon.third_party_workdir == os.path.join(SWEEP_ROOT, "third_party")
+    assert row.evals.outsider.workdir == os.path.join(SWEEP_ROOT, "third_party")
     for key in ("name", "height", "width", "root"):
       assert third.data[key] == row.data[key], key
     if third.data.name == "synthetic":

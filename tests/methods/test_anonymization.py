@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from configs import anon_synthetic
-from privreid_jax import metric_writers, trainer
+from privreid_jax import checkpoint, metric_writers, trainer
 from privreid_jax.data import pipeline
 from privreid_jax.methods import anonymization
 from privreid_jax.ops import desensitize, image_metrics
@@ -54,7 +54,7 @@ def stepped():
 
 def test_mosaic_target_is_the_scaled_mosaic_and_picklable():
   config = anon_synthetic.get_config("mosaic")     # 64x32: block 24 -> 6
-  fn = pickle.loads(pickle.dumps(anonymization.train_targets(config)))
+  fn = pickle.loads(pickle.dumps(anonymization.Method.train_targets(config)))
   image = np.random.default_rng(1).uniform(0, 1, (64, 32, 3)).astype(np.float32)
   expected = desensitize.mosaic(image[None], block=6, fill="top_left")[0]
   np.testing.assert_allclose(fn(image), expected, atol=1e-6)
@@ -62,7 +62,7 @@ def test_mosaic_target_is_the_scaled_mosaic_and_picklable():
 
 
 def test_noise_target_differs_per_image_but_is_deterministic():
-  fn = anonymization.train_targets(anon_synthetic.get_config("noise-tiny"))
+  fn = anonymization.Method.train_targets(anon_synthetic.get_config("noise,tiny"))
   rng = np.random.default_rng(2)
   a, b = (rng.uniform(0.3, 0.7, (32, 16, 3)).astype(np.float32) for _ in range(2))
   np.testing.assert_array_equal(fn(a), pickle.loads(pickle.dumps(fn))(a))
@@ -74,7 +74,7 @@ def test_bad_desensitization_names_the_key():
   config = anon_synthetic.get_config("tiny")
   config.anon.desensitize = "pixelate"
   with pytest.raises(ValueError, match="config.anon.desensitize='pixelate'"):
-    anonymization.train_targets(config)
+    anonymization.Method.train_targets(config)
 
 
 # --- one joint step ---------------------------------------------------------------------
@@ -128,7 +128,7 @@ def test_embed_kinds(stepped):
 
 
 def test_base_mode_anonymizes_with_the_fixed_desensitization():
-  config = tiny_config("base-tiny")
+  config = tiny_config("base,tiny")
   method = anonymization.Method(config, num_classes=2, steps_per_epoch=2)
   assert set(method.eval_settings) == {"O->O", "O->P", "P->O", "P->P"}
   images = fake_batch()["image"]
@@ -147,7 +147,7 @@ def run_dir(tmp_path_factory):
   config.data.root = str(tmp_path_factory.mktemp("anon_data"))
   config.optim.epochs = 1          # 2 steps, one evaluation
   workdir = tmp_path_factory.mktemp("anon_run")
-  results = trainer.run(config, str(workdir))
+  results = trainer.run(config, str(workdir)).metrics
   return config, workdir, results
 
 
@@ -170,7 +170,7 @@ def test_run_image_quality_of_m_matches_an_independent_computation(run_dir):
   config, _, results = run_dir
   from privreid_jax.data import splits as data_splits
   splits = data_splits.open_splits(config.data)
-  n = min(config.anon.quality_images, len(splits.query))
+  n = min(config.evals.image_quality.images, len(splits.query))
   images = []
   for batch in pipeline.eval_loader(splits.query.source, config.data):
     images.append(batch["image"][batch["mask"]])
@@ -195,18 +195,18 @@ def third_party_runs(tmp_path_factory):
   base_cfg.data.root = data_root
   base_cfg.optim.epochs = 1
   base_dir = str(tmp_path_factory.mktemp("tp_baseline"))
-  base_results = trainer.run(base_cfg, base_dir)
+  base_results = trainer.run(base_cfg, base_dir).metrics
   config = anon_synthetic.get_config("tiny")
   config.data.root = data_root
   config.optim.epochs = 1
-  config.anon.third_party_workdir = base_dir
-  results = trainer.run(config, str(tmp_path_factory.mktemp("tp_anon")))
+  config.evals.outsider.workdir = base_dir
+  results = trainer.run(config, str(tmp_path_factory.mktemp("tp_anon"))).metrics
   return base_dir, base_results, results
 
 
 def test_third_party_rows_score_our_images_with_the_baseline_model(third_party_runs):
   _, base_results, results = third_party_runs
-  assert set(anonymization.THIRD_PARTY_SETTINGS) <= set(results)
+  assert set(anonymization.third_party.SETTINGS) <= set(results)
   # 3rd:O->O is the baseline model on raw images: its own evaluation, although the
   # two runs normalise differently (std 0.5 here, ImageNet std there).
   for key in ("rank1", "rank5", "mAP", "mINP"):
@@ -219,12 +219,15 @@ def test_third_party_of_another_image_size_is_refused(third_party_runs, tmp_path
   config = anon_synthetic.get_config("tiny")
   config.data.height, config.data.width = 64, 32
   method = anonymization.Method(config, num_classes=2, steps_per_epoch=2)
-  with pytest.raises(ValueError, match="third_party_workdir.*32x16 images, this one 64x32"):
-    anonymization.ThirdParty.load(base_dir, method, config.data)
+  with pytest.raises(ValueError, match="outsider.workdir.*32x16 images, this one 64x32"):
+    anonymization.third_party.ThirdParty.load(base_dir, method, config.data)
 
 
 def test_missing_third_party_checkpoint_fails_before_training(tmp_path):
   config = anon_synthetic.get_config("tiny")
-  config.anon.third_party_workdir = str(tmp_path / "nothing")
-  with pytest.raises(FileNotFoundError, match="third_party_workdir=.*nothing.*no checkpoint"):
-    anonymization.Method(config, num_classes=2, steps_per_epoch=2)
+  config.data.root = str(tmp_path / "data")
+  config.evals.outsider.workdir = str(tmp_path / "nothing")
+  with pytest.raises(FileNotFoundError, match="outsider.workdir=.*nothing.*no checkpoint"):
+    trainer.run(config, str(tmp_path / "run"))
+  assert checkpoint.latest_step(str(tmp_path / "run")) is None
+

@@ -16,6 +16,9 @@ import pytest
 
 from privreid_jax import checkpoint, losses, metric_writers, trainer
 from privreid_jax.methods import dual_stage
+from privreid_jax.methods.dual_stage import config as dual_config
+from privreid_jax.methods.dual_stage import evaluators as dual_evaluators
+from privreid_jax.privacy import holdout
 
 from configs import dual_synthetic
 
@@ -24,8 +27,9 @@ ADV_WEIGHT = 1.0
 SCALE = 0.5
 
 
-def tiny(variant="tiny", **dual):
+def tiny(variant="tiny", inversion=False, **dual):
   c = dual_synthetic.get_config(variant)
+  c.evals.inversion.enabled = inversion
   for k, v in dual.items():
     setattr(c.dual, k, v)
   return c
@@ -112,11 +116,11 @@ def test_gradient_reversal_flips_the_adversary_gradient_into_the_encoder(setup):
 def test_id_probe_skips_heldout_images_and_never_moves_the_encoder(setup):
   method, state, batch, grads_fn = setup
   index = np.arange(4096)
-  held = dual_stage.heldout_mask(index, 0.2, 0)
+  held = holdout.heldout_mask(index, 0.2, 0)
   assert 0.15 < held.mean() < 0.25
   np.testing.assert_array_equal(
-      np.asarray(dual_stage.heldout_mask(jnp.asarray(index), 0.2, 0, xp=jnp)), held)
-  assert not np.array_equal(dual_stage.heldout_mask(index, 0.2, 1), held)
+      np.asarray(holdout.heldout_mask(jnp.asarray(index), 0.2, 0, xp=jnp)), held)
+  assert not np.array_equal(holdout.heldout_mask(index, 0.2, 1), held)
   # A batch of held-out images only: the probe learns nothing from it.
   only_held = dict(batch, index=jnp.asarray(index[held][:8], jnp.int32))
   grads, _, _, _ = grads_fn(state, only_held)
@@ -135,47 +139,47 @@ def test_id_probe_skips_heldout_images_and_never_moves_the_encoder(setup):
 
 def test_bad_config_values_give_one_line_errors():
   with pytest.raises(ValueError, match="config.dual.target='mosaicc'"):
-    dual_stage.check_dual_config(tiny(target="mosaicc").dual)
+    dual_config.check(tiny(target="mosaicc").dual)
   with pytest.raises(ValueError, match="adv_input='recon' needs a decoder"):
-    dual_stage.check_dual_config(tiny(target="none", adversarial="reversal").dual)
+    dual_config.check(tiny(target="none", adversarial="reversal").dual)
   with pytest.raises(ValueError, match="epsilons: -1"):
-    dual_stage.check_dual_config(tiny(epsilons=(-1.0,)).dual)
+    dual_config.check(tiny(epsilons=(-1.0,)).dual)
   with pytest.raises(ValueError, match="unknown variant 'pixle'"):
     dual_synthetic.get_config("pixle")
 
 
 def test_ablation_variants_set_the_paper_rows():
   rows = {v: dual_synthetic.get_config(v).dual for v in
-          ("baseline", "clean", "blur", "pixel", "noise", "advid", "onestage")}
+          ("baseline", "clean", "blur", "mosaic", "noise", "advid", "onestage")}
   default = dual_synthetic.get_config().dual
   assert (rows["baseline"].target, rows["baseline"].adversarial) == ("none", "none")
-  assert [rows[v].target for v in ("clean", "blur", "pixel", "noise")] == [
-      "clean", "blur", "pixelation", "noise"]
+  assert [rows[v].target for v in ("clean", "blur", "mosaic", "noise")] == [
+      "clean", "blur", "mosaic", "noise"]
   assert (rows["advid"].target, rows["advid"].adv_input) == ("none", "feature")
   assert rows["onestage"].adversarial != "none" and not rows["onestage"].epsilons
-  assert default.target == "pixelation" and len(default.epsilons) > 1
+  assert default.target == "mosaic" and len(default.epsilons) > 1
   for d in list(rows.values()) + [default]:
-    dual_stage.check_dual_config(d)
+    dual_config.check(d)
 
 
 def test_targets_are_deidentified_and_picklable():
   config = tiny()
   image = np.random.default_rng(0).random((32, 16, 3)).astype(np.float32)
-  fn = pickle.loads(pickle.dumps(dual_stage.train_targets(config)))
+  fn = pickle.loads(pickle.dumps(dual_stage.Method.train_targets(config)))
   t = fn(image)
   assert t.shape == image.shape and not np.allclose(t, image)
   # 24-px blocks at 256 rows -> 3-px blocks at 32, each painted with its top-left pixel.
   np.testing.assert_array_equal(t[3:6, 3:6], np.broadcast_to(image[3, 3], (3, 3, 3)))
   config.dual.target = "noise"
-  noisy = dual_stage.train_targets(config)
+  noisy = dual_stage.Method.train_targets(config)
   np.testing.assert_array_equal(noisy(image), noisy(image.copy()))   # fixed per image
   other = image.copy()
   other[0, 0, 0] += 0.01
   assert np.abs(noisy(image) - noisy(other)).mean() > 0.1             # but per image
   config.dual.target = "clean"
-  np.testing.assert_array_equal(dual_stage.train_targets(config)(image), image)
+  np.testing.assert_array_equal(dual_stage.Method.train_targets(config)(image), image)
   config.dual.target, config.dual.adversarial = "none", "none"
-  assert dual_stage.train_targets(config) is None
+  assert dual_stage.Method.train_targets(config) is None
 
 
 def _params_at(workdir, step):
@@ -192,7 +196,7 @@ def test_two_step_alternating_run_writes_oo_probe_and_dp_rows(tmp_path):
   config.optim.weight_decay = 0.0     # so a changed parameter means a gradient reached it
   config.checkpoint.every_epochs = 1
   workdir = str(tmp_path / "work")
-  results = trainer.run(config, workdir)
+  results = trainer.run(config, workdir).metrics
   p1, p2 = _params_at(workdir, 1), _params_at(workdir, 2)
   for name in ("reid", "decoder", "adversary", "id_probe"):
     assert any(not np.allclose(a, b) for a, b in
@@ -218,6 +222,6 @@ def test_two_step_alternating_run_writes_oo_probe_and_dp_rows(tmp_path):
   assert inv["num_images"] == by["id_probe:recon"]["num_images"]
   for name in ("recon_grid.png", "inversion_grid.png"):
     assert os.path.getsize(os.path.join(workdir, name)) > 0
-  saved = np.load(os.path.join(workdir, dual_stage.FEATURES_FILE))
-  assert 0 < saved["features"].shape[0] == len(saved["pids"]) <= config.dual.save_features
+  saved = np.load(os.path.join(workdir, dual_evaluators.FEATURES_FILE))
+  assert 0 < saved["features"].shape[0] == len(saved["pids"]) <= config.evals.features.count
   np.testing.assert_allclose(np.linalg.norm(saved["features"], axis=1), 1.0, rtol=1e-5)

@@ -1,6 +1,6 @@
 """Method A's progressive stages: check, teacher, stored targets, resumable driver.
 
-One tiny staged run (configs/anon_synthetic.py:mosaic-stages-tiny, 32x16, 2 steps
+One tiny staged run (configs/anon_synthetic.py:mosaic,stages,tiny, 32x16, 2 steps
 per epoch, 2 epochs) with a permissive rule: stage 0 passes its check at epoch 1,
 stage 1 trains epoch 2 on G_teacher(O) read back from ArrayRecord.
 """
@@ -16,11 +16,14 @@ import pytest
 from configs import anon_synthetic
 from privreid_jax import checkpoint, metric_writers
 from privreid_jax.data import pipeline, splits as data_splits, target_records, transforms
-from privreid_jax.methods import anonymization, progressive
+from privreid_jax.methods import anonymization
+from privreid_jax.methods.anonymization import stages as progressive
+from privreid_jax.methods.anonymization import upgrade_rule
+from privreid_jax.ops import normalize
 
 
 def staged_config(root, **stages):
-  c = anon_synthetic.get_config("mosaic-stages-tiny")
+  c = anon_synthetic.get_config("mosaic,stages,tiny")
   c.data.root = str(root)
   c.anon.stages.update({**dict(min_rank1=0.0, psnr_margin=1e6, ssim_margin=1e6,
                                max_stages=1), **stages})
@@ -42,12 +45,12 @@ def staged(tmp_path_factory):
   root = tmp_path_factory.mktemp("staged_data")
   workdir = str(tmp_path_factory.mktemp("staged_run"))
   config = staged_config(root)
-  results = progressive.run(config, workdir)
+  results = progressive.run(config, workdir).metrics
   return config, workdir, results
 
 
 def test_rule_names_every_failed_condition():
-  rule = progressive.Rule(min_rank1=0.5, psnr_margin=1.0, ssim_margin=0.05)
+  rule = upgrade_rule.Rule(min_rank1=0.5, psnr_margin=1.0, ssim_margin=0.05)
   good = {"rank1": 0.7, "psnr_P": 15.0, "psnr_M": 15.5, "ssim_P": 0.30, "ssim_M": 0.28}
   assert rule.failures(good, last_rank1=0.6) == []
   bad = {"rank1": 0.55, "psnr_P": 17.0, "psnr_M": 15.5, "ssim_P": 0.40, "ssim_M": 0.28}
@@ -63,7 +66,7 @@ def test_stages_need_a_validation_split_and_the_learned_mode(tmp_path):
   config.data.val_fraction = 0.0
   with pytest.raises(ValueError, match="config.data.val_fraction > 0"):
     progressive.run(config, str(tmp_path / "run"))
-  config = anon_synthetic.get_config("base-mosaic-stages-tiny")
+  config = anon_synthetic.get_config("base,mosaic,stages,tiny")
   with pytest.raises(ValueError, match="config.anon.mode='learned'"):
     progressive.run(config, str(tmp_path / "run"))
 
@@ -75,11 +78,11 @@ def test_stage_zero_passes_saves_teacher_and_stops(staged):
     info = json.load(f)
   assert info["status"] == "upgraded" and info["step"] == 2 and info["epoch"] == 1
   rows = metric_writers.read_eval_rows(s0)
-  checks = [r for r in rows if r["setting"] == progressive.CHECK_SETTING]
+  checks = [r for r in rows if r["setting"] == upgrade_rule.CHECK_SETTING]
   assert len(checks) == 1 and checks[0]["passed"] == 1.0 and checks[0]["stage"] == 0
   assert checks[0]["rank1"] == pytest.approx(info["rank1"])
   assert {r["step"] for r in rows} == {2}        # stopped after epoch 1 of 2
-  teacher = progressive.load_teacher(info["teacher"])
+  teacher = checkpoint.load_tree(info["teacher"])
   state = checkpoint.restore_run(s0, "stage 0")[0]
   np.testing.assert_array_equal(
       jax.tree.leaves(teacher["params"])[0], jax.tree.leaves(state["params"]["G"])[0])
@@ -95,14 +98,14 @@ def test_stored_targets_are_the_teachers_images(staged):
   splits = data_splits.open_splits(config.data)
   assert len(source) == len(splits.train) == source.meta["train_images"]
   # Independently: G_teacher(O) of a few training images, resized, unaugmented.
-  teacher = progressive.load_teacher(source.meta["teacher"])
+  teacher = checkpoint.load_tree(source.meta["teacher"])
   method = anonymization.Method(config, num_classes=splits.num_train_pids, steps_per_epoch=1)
   cfg = transforms.TransformConfig.from_config(config.data)
   picks = [0, 7, len(source) - 1]
   o = np.stack([transforms.eval_transform(_decode(splits.train.source[i]), cfg)
                 for i in picks])
   p = method.gen.apply(teacher, o, train=False)
-  p01 = np.asarray(anonymization._to_unit(p, method.mean, method.std))
+  p01 = np.asarray(normalize.to_unit(p, method.mean, method.std))
   stored = np.stack([transforms.to_unit(_decode(source[i])) for i in picks])
   np.testing.assert_allclose(stored, p01, atol=0.5 / 255 + 1e-4)
   assert not np.allclose(stored, transforms.to_unit(transforms.resize(
@@ -115,13 +118,13 @@ def test_stage_one_continues_on_the_stored_targets(staged):
   with open(os.path.join(s1, progressive.STAGE_FILE)) as f:
     assert json.load(f) == {"status": "finished", "stage": 1, "step": 4}
   _, cfg, step = checkpoint.restore_run(s1, "stage 1")
-  assert step == 4 and cfg.anon.stages.index == 1
-  assert cfg.anon.targets_dir.endswith(os.path.join("stage_1", "targets"))
+  assert step == 4
   rows = metric_writers.read_eval_rows(s1)
   assert {r["step"] for r in rows} == {4} and "O->P" in results
-  assert not [r for r in rows if r["setting"] == progressive.CHECK_SETTING]  # max_stages=1
+  assert not [r for r in rows if r["setting"] == upgrade_rule.CHECK_SETTING]  # max_stages=1
   # The stage's batches: targets read from the stored set, augmented like the image.
-  targets = anonymization.train_targets(cfg)
+  stage = upgrade_rule.Stage(index=1, targets_dir=os.path.join(s1, progressive.TARGETS_DIR))
+  targets = anonymization.Method.train_targets(cfg, {"stage": stage})
   assert isinstance(targets, target_records.TargetSource)
   splits = data_splits.open_splits(cfg.data)
   loader = pipeline.train_loader(splits.train.source, splits.train.pids, cfg.data,
@@ -144,8 +147,8 @@ def test_workdir_reads_as_one_run(staged):
                for s in (0, 1)]
   assert rows == per_stage[0] + per_stage[1]
   assert [r["step"] for r in rows] == sorted(r["step"] for r in rows)
-  _, cfg, step = checkpoint.restore_run(workdir, "workdir")
-  assert step == 4 and cfg.anon.stages.index == 1
+  _, _, step = checkpoint.restore_run(workdir, "workdir")
+  assert step == 4
 
 
 def test_rerun_skips_finished_stages(staged):
@@ -154,7 +157,7 @@ def test_rerun_skips_finished_stages(staged):
                               target_records.META)
   mtime = os.path.getmtime(targets_meta)
   n_events = len(_events(workdir))
-  again = progressive.run(config, workdir)
+  again = progressive.run(config, workdir).metrics
   assert again["O->P"] == pytest.approx(results["O->P"])
   assert os.path.getmtime(targets_meta) == mtime                 # not regenerated
   assert len(_events(workdir)) == n_events                        # nothing re-ran
@@ -181,6 +184,16 @@ def test_crash_after_the_stop_finishes_the_upgrade_without_retraining(staged):
     assert f.read() == before                                  # regenerated identically
 
 
+class _Context:
+  """The part of the trainer's RunContext the check uses."""
+
+  def __init__(self, writer):
+    self.writer, self.stop_info = writer, None
+
+  def request_stop(self, info):
+    self.stop_info = dict(info)
+
+
 class _Rows:
   def __init__(self):
     self.rows = []
@@ -194,30 +207,27 @@ def test_check_failing_keeps_the_targets_and_passing_stops(tmp_path, monkeypatch
                                                            rank1, passes):
   config = staged_config(tmp_path, min_rank1=0.5)
   config.optim.epochs = 10
-  monitor = progressive.Monitor(config)
+  monitor = upgrade_rule.StageCheck(config, upgrade_rule.Stage(), quality=None)
   measured = {"rank1": rank1, "mAP": 0.5, "psnr_P": 15.0, "psnr_M": 15.5,
               "ssim_P": 0.3, "ssim_M": 0.28}
   monkeypatch.setattr(monitor, "measure", lambda *args: dict(measured))
-  ctx = types.SimpleNamespace(workdir=str(tmp_path), writer=_Rows(), stop=False)
+  ctx = _Context(writer=_Rows())
   state = types.SimpleNamespace(step=6)
   # The messages themselves, not caplog: whether absl INFO records reach caplog depends
   # on the verbosity earlier tests left behind.
   logged = []
-  monkeypatch.setattr(progressive.logging, "info",
+  monkeypatch.setattr(upgrade_rule.logging, "info",
                       lambda msg, *args: logged.append(msg % args if args else msg))
   monitor.on_epoch_end(None, state, 2, ctx)
   log_text = "\n".join(logged)
-  request = os.path.join(str(tmp_path), progressive.REQUEST_FILE)
   [row] = ctx.writer.rows
-  assert row["setting"] == progressive.CHECK_SETTING and row["passed"] == float(passes)
-  assert ctx.stop == passes and os.path.exists(request) == passes
+  assert row["setting"] == upgrade_rule.CHECK_SETTING and row["passed"] == float(passes)
+  assert (ctx.stop_info is not None) == passes
   if passes:
-    with open(request) as f:
-      assert json.load(f)["step"] == 6
+    assert ctx.stop_info["step"] == 6 and ctx.stop_info["rank1"] == 0.9
   else:
     assert "stage 0 check at epoch 2 failed (val Rank-1=0.300 < min_rank1=0.5)" in log_text
     assert "keeping the targets of the handcrafted desensitization" in log_text
   # No check at the last epoch, nor once max_stages upgrades are done.
   assert not monitor.due(10)
-  config.anon.stages.index = 1
-  assert not progressive.Monitor(config).due(2)
+  assert not upgrade_rule.StageCheck(config, upgrade_rule.Stage(index=1), None).due(2)

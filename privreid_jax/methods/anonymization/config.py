@@ -1,0 +1,86 @@
+"""config.anon and method A's evaluators: the fields every method-A experiment shares.
+
+Experiment configs (`configs/anon_*.py`) call `add_to(c)` and then change only
+sizes; `apply_variants` reads the shared variant names:
+
+  mosaic | blur | noise   the handcrafted supervision M (default mosaic)
+  base                    the paper's Base: no generators, C on O and M
+  stages                  progressive supervision upgrade (20% validation ids)
+  agw                     AGW Re-ID model C (GeM, non-local, weighted triplet)
+"""
+
+import ml_collections
+
+from privreid_jax import config_base
+from privreid_jax.evaluation import base as eval_base
+
+VARIANTS = ("mosaic", "blur", "noise", "base", "stages", "agw")
+
+
+def anon_section(desensitize: str = "mosaic") -> ml_collections.ConfigDict:
+  """config.anon: method A's own fields, at paper scale (docs/method_a.md)."""
+  a = ml_collections.ConfigDict()
+  a.mode = "learned"            # learned (G, G_R, D1, D2, C) | base (C on O and M)
+  a.desensitize = desensitize   # initial supervision M: mosaic | blur | noise
+  # Paper-scale (256-px-high) parameters, scaled to data.height by scale_params.
+  a.mosaic_block = 24
+  a.mosaic_fill = "top_left"    # top_left (reference code) | mean
+  a.blur_sigma = 12.0
+  a.noise_std = 0.5             # on the [0, 1] scale, not scaled
+  a.ngf = 64                    # U-Net width (G and G_R)
+  a.num_downs = 7               # unet_128; capped at what the image size allows
+  a.dropout = False
+  a.ndf = 64                    # PatchGAN width (D1 and D2)
+  a.d_layers = 3
+  a.b1 = 0.5                    # Adam betas of G, G_R, D1, D2 (C uses optim.b1/b2)
+  a.b2 = 0.999
+  a.weights = ml_collections.ConfigDict(dict(
+      gan_d1=1.0, gan_d2=1.0, l1_anon=100.0, l1_rec=100.0, reid_raw=1.0, reid_anon=1.0))
+  a.stages = stages_section()
+  return a
+
+
+def stages_section() -> ml_collections.ConfigDict:
+  """config.anon.stages: the progressive supervision upgrade.
+
+  Needs config.data.val_fraction > 0: the check runs on held-out training ids.
+  """
+  st = ml_collections.ConfigDict()
+  st.enabled = False
+  st.check_every_epochs = 5     # K (paper: 5)
+  st.min_rank1 = 0.5            # [ours] the paper's threshold is not given; val Rank-1 in [0, 1]
+  st.psnr_margin = 1.0          # PSNR(O,P) < PSNR(O,M) + 1 dB (M: handcrafted)
+  st.ssim_margin = 0.05         # SSIM(O,P) < SSIM(O,M) + 0.05
+  st.max_stages = 3             # [ours] upgrades at most; the last stage trains to the end
+  st.quality_images = 256       # val gallery images for PSNR / SSIM
+  return st
+
+
+def add_to(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Makes `c` a method-A config: method, normalisation, config.anon, evaluators."""
+  c.method = "anonymization"
+  # ImageNet mean with std 0.5, as the reference code: pixels in [0, 1] map to about
+  # [-0.97, 1.09] and the generators' tanh output (-1, 1) covers the image range.
+  c.data.std = (0.5, 0.5, 0.5)
+  c.anon = anon_section()
+  # PSNR / SSIM of M, P and R against O on the first `images` query images.
+  c.evals.image_quality = eval_base.section(images=256)
+  # The outsider: a finished baseline run (raw images only, same image size) in
+  # `workdir` matching our images: "3rd:*" rows. Enabled when workdir is set.
+  c.evals.outsider = eval_base.section(workdir="")
+  return c
+
+
+def apply_variants(c: ml_collections.ConfigDict, names) -> None:
+  """Applies the shared variant names (see the module docstring) to a method-A config."""
+  methods = [n for n in names if n in ("mosaic", "blur", "noise")]
+  if len(methods) > 1:
+    raise ValueError(f"variants {', '.join(methods)}: pick one of mosaic, blur, noise")
+  c.anon.desensitize = methods[0] if methods else "mosaic"
+  if "base" in names:
+    c.anon.mode = "base"
+  if "stages" in names:
+    c.anon.stages.enabled = True
+    c.data.val_fraction = 0.2   # the check's validation identities
+  if "agw" in names:
+    config_base.make_agw(c)

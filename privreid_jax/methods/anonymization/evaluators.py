@@ -1,0 +1,73 @@
+"""Method A's image-quality evaluator: PSNR / SSIM of M, P and R against O.
+
+M is the handcrafted desensitization (config.anon.desensitize), P = G(O) the
+anonymized image and R = G_R(P) the recovered one (in Base mode P is M and
+there is no R). Images are compared in [0, 1] pixels; the row is
+`image_quality` with psnr_M, psnr_P, psnr_R, ssim_M, ... and an O | M | P | R
+grid goes to TensorBoard.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+from privreid_jax.data import pipeline
+from privreid_jax.data.splits import Subset
+from privreid_jax.ops import image_metrics, normalize
+
+GRID_IMAGES = 8
+
+
+class ImageQuality:
+  """PSNR / SSIM of a method-A state's images (used by the evaluator and the stage check)."""
+
+  def __init__(self, method, data_cfg):
+    self.method, self.data_cfg = method, data_cfg
+    self.target = method.handcrafted_target()
+    self.names = ("M", "P") if method.mode == "base" else ("M", "P", "R")
+    self._fn = jax.jit(self._batch)
+
+  def _batch(self, state, images):
+    """[0, 1] O, P and R of a normalised batch (R = P in base mode)."""
+    m = self.method
+    p = m.anonymize(state, images)
+    r = p if m.mode == "base" else m.recover(state, p)
+    return tuple(normalize.to_unit(x, m.mean, m.std) for x in (images, p, r))
+
+  def measure(self, state, source, max_images: int):
+    """({metric: mean over the first `max_images` of `source`}, [0,1] examples)."""
+    sums: dict[str, float] = {}
+    count = 0
+    examples = None
+    subset = Subset(source, range(min(int(max_images), len(source))))
+    for batch in pipeline.eval_loader(subset, self.data_cfg):
+      o01, p01, r01 = (np.asarray(x) for x in self._fn(state, batch["image"]))
+      keep = batch["mask"]
+      o01, p01, r01 = o01[keep], p01[keep], r01[keep]
+      m01 = np.stack([self.target(x) for x in o01])
+      images = {"M": m01, "P": p01, "R": r01}
+      for name in self.names:
+        sums[f"psnr_{name}"] = sums.get(f"psnr_{name}", 0.0) + float(
+            np.sum(image_metrics.psnr(images[name], o01)))
+        sums[f"ssim_{name}"] = sums.get(f"ssim_{name}", 0.0) + float(
+            np.sum(image_metrics.ssim(images[name], o01)))
+      count += len(o01)
+      if examples is None:
+        examples = {"O": o01[:GRID_IMAGES], **{k: v[:GRID_IMAGES] for k, v in images.items()}}
+    return {k: v / max(count, 1) for k, v in sums.items()}, examples
+
+
+class ImageQualityEvaluator:
+  """Row `image_quality` on the first `images` query images (config.evals.image_quality)."""
+
+  def __init__(self, quality: ImageQuality, ctx, images: int):
+    self.quality, self.ctx, self.images = quality, ctx, int(images)
+
+  def run(self, state, step: int):
+    rows, examples = self.quality.measure(state, self.ctx.splits.query.source, self.images)
+    if examples is not None:
+      names = ("O",) + self.quality.names
+      grid = np.concatenate([np.concatenate(list(examples[n]), axis=1) for n in names], 0)
+      self.ctx.writer.images(int(step), {"anonymization/O_M_P_R": grid})
+    return {"image_quality": rows}
