@@ -280,6 +280,31 @@ def desensitize(images: jax.Array, method: str, rng: jax.Array | None = None,
   return _as_batch(images, "desensitize")
 
 
+def content_keys(images: jax.Array, rng: jax.Array) -> jax.Array:
+  """One key per image of [B, H, W, C] images in [0, 1], from its 8-bit content:
+  the same image gets the same key wherever it sits in whichever batch."""
+  q = jnp.round(jnp.clip(images, 0.0, 1.0) * 255.0).astype(jnp.uint32)
+  q = q.reshape(q.shape[0], -1)
+  weights = jnp.arange(q.shape[1], dtype=jnp.uint32) * jnp.uint32(0x9E3779B1) + 1
+  h = jnp.sum(q * weights, axis=1, dtype=jnp.uint32)      # wraps modulo 2^32
+  h = (h ^ (h >> 15)) * jnp.uint32(0x85EBCA6B)
+  return jax.vmap(lambda x: jax.random.fold_in(rng, x))(h)
+
+
+def desensitize_per_image(images: jax.Array, method: str, rng: jax.Array | None = None,
+                          **params: Any) -> jax.Array:
+  """`desensitize`, with every image's noise drawn from its own content key
+  (`content_keys`): two images never share a noise field because they share a
+  batch position, and an image's noise does not depend on its batch."""
+  if method != "noise":
+    return desensitize(images, method, rng, **params)
+  if rng is None:
+    raise ValueError("desensitize_per_image: method 'noise' needs an rng key")
+  images = _as_batch(images, "desensitize_per_image")
+  keys = content_keys(images, rng)
+  return jax.vmap(lambda x, k: desensitize(x[None], method, k, **params)[0])(images, keys)
+
+
 # --- NumPy, one image, for the host-side pipeline --------------------------------
 
 

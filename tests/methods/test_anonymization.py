@@ -231,3 +231,22 @@ def test_missing_third_party_checkpoint_fails_before_training(tmp_path):
     trainer.run(config, str(tmp_path / "run"))
   assert checkpoint.latest_step(str(tmp_path / "run")) is None
 
+
+def test_base_noise_at_evaluation_is_per_image_not_per_batch_position():
+  """Base mode's 'anon' images: every image gets its own noise field, the same
+  wherever it sits (once every batch drew from one key, so a query and a gallery
+  image at the same batch position shared their noise)."""
+  config = tiny_config("base,noise,tiny")
+  method = anonymization.Method(config, num_classes=2, steps_per_epoch=2)
+  rng = np.random.default_rng(5)
+  a, b, c = (rng.uniform(0.35, 0.65, (1, 32, 16, 3)).astype(np.float32) for _ in range(3))
+  mean, std = np.asarray(config.data.mean), np.asarray(config.data.std)
+  norm = lambda x: ((x - mean) / std).astype(np.float32)
+  noise = lambda out, x: np.asarray(out) * std + mean - x     # P - O in [0, 1] pixels
+  batch1 = method.anonymize(None, norm(np.concatenate([a, c])))
+  batch2 = method.anonymize(None, norm(np.concatenate([b, a])))
+  n_a1, n_b2, n_a2 = noise(batch1[0], a[0]), noise(batch2[0], b[0]), noise(batch2[1], a[0])
+  # a at position 0 and b at position 0 do not share a noise field ...
+  assert abs(np.corrcoef(n_a1.ravel(), n_b2.ravel())[0, 1]) < 0.2
+  # ... and a's noise is the same at position 0 of one batch and 1 of another.
+  np.testing.assert_allclose(n_a1, n_a2, atol=1e-5)

@@ -166,3 +166,27 @@ def test_describe_guarantee_states_scope_and_numbers():
   assert "large" in text and "query" in text
   with pytest.raises(ValueError, match="delta"):
     dp.describe_guarantee(8.0, 0.0)
+
+
+def test_composition_regimes_are_documented_as_measured():
+  """Small epsilon composes like sqrt(k) epsilon, large epsilon approaches k epsilon;
+  the module says so (it once claimed sqrt(k) growth for large epsilon)."""
+  delta, k = 1e-5, 20
+  big = dp.composed_epsilon(dp.gaussian_sigma(100.0, delta), dp.DEFAULT_SENSITIVITY, delta, k)
+  assert big == pytest.approx(1317, rel=0.01)
+  assert big > 2.5 * math.sqrt(k) * 100.0 and big < k * 100.0
+  small = dp.composed_epsilon(dp.gaussian_sigma(0.5, delta), dp.DEFAULT_SENSITIVITY, delta, k)
+  assert small < 2.0 * math.sqrt(k) * 0.5
+  doc = " ".join(dp.__doc__.split())
+  assert "sqrt(k) * epsilon for large epsilon" not in doc
+  assert "for large epsilon it approaches k * epsilon" in doc
+
+
+def test_gallery_k_counts_real_identities_only_and_reports_the_largest():
+  """The guarantee is stated for the person with the most gallery images; distractors
+  (pid 0) and junk (pid -1) are nobody (the median over all pids once hid both)."""
+  pids = np.array([1] * 9 + [2, 2, 3, 3, 4, 4] + [0] * 50 + [-1] * 5)
+  assert dp.gallery_k(pids) == (9, 2.0)
+  _, counts = np.unique(pids, return_counts=True)
+  assert int(np.median(counts)) != 9          # what the old rows reported
+  assert dp.gallery_k(np.array([0, 0, -1])) == (1, 1.0)

@@ -227,8 +227,8 @@ class Method(base.Method):
     if self.mode == "base":
       x = normalize.to_unit(images, self.mean, self.std)
       key = jax.random.PRNGKey(int(self.config.seed))
-      m = desensitize.desensitize(x, self.desensitize_method, key,
-                                  **self.desensitize_params)
+      m = desensitize.desensitize_per_image(x, self.desensitize_method, key,
+                                            **self.desensitize_params)
       return normalize.from_unit(m, self.mean, self.std)
     return self._generate(state.params, state.batch_stats, "G", images, False)[0]
 

@@ -7,7 +7,9 @@ arrays and hand them to `privreid_jax.privacy`, which never sees the method:
   id_probe        id_probe:clean, id_probe:recon (the probe's identity accuracy on
                   held-out training images, clean and reconstructed), recon:quality
   dp_release      dp:eps=E: clean queries against gallery features released
-                  through the Gaussian mechanism, mean and std over noise draws
+                  through the Gaussian mechanism, mean and std over noise draws;
+                  the per-identity epsilon for the person with the most gallery
+                  images (k_per_id), the median person's beside it
   feature_attack  attack:feature_classifier (privacy/feature_attack.py)
   inversion       attack:inversion (privacy/inversion.py), inversion_grid.png
   features        WORKDIR/features_test.npz for t-SNE across runs
@@ -115,8 +117,7 @@ class DpRelease:
     q, g = ctx.splits.query, ctx.splits.gallery
     qf = ctx.evaluator.features(state, "query", "raw")
     gf = ctx.evaluator.features(state, "gallery", "raw")
-    _, counts = np.unique(np.asarray(g.pids), return_counts=True)
-    k = max(1, int(np.median(counts)))
+    k, k_median = dp.gallery_k(g.pids)
     rows = {}
     for e_i, eps in enumerate(d.epsilons):
       clean = _is_clean(eps)
@@ -144,9 +145,11 @@ class DpRelease:
         sigma = dp.gaussian_sigma(float(eps), d.delta)
         rows[f"dp:eps={float(eps):g}"] = {
             **row, "sigma": sigma, "eps_image": float(eps), "delta": d.delta,
-            "k_per_id": float(k),
+            "k_per_id": float(k), "k_median": k_median,
             "eps_identity": dp.composed_epsilon(sigma, dp.DEFAULT_SENSITIVITY,
-                                                d.delta, k)}
+                                                d.delta, k),
+            "eps_identity_median": dp.composed_epsilon(
+                sigma, dp.DEFAULT_SENSITIVITY, d.delta, max(1, round(k_median)))}
     return rows
 
 
