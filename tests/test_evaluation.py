@@ -3,6 +3,7 @@
 import itertools
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
@@ -295,6 +296,22 @@ def test_pairwise_distance_against_numpy():
     ev.pairwise_distance(a, b, "manhattan")
   with pytest.raises(ValueError, match="shapes"):
     ev.pairwise_distance(a, b[:, :5])
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_chunked_distances_bit_equal_pairwise_distance(metric):
+  # evaluate_features computes the product and the epilogue in two jitted steps;
+  # the distances are those of the jitted pairwise_distance (its former path).
+  pairwise_jit = jax.jit(ev.pairwise_distance, static_argnames="metric")
+  rng = np.random.default_rng(21)
+  qf = (rng.standard_normal((23, 40)) * rng.uniform(0.1, 10, (23, 1))).astype(np.float32)
+  gf = (rng.standard_normal((71, 40)) * rng.uniform(0.1, 10, (71, 1))).astype(np.float32)
+  for chunk in (5, 23):
+    for s, got in ev._chunked_distances(qf, gf, metric, chunk):
+      block = np.zeros((chunk, qf.shape[1]), np.float32)   # chunks are zero-padded
+      block[:got.shape[0]] = qf[s:s + chunk]
+      want = np.asarray(pairwise_jit(block, gf, metric=metric))[:got.shape[0]]
+      assert got.dtype == np.float32 and got.tobytes() == want.tobytes(), (chunk, s)
 
 
 @pytest.mark.parametrize("metric", ["euclidean", "cosine"])
