@@ -1,0 +1,162 @@
+"""Re-ID features of a folder of images with a trained run.
+
+  python -m privreid_jax.extract --checkpoint=WORKDIR --input=IMAGES --output=feats.npz [--kind=raw]
+
+Loads the latest checkpoint of WORKDIR (any method), embeds every image under
+--input (recursively, sorted; resized and normalised as training's
+evaluation) and writes one .npz file:
+
+  features  float32 [N, D]   the retrieval feature (post-BN, not L2-normalised)
+  names     str [N]          paths relative to --input
+  pids      int32 [N]        Market-style names (`0001_c2s1_...`): the person id, else -1
+  camids    int32 [N]        ... the 0-based camera (as the datasets' camids), else -1
+  parsed    bool [N]         whether the name parsed (a Market pid may itself be -1)
+  skipped   str [K]          files that could not be read as images
+  kind, step, checkpoint     what was embedded with what
+
+--kind=anon (method A) embeds G(O) instead of the raw image. Files that cannot
+be read as images are skipped with a warning and counted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+
+import numpy as np
+
+from privreid_jax import api
+
+
+@dataclasses.dataclass
+class Features:
+  features: np.ndarray
+  names: list[str]
+  pids: np.ndarray
+  camids: np.ndarray
+  parsed: np.ndarray
+  skipped: list[str]
+
+
+def list_files(folder: str) -> list[str]:
+  """Relative paths of the non-hidden files under `folder`, sorted."""
+  out = []
+  for root, dirs, names in os.walk(folder):
+    dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+    out += [os.path.relpath(os.path.join(root, n), folder) for n in names
+            if not n.startswith(".")]
+  return sorted(out)
+
+
+def market_ids(name: str) -> tuple[int, int, bool]:
+  """(pid, 0-based camid, parsed) of a file name in the Market pattern."""
+  from privreid_jax.data import datasets
+  from privreid_jax.data.records import DatasetError
+  try:
+    pid, cam = datasets.parse_market_name(name)
+  except DatasetError:
+    return -1, -1, False
+  return pid, cam - 1, True
+
+
+def check_paths(input_dir: str, output: str) -> None:
+  """One-line errors for a missing input folder or an output that is a folder."""
+  if not os.path.isdir(input_dir):
+    raise FileNotFoundError(f"--input={input_dir}: no such folder")
+  if os.path.isdir(output) or output.endswith(os.sep):
+    raise ValueError(f"--output={output} is a folder; give a file name such as "
+                     f"{os.path.join(output, 'features.npz')}")
+
+
+def extract_folder(model: api.Model, input_dir: str, kind: str = "raw",
+                   batch_size: int = api.DEFAULT_BATCH, progress: bool = True) -> Features:
+  """Features of every readable image under `input_dir` (see the module doc)."""
+  from tqdm import tqdm
+  from privreid_jax.data.records import DatasetError
+  if not os.path.isdir(input_dir):
+    raise FileNotFoundError(f"--input={input_dir}: no such folder")
+  if kind not in model.kinds:
+    raise ValueError(f"--kind={kind}: a {model.config.method!r} run embeds "
+                     f"{' | '.join(model.kinds)}")
+  if batch_size < 1:
+    raise ValueError(f"--batch_size={batch_size}: must be >= 1")
+  files = list_files(input_dir)
+  if not files:
+    raise FileNotFoundError(f"--input={input_dir}: no files")
+  names, feats, skipped = [], [], []
+  with tqdm(total=len(files), unit="img", disable=not progress,
+            dynamic_ncols=True) as bar:
+    for i in range(0, len(files), batch_size):
+      images = []
+      for name in files[i:i + batch_size]:
+        try:
+          images.append(api.read_image(os.path.join(input_dir, name), name))
+          names.append(name)
+        except DatasetError as e:
+          api.warn(f"skipping {name}: {e}")
+          skipped.append(name)
+      if images:
+        feats.append(model.embed(images, kind, batch_size=batch_size, fixed_batch=True))
+      bar.update(len(files[i:i + batch_size]))
+  if not names:
+    raise ValueError(f"--input={input_dir}: none of its {len(files)} files is a "
+                     "readable image")
+  ids = [market_ids(n) for n in names]
+  return Features(np.concatenate(feats), names,
+                  np.array([p for p, _, _ in ids], np.int32),
+                  np.array([c for _, c, _ in ids], np.int32),
+                  np.array([ok for _, _, ok in ids], bool), skipped)
+
+
+def save(path: str, out: Features, *, kind: str, step: int, checkpoint: str) -> None:
+  """Writes `out` as the .npz of the module doc (exactly at `path`, atomically)."""
+  folder = os.path.dirname(os.path.abspath(path))
+  os.makedirs(folder, exist_ok=True)
+  tmp = path + ".tmp"
+  with open(tmp, "wb") as f:
+    np.savez(f, features=out.features.astype(np.float32), names=np.array(out.names, str),
+             pids=out.pids, camids=out.camids, parsed=out.parsed,
+             skipped=np.array(out.skipped, str).reshape(-1), kind=np.array(kind),
+             step=np.array(step, np.int64), checkpoint=np.array(checkpoint))
+  os.replace(tmp, path)
+
+
+def _define(fv):
+  from absl import flags
+  flags.DEFINE_string("checkpoint", None, "A run's workdir (or its checkpoints/ folder).",
+                      flag_values=fv)
+  flags.DEFINE_string("input", None, "Folder of images (read recursively).", flag_values=fv)
+  flags.DEFINE_string("output", None, "The .npz file to write (its folder is created).",
+                      flag_values=fv)
+  flags.DEFINE_string("kind", "raw", "Image kind to embed: raw, or for method A anon "
+                      "(G(O)) or recovered.", flag_values=fv)
+  flags.DEFINE_integer("batch_size", api.DEFAULT_BATCH, "Images per forward pass.",
+                       flag_values=fv)
+  for name in ("checkpoint", "input", "output"):
+    flags.mark_flag_as_required(name, flag_values=fv)
+  return fv
+
+
+def main(argv=None) -> None:
+  from absl import flags
+  fv = _define(flags.FlagValues())
+  api.parse_flags(fv, argv, __doc__)
+  try:
+    check_paths(fv.input, fv.output)
+  except (FileNotFoundError, ValueError) as e:
+    api.fail(api.one_line(e))
+  model = api.load_for_cli(fv.checkpoint)
+  try:
+    out = extract_folder(model, fv.input, fv.kind, fv.batch_size,
+                         progress=True)
+    save(fv.output, out, kind=fv.kind, step=model.step, checkpoint=model.path)
+  except (FileNotFoundError, ValueError, OSError) as e:
+    api.fail(api.one_line(e))
+  print(f"extracted {len(out.names)} features ({out.features.shape[1]}-d, kind "
+        f"{fv.kind}, checkpoint step {model.step}) into {fv.output}; skipped "
+        f"{len(out.skipped)} unreadable files")
+
+
+if __name__ == "__main__":
+  main()
