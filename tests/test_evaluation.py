@@ -359,6 +359,11 @@ def test_features_bad_inputs():
     ev.evaluate_features(qf, gf, qp, gp, qc, gc, chunk_size=0)
   with pytest.raises(ValueError, match="qf"):
     ev.evaluate_features(np.full_like(qf, np.nan), gf, qp, gp, qc, gc)
+  for bad in (np.nan, np.inf, -np.inf):               # a single bad entry is found
+    g = gf.copy()
+    g[-1, 1] = bad
+    with pytest.raises(ValueError, match="gf contains NaN or infinite"):
+      ev.evaluate_features(qf, g, qp, gp, qc, gc)
 
 
 # ----------------------------------------------------------------------------

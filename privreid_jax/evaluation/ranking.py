@@ -470,7 +470,8 @@ def _as_features(name: str, x) -> np.ndarray:
   x = np.asarray(x, np.float32)
   if x.ndim != 2:
     raise ValueError(f"{name} must be [N, D] features, got shape {x.shape}")
-  if not np.isfinite(x).all():
+  # min / max propagate NaN and show +-inf, without a [N, D] temporary.
+  if x.size and not (np.isfinite(np.min(x)) and np.isfinite(np.max(x))):
     raise ValueError(f"{name} contains NaN or infinite values")
   return x
 
