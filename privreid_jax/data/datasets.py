@@ -29,6 +29,7 @@ import os
 import re
 from typing import Sequence
 
+from privreid_jax.data.records import SMALL_DATASETS
 from privreid_jax.data.records import DatasetError
 from privreid_jax.data.records import Record
 from privreid_jax.data.records import ReidDataset
@@ -84,6 +85,10 @@ def load_dataset(name: str, root: str, *,
                  cuhk03_subset: str = "labeled") -> ReidDataset:
   """Parses the dataset `name` found at `root` (the dataset folder or its parent)."""
   if name not in KNOWN_DATASETS:
+    if name in SMALL_DATASETS:
+      raise DatasetError(f"dataset {name!r} is not one of load_dataset's "
+                         f"{', '.join(KNOWN_DATASETS)}: load it with "
+                         "catalog.load or small_datasets.load_small_dataset")
     raise DatasetError(f"unknown dataset name {name!r}; known: "
                        f"{', '.join(KNOWN_DATASETS)}")
   if not root:
@@ -142,6 +147,10 @@ def usual_location(name: str, parent: str, *,
   cuhk03-np/<subset>/, ...), not `parent` itself; None if absent.
   """
   if name not in KNOWN_DATASETS:
+    if name in SMALL_DATASETS:
+      raise DatasetError(f"dataset {name!r} is not one of load_dataset's "
+                         f"{', '.join(KNOWN_DATASETS)}: load it with "
+                         "catalog.load or small_datasets.load_small_dataset")
     raise DatasetError(f"unknown dataset name {name!r}; known: "
                        f"{', '.join(KNOWN_DATASETS)}")
   if name == "msmt17":

@@ -12,7 +12,8 @@
   it (torchreid offsets by the number of cameras, which can collide when a
   source's training cameras are not 0..k-1). Random-split datasets use
   `data.split_index`. The query and gallery are the test split of `data.name`,
-  opened with `open_eval_splits` (it may be one of the sources or not).
+  opened with `open_eval_splits` (it may be one of the sources or not; an
+  empty `data.name` takes the first source found).
   Folder sources only (`data.source = "folder"`).
 * `config.data.combineall = True` (torchreid's combineall): a dataset's query
   and gallery images join its training split, their identities numbered after
@@ -197,7 +198,10 @@ def open_multi_source(data_cfg) -> splits_lib.Splits:
   if not parts:
     raise DatasetError(f"none of config.data.sources ({', '.join(names)}) found under "
                        f"{root} (expected {_where(root, names[0], data_cfg)}, ...)")
-  target = data_cfg.name
+  target = data_cfg.name or next(iter(loaded))   # "": the first source found
+  if not data_cfg.name:
+    logging.info("config.data.name is empty: %s's test split is the run's query/gallery",
+                 target)
   if target in loaded:
     test = from_dataset(loaded[target])
     if combineall:
@@ -212,17 +216,14 @@ def open_multi_source(data_cfg) -> splits_lib.Splits:
 def open_eval_splits(data_cfg, name: str) -> splits_lib.Splits:
   """Dataset `name`'s splits for cross-dataset evaluation: use `.query` and `.gallery`.
 
-  With `name == data.name` and no sources this is the training dataset's own
-  splits (any source, root or generated synthetic data). Otherwise `name` is
-  looked for in its usual folder under `data.root` (without sources, also
+  (`splits.open_eval_splits` opens `name == data.name` without sources itself:
+  the training dataset's own splits.) `name` is looked for in its usual folder under `data.root` (without sources, also
   beside data.root, the training dataset's folder), read from image folders
   with `data.split_index`; synthetic data not found there is generated in its
   default cache folder.
   """
   catalog.check_name(name, "evaluation dataset")
   sources = _sources(data_cfg)
-  if name == data_cfg.name and not sources:
-    return splits_lib._open_test_splits(data_cfg)  # pylint: disable=protected-access
   root = data_cfg.root
   parents = []
   if root:

@@ -6,6 +6,11 @@ import dataclasses
 from typing import Sequence
 
 
+# The small public datasets (small_datasets.py), named here so that every reader
+# can point to their loader without importing it.
+SMALL_DATASETS = ("viper", "grid", "prid2011", "cuhk01", "ilids")
+
+
 class DatasetError(ValueError):
   """A dataset folder or file is missing, empty or malformed (one-line message)."""
 

@@ -61,12 +61,13 @@ from typing import Callable
 import numpy as np
 
 from privreid_jax.data import datasets
+from privreid_jax.data import records
 from privreid_jax.data.records import DatasetError
 from privreid_jax.data.records import Record
 from privreid_jax.data.records import ReidDataset
 from privreid_jax.data.records import relabel
 
-SMALL_DATASETS = ("viper", "grid", "prid2011", "cuhk01", "ilids")
+SMALL_DATASETS = records.SMALL_DATASETS
 NUM_SPLITS = 10
 PRID_PAIRED_IDS = 200   # PRID 2011: pids 1..200 are the people seen by both cameras
 GRID_NUM_CAMS = 8

@@ -112,6 +112,8 @@ def open_eval_splits(data_cfg, name: str) -> Splits:
   data.root (or beside the training dataset's folder); data.name itself without
   data.sources is the training dataset's own test split.
   """
+  if name == data_cfg.name and not data_cfg.get("sources", ()):
+    return _open_test_splits(data_cfg)
   return multi_source.open_eval_splits(data_cfg, name)
 
 
