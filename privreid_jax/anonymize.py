@@ -9,14 +9,15 @@ the result under --output with the same relative path, file name and size
 (each image is resized to the model's size and back, PIL bilinear). Files that
 cannot be read as images are skipped with a warning and counted. The input is
 never written to: an output folder equal to, inside or containing the input is
-refused.
+refused (symbolic links resolved), and so are an output that is a file and a
+folder that cannot be written, before anything is loaded. Every such user
+error is one line on stderr (exit code 1; 2 for a bad command line).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 from typing import Iterator
 
 import numpy as np
@@ -42,16 +43,43 @@ def _inside(path: str, folder: str) -> bool:
   return os.path.commonpath([path, folder]) == folder
 
 
+def _existing_parent(path: str) -> str:
+  """The nearest existing folder (or file) on the way up from `path`."""
+  path = os.path.abspath(path)
+  while not os.path.exists(path):
+    parent = os.path.dirname(path)
+    if parent == path:
+      break
+    path = parent
+  return path
+
+
 def check_folders(input_dir: str, output_dir: str) -> None:
-  """One-line errors for a missing input or an output that could touch it."""
-  if not os.path.isdir(input_dir):
+  """One-line errors for a missing input, an output that could touch it, an
+  output that is a file or that cannot be created or written (it is created
+  here, empty, when the checks pass)."""
+  if not os.path.exists(input_dir):
     raise FileNotFoundError(f"--input={input_dir}: no such folder")
+  if not os.path.isdir(input_dir):
+    raise NotADirectoryError(f"--input={input_dir} is a file; pick a folder of images")
   if _inside(output_dir, input_dir):
     raise ValueError(f"--output={output_dir} is inside (or equal to) --input="
                      f"{input_dir}; pick a folder outside the input")
   if _inside(input_dir, output_dir):
     raise ValueError(f"--output={output_dir} contains --input={input_dir}; pick a "
                      "folder that does not contain the input")
+  if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+    raise FileExistsError(f"--output={output_dir} is an existing file; pick a folder")
+  parent = _existing_parent(output_dir)
+  if not os.path.isdir(parent):
+    raise NotADirectoryError(f"--output={output_dir}: {parent} is a file, not a folder")
+  try:
+    os.makedirs(output_dir, exist_ok=True)
+  except OSError as e:
+    raise PermissionError(f"--output={output_dir}: cannot create it "
+                          f"({e.strerror or e})") from None
+  if not os.access(output_dir, os.W_OK | os.X_OK):
+    raise PermissionError(f"--output={output_dir} is not writable")
 
 
 def _files(folder: str) -> list[str]:
@@ -149,21 +177,30 @@ def process_folder(anonymizer: Anonymizer, input_dir: str, output_dir: str,
 
 
 def main(argv):
+  from privreid_jax import cli, errors, interrupts
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    cli.fail(f"unexpected arguments: {' '.join(argv[1:])}", cli.USAGE_EXIT)
   logging.set_verbosity(logging.WARNING)
   try:
-    check_folders(_INPUT.value, _OUTPUT.value)
-    anonymizer = Anonymizer(_CHECKPOINT.value, recover=_RECOVER.value)
-    summary = process_folder(anonymizer, _INPUT.value, _OUTPUT.value, _BATCH.value)
-  except (FileNotFoundError, ValueError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
+    with interrupts.handled():
+      if _BATCH.value < 1:
+        raise ValueError(f"--batch_size={_BATCH.value}: must be >= 1")
+      check_folders(_INPUT.value, _OUTPUT.value)
+      anonymizer = Anonymizer(_CHECKPOINT.value, recover=_RECOVER.value)
+      summary = process_folder(anonymizer, _INPUT.value, _OUTPUT.value, _BATCH.value)
+  except KeyboardInterrupt as e:
+    cli.fail(f"interrupted by {getattr(e, 'signal_name', 'SIGINT')}: the images "
+             f"written so far are in {_OUTPUT.value}", 128 + getattr(e, "signum", 2))
+  except Exception as e:  # pylint: disable=broad-except
+    if not (errors.is_user_error(e) or type(e) is ValueError):
+      raise
+    cli.fail(errors.describe(e))
   what = "recovered" if _RECOVER.value else "anonymized"
   print(f"{what} {summary.written} images into {_OUTPUT.value} (checkpoint step "
         f"{anonymizer.step}); skipped {len(summary.skipped)} unreadable files")
 
 
 if __name__ == "__main__":
+  from privreid_jax import cli as _cli
   flags.mark_flags_as_required(["checkpoint", "input", "output"])
-  app.run(main)
+  app.run(main, flags_parser=_cli.parse_flags)

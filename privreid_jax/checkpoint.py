@@ -30,7 +30,10 @@ class Checkpoints:
     self.directory = os.path.abspath(directory)
     self.manager = ocp.CheckpointManager(
         self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+        # A save cut short (kill -9 mid-checkpoint) leaves only a temporary folder,
+        # never listed as a step; it is removed when the run is reopened.
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                             cleanup_tmp_directories=True),
         item_names=("state", "data", "meta"))
 
   def latest_step(self) -> int | None:
@@ -41,6 +44,12 @@ class Checkpoints:
         state=ocp.args.StandardSave(state),
         data=ocp.args.JsonSave(data_state),
         meta=ocp.args.JsonSave(meta)))
+
+  def read_meta(self, step: int | None = None) -> dict:
+    """The run metadata (config, step, ...) of `step` (default: the latest)."""
+    step = self.latest_step() if step is None else step
+    out = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+    return dict(out["meta"] or {})
 
   def restore(self, abstract_state: Any, step: int | None = None):
     """Returns (state, data_state, meta) of `step` (default: the latest)."""

@@ -2,6 +2,12 @@
 
 clu's metric_writers import TensorFlow, so TensorBoard event files are written
 with tensorboardX. Only process 0 writes.
+
+eval_metrics.jsonl holds one row per (step, setting): evaluating a step again
+(a resume that redoes training lost in a crash, or a failed evaluation rerun)
+replaces that step's row in place instead of adding a second one.
+`evaluated_steps.json` lists the steps whose evaluation round completed, so a
+resume can tell a round cut short (re-run it) from one that finished.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import numpy as np
 from absl import logging
 
 EVAL_FILE = "eval_metrics.jsonl"
+ROUNDS_FILE = "evaluated_steps.json"
 EVAL_KEYS = ("rank1", "rank5", "rank10", "mAP", "mINP")
 
 
@@ -23,6 +30,9 @@ class MetricWriter:
   def __init__(self, workdir: str, tensorboard: bool = True):
     self.workdir = workdir
     self.active = jax.process_index() == 0
+    if self.active:
+      _repair(workdir)
+    self._keys = {(r["step"], r["setting"]) for r in read_eval_rows(workdir)}
     self._tb = None
     if self.active and tensorboard:
       from tensorboardX import SummaryWriter
@@ -50,13 +60,26 @@ class MetricWriter:
     row = {"step": int(step), "epoch": int(epoch), "setting": setting}
     row.update({k: float(v) for k, v in metrics.items()})
     if self.active:
-      with open(os.path.join(self.workdir, EVAL_FILE), "a") as f:
-        f.write(json.dumps(row) + "\n")
+      key = (row["step"], setting)
+      if key in self._keys:      # evaluated again: replace the old row in place
+        rows = [row if (r["step"], r["setting"]) == key else r
+                for r in read_eval_rows(self.workdir)]
+        _write_rows(os.path.join(self.workdir, EVAL_FILE), rows)
+      else:
+        with open(os.path.join(self.workdir, EVAL_FILE), "a") as f:
+          f.write(json.dumps(row) + "\n")
+        self._keys.add(key)
       if self._tb is not None:
         tag = setting.replace("->", "_to_")   # TensorBoard tags allow no '>'
         for k, v in metrics.items():
           self._tb.add_scalar(f"eval/{tag}/{k}", float(v), step)
     return row
+
+  def round_done(self, step: int) -> None:
+    """Records that the evaluation round of `step` completed."""
+    if self.active:
+      steps = sorted(set(evaluated_steps(self.workdir) or []) | {int(step)})
+      _write_json(os.path.join(self.workdir, ROUNDS_FILE), steps)
 
   def flush(self) -> None:
     if self._tb is not None:
@@ -68,11 +91,57 @@ class MetricWriter:
 
 
 def read_eval_rows(workdir: str) -> list[dict]:
+  """The rows of WORKDIR/eval_metrics.jsonl; a last line cut short by a crash
+  mid-write is left out."""
   path = os.path.join(workdir, EVAL_FILE)
   if not os.path.exists(path):
     return []
   with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+    lines = [line for line in f.read().split("\n") if line.strip()]
+  rows = []
+  for i, line in enumerate(lines):
+    try:
+      rows.append(json.loads(line))
+    except ValueError:
+      if i != len(lines) - 1:
+        raise ValueError(f"{path}: line {i + 1} is not JSON") from None
+  return rows
+
+
+def _repair(workdir: str) -> None:
+  """Drops a partial last line (a crash mid-append) so appends start a new line."""
+  path = os.path.join(workdir, EVAL_FILE)
+  if not os.path.exists(path) or not os.path.getsize(path):
+    return
+  with open(path, "rb") as f:
+    f.seek(-1, os.SEEK_END)
+    complete = f.read(1) == b"\n"
+  if not complete:
+    _write_rows(path, read_eval_rows(workdir))
+
+
+def evaluated_steps(workdir: str) -> list[int] | None:
+  """Steps whose evaluation round completed (None: a workdir from before the record)."""
+  path = os.path.join(workdir, ROUNDS_FILE)
+  if not os.path.exists(path):
+    return None
+  try:
+    with open(path) as f:
+      return [int(s) for s in json.load(f)]
+  except (OSError, ValueError, TypeError):
+    return None
+
+
+def _write_json(path: str, value: Any) -> None:
+  with open(path + ".tmp", "w") as f:
+    json.dump(value, f)
+  os.replace(path + ".tmp", path)
+
+
+def _write_rows(path: str, rows) -> None:
+  with open(path + ".tmp", "w") as f:
+    f.write("".join(json.dumps(r) + "\n" for r in rows))
+  os.replace(path + ".tmp", path)
 
 
 def merge_eval_rows(workdir: str, run_workdirs) -> None:

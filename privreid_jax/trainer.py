@@ -11,7 +11,11 @@ costs the training before it.
 
 from __future__ import annotations
 
+import contextlib
+import fnmatch
+import json
 import os
+import signal
 import time
 
 import jax
@@ -19,16 +23,22 @@ import numpy as np
 from absl import logging
 from clu import parameter_overview
 
-from privreid_jax import checkpoint, metric_writers, sharding, train_state
-from privreid_jax.data import pipeline, splits as data_splits
+from privreid_jax import (checkpoint, config_checks, errors, interrupts, metric_writers,
+                          sharding, train_state, workdir_lock)
+from privreid_jax.data import image_check, pipeline, splits as data_splits
+from privreid_jax.data.records import DatasetError
 from privreid_jax.evaluation import base as eval_base
 from privreid_jax.evaluation.reid import ReidEvaluator
 from privreid_jax.methods import base as methods_base
 from privreid_jax.methods.base import RunContext, RunResult
 
 
+IMAGE_CHECK_FILE = "image_check.json"   # cache of the startup image check
+
+
 class NonFiniteLossError(FloatingPointError):
-  """Raised when a training loss turns NaN or inf (nothing is saved after it)."""
+  """Raised when a training loss, the parameters or evaluation features turn NaN
+  or inf (nothing is saved after it; the message names the step)."""
 
 
 def example_batch(data_cfg, paired: bool, size: int = 2) -> dict[str, np.ndarray]:
@@ -106,6 +116,102 @@ def _rows_at(workdir: str, step: int) -> dict[str, dict[str, float]]:
           for r in metric_writers.read_eval_rows(workdir) if r["step"] == step}
 
 
+
+# --- resume: the same run, or a one-line error ------------------------------------
+
+# Keys that may differ on resume (a warning lists them): they change what is logged,
+# when evaluations and checkpoints happen, or how fast data loads, never the
+# trained weights or the value of an evaluation row.
+RESUMABLE_KEYS = ("log.*", "eval.every_epochs", "evals.*.every_epochs",
+                  "evals.*.enabled", "checkpoint.every_epochs", "checkpoint.keep",
+                  "data.num_workers")
+
+
+def _flatten(tree, prefix: str = "") -> dict[str, object]:
+  out = {}
+  for key, value in tree.items():
+    path = f"{prefix}{key}"
+    if isinstance(value, dict):
+      out.update(_flatten(value, path + "."))
+    else:
+      out[path] = value
+  return out
+
+
+def _short(value) -> str:
+  text = json.dumps(value)
+  return text if len(text) <= 40 else text[:37] + "..."
+
+
+def config_differences(saved: dict, config) -> tuple[list[str], list[str]]:
+  """(blocking, tolerated) differences between a checkpoint's saved config (its
+  JSON) and `config`, each as "key old -> new"; keys present on one side only
+  (added or removed by a code change) are tolerated."""
+  new = _flatten(json.loads(config.to_json_best_effort()))
+  old = _flatten(saved)
+  blocking, tolerated = [], []
+  for key in sorted(set(old) | set(new)):
+    if key not in old or key not in new:
+      where = "new key" if key not in old else "no longer in the config"
+      tolerated.append(f"{key} ({where})")
+      continue
+    if old[key] == new[key]:
+      continue
+    text = f"{key} {_short(old[key])} -> {_short(new[key])}"
+    if any(fnmatch.fnmatchcase(key, pattern) for pattern in RESUMABLE_KEYS):
+      tolerated.append(text)
+    else:
+      blocking.append(text)
+  return blocking, tolerated
+
+
+def _check_resume(meta: dict, config, workdir: str, step: int) -> None:
+  saved = meta.get("config")
+  if not isinstance(saved, dict):
+    logging.warning("the checkpoint of step %d in %s records no config: cannot check "
+                    "that this run continues it", step, workdir)
+    return
+  blocking, tolerated = config_differences(saved, config)
+  if blocking:
+    raise errors.ResumeMismatchError(
+        f"--workdir={workdir} holds a run (checkpoint step {step}) with a different "
+        f"config: {'; '.join(blocking)}; rerun with its values or use a new --workdir")
+  if tolerated:
+    logging.warning("resuming step %d with config changes that do not change the run: "
+                    "%s", step, "; ".join(tolerated))
+
+
+# --- evaluation: features must be finite ---------------------------------------------
+
+
+class _FiniteFeatures(ReidEvaluator):
+  """The run's Re-ID evaluator, refusing non-finite features (named by step)."""
+
+  step: int = -1
+
+  def features(self, state, split: str, kind: str) -> np.ndarray:
+    out = super().features(state, split, kind)
+    if not np.all(np.isfinite(out)):
+      raise NonFiniteLossError(
+          f"the {split} features ({kind} images) hold NaN or inf at step {self.step}: "
+          f"stopping; the checkpoint of step {self.step} was written before this "
+          "evaluation")
+    return out
+
+
+def _check_identities(config, splits) -> None:
+  batch, k = int(config.data.batch_size), int(config.data.num_instances)
+  have = len(np.unique(splits.train.pids))
+  if have < batch // k:
+    raise errors.ConfigError(
+        f"config.data.batch_size={batch}: with config.data.num_instances={k} a batch "
+        f"holds {batch // k} identities, but the training split has only {have}; "
+        f"use at most {have * k}")
+
+
+# --- the run -----------------------------------------------------------------------
+
+
 def run(config, workdir: str, *, options=None,
         resume_from: tuple[str, int] | None = None) -> RunResult:
   """Trains and evaluates `config.method` in `workdir`.
@@ -118,154 +224,237 @@ def run(config, workdir: str, *, options=None,
 
   Returns the run's last evaluation, its workdir and last checkpointed step,
   and the stop request of a hook that ended it early.
+
+  Before anything is compiled: every config value is checked
+  (`config_checks`), the workdir is locked (`workdir_lock`), a checkpoint there
+  must have been written with the same config (up to RESUMABLE_KEYS), and every
+  query and gallery image must decode (`data/image_check.py`). SIGINT and
+  SIGTERM save a checkpoint and raise `interrupts.Interrupted`.
   """
   options = dict(options or {})
+  config_checks.check(config)
   workdir = os.path.abspath(workdir)
-  os.makedirs(workdir, exist_ok=True)
-  logging.get_absl_handler().addFilter(_QuietLibraries())
-  mesh = sharding.make_mesh()
-  sharding.check_batch_size(config.data.batch_size)
-  logging.info("devices: %d x %s, processes: %d", jax.device_count(),
-               jax.devices()[0].platform, jax.process_count())
-
-  splits = data_splits.open_splits(config.data)
-  logging.info("dataset\n%s", splits.summary())
-  method_cls = methods_base.load(config.method)
-  targets = method_cls.train_targets(config, options)
-  loader = pipeline.train_loader(
-      splits.train.source, splits.train.pids, config.data, seed=config.seed,
-      process_index=jax.process_index(), process_count=jax.process_count(),
-      targets=targets)
-  steps_per_epoch = config.optim.steps_per_epoch or loader.steps_per_epoch
-  total_steps = config.optim.epochs * steps_per_epoch
-  method = method_cls(config, num_classes=splits.num_train_pids,
-                      steps_per_epoch=steps_per_epoch, options=options)
-
-  repl = sharding.replicated(mesh)
-  template = example_batch(config.data, targets is not None)
-  rng = jax.random.PRNGKey(config.seed)
-  init_fn = jax.jit(method.init, out_shardings=repl)
-  abstract = checkpoint.abstract_like(jax.eval_shape(init_fn, rng, template), repl)
-  ckpts = checkpoint.Checkpoints.of_run(workdir, keep=config.checkpoint.keep)
-  resumed_meta: dict = {}
-  if ckpts.latest_step() is not None:
-    state, data_state, resumed_meta = ckpts.restore(abstract)
-    loader.set_state(data_state)
-    logging.info("resumed from %s at step %d", ckpts.directory, int(state.step))
-  elif resume_from is not None:
-    state, data_state, _ = checkpoint.restore_from_run(*resume_from, abstract)
-    loader.set_state(data_state)
-    logging.info("continuing %s from step %d", resume_from[0], int(state.step))
-  elif config.checkpoint.init_file:
-    init = checkpoint.restore_init(config.checkpoint.init_file, abstract)
-    state = init_fn(rng, template).replace(params=init.params,
-                                           batch_stats=init.batch_stats)
-    logging.info("initialised from %s", config.checkpoint.init_file)
-  else:
-    state = init_fn(rng, template)
-  logging.info("parameters\n%s", parameter_overview.get_parameter_overview(
-      jax.device_get(state.params)))
-
-  start = int(state.step)
-  if resumed_meta.get("stop") is not None:     # stopped by a hook before a crash
-    logging.info("this run stopped at step %d at its method's request", start)
-    ckpts.close()
-    return RunResult(_rows_at(workdir, start), workdir, start, resumed_meta["stop"])
-
-  writer = metric_writers.MetricWriter(workdir, config.log.tensorboard)
-  evaluator = ReidEvaluator(method, splits, config.data, config.eval, mesh, cache=True)
-  ctx = RunContext(config, workdir, splits, evaluator, writer, mesh)
-  evaluators = _evaluators(method, ctx)
-  step_fn = jax.jit(method.train_step,
-                    in_shardings=(repl, sharding.data_sharded(mesh)),
-                    out_shardings=(repl, repl), donate_argnums=0)
-  finite_fn = jax.jit(lambda s: train_state.all_finite((s.params, s.batch_stats)))
-
-  data_state = loader.get_state()  # iterator position matching `state`
-
-  def save(step: int) -> None:
-    if not bool(finite_fn(state)):
-      raise NonFiniteLossError(f"parameters are not finite at step {step}: not saving; "
-                               f"the last good checkpoint in {ckpts.directory} is intact")
-    ckpts.save(step, state, data_state,
-               checkpoint.config_meta(config, step=step, epoch=step // steps_per_epoch,
-                                      stop=ctx.stop_info))
-
-  def evaluate(step: int, last: bool) -> dict:
-    t0 = time.time()
-    epoch = step // steps_per_epoch
-    evaluator.clear()
-    results = {}
-    for name, ev, schedule in evaluators:
-      if not schedule.due(epoch, last):
-        continue
-      rows = ev.run(state, step)
-      for setting, metrics in rows.items():
-        writer.eval_row(step, epoch, setting, metrics)
-        logging.info("eval step %d %s: %s", step, setting,
-                     " ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
-      results.update(rows)
-    evaluator.clear()
-    if results:
-      logging.info("evaluation took %.1fs", time.time() - t0)
-    return results
-
-  results: dict = {}
-  if start >= total_steps:
-    logging.info("already trained to step %d of %d", start, total_steps)
-    results = _rows_at(workdir, start) or evaluate(start, last=True)
-    ckpts.close()
-    writer.close()
-    return RunResult(results, workdir, start)
-
-  from tqdm import tqdm
-  bar = tqdm(total=total_steps, initial=start, unit="step", dynamic_ncols=True,
-             disable=not config.log.progress or jax.process_index() != 0)
-  losses = _Loss()
-  it = iter(loader)
-  t_window, n_window = time.time(), 0
-  t_start = time.time()
+  lock = workdir_lock.acquire(workdir)
+  if lock.took_over:
+    logging.warning("took over the stale lock of process %s on %s (no longer running)",
+                    lock.took_over.get("pid"), lock.took_over.get("host"))
   try:
-    for step in range(start, total_steps):
-      batch = sharding.global_batch(mesh, next(it))
-      state, metrics = step_fn(state, batch)
-      data_state = loader.get_state()
-      losses.push(step, metrics)
-      n_window += 1
-      bar.update(1)
-      done_steps = step + 1
-      if done_steps % config.log.every_steps == 0 or done_steps == total_steps:
-        means = losses.means()
-        rate = n_window * config.data.batch_size / max(time.time() - t_window, 1e-9)
-        means["images_per_sec"] = rate
-        writer.scalars(done_steps, means)
-        bar.set_postfix(loss=f"{means.get('loss', float('nan')):.3f}",
-                        img_s=f"{rate:.1f}")
-        t_window, n_window = time.time(), 0
-      if done_steps % steps_per_epoch == 0:
-        losses.flush()
-        epoch = done_steps // steps_per_epoch
-        state = method.on_epoch_end(state, epoch, ctx)
-        stop = ctx.stop_info is not None
-        last = done_steps == total_steps or stop
-        if last or epoch % config.checkpoint.every_epochs == 0:
-          save(done_steps)
-        results = evaluate(done_steps, last) or results
-        if stop:
-          logging.info("stopping after epoch %d at the method's request", epoch)
-          break
-  except KeyboardInterrupt:
-    losses.flush()
-    logging.warning("interrupted at step %d: saving a checkpoint", int(state.step))
-    save(int(state.step))
-    ckpts.wait()
-    raise
+    with interrupts.handled():
+      try:
+        return _run(config, workdir, options, resume_from)
+      except interrupts.Interrupted as e:
+        if e.detail is None:
+          e.detail = "before training started: nothing new to save"
+        raise
   finally:
-    bar.close()
-    ckpts.close()
-    writer.close()
-  elapsed = time.time() - t_start
-  end = int(state.step)
-  logging.info("trained steps %d..%d in %.1fs (%.2f img/s)", start, end,
-               elapsed, (end - start) * config.data.batch_size / elapsed)
-  return RunResult(results, workdir, end, ctx.stop_info)
+    lock.release()
+
+
+def _run(config, workdir: str, options: dict,
+         resume_from: tuple[str, int] | None) -> RunResult:
+  logging.get_absl_handler().addFilter(_QuietLibraries())
+  with contextlib.ExitStack() as cleanup:
+    # Closed however the run ends (worker processes must not outlive it).
+    cleanup.callback(pipeline.close_workers)
+    ckpts = checkpoint.Checkpoints.of_run(workdir, keep=config.checkpoint.keep)
+    cleanup.callback(ckpts.close)
+    latest = ckpts.latest_step()
+    if latest is not None:
+      _check_resume(ckpts.read_meta(latest), config, workdir, latest)
+
+    mesh = sharding.make_mesh()
+    logging.info("devices: %d x %s, processes: %d", jax.device_count(),
+                 jax.devices()[0].platform, jax.process_count())
+    splits = data_splits.open_splits(config.data)
+    logging.info("dataset\n%s", splits.summary())
+    image_check.check_splits(splits, cache_file=os.path.join(workdir, IMAGE_CHECK_FILE))
+    _check_identities(config, splits)
+
+    method_cls = methods_base.load(config.method)
+    targets = method_cls.train_targets(config, options)
+    loader = pipeline.train_loader(
+        splits.train.source, splits.train.pids, config.data, seed=config.seed,
+        process_index=jax.process_index(), process_count=jax.process_count(),
+        targets=targets)
+    cleanup.callback(loader.close)
+    steps_per_epoch = config.optim.steps_per_epoch or loader.steps_per_epoch
+    if steps_per_epoch < 1:
+      raise errors.ConfigError("config.optim.steps_per_epoch=0: the sampler makes no "
+                               "batch of this training split; set it > 0")
+    total_steps = config.optim.epochs * steps_per_epoch
+    method = method_cls(config, num_classes=splits.num_train_pids,
+                        steps_per_epoch=steps_per_epoch, options=options)
+
+    repl = sharding.replicated(mesh)
+    template = example_batch(config.data, targets is not None)
+    rng = jax.random.PRNGKey(config.seed)
+    init_fn = jax.jit(method.init, out_shardings=repl)
+    abstract = checkpoint.abstract_like(jax.eval_shape(init_fn, rng, template), repl)
+    resumed_meta: dict = {}
+    if latest is not None:
+      state, data_state, resumed_meta = ckpts.restore(abstract)
+      loader.set_state(data_state)
+      logging.info("resumed from %s at step %d", ckpts.directory, int(state.step))
+    elif resume_from is not None:
+      state, data_state, _ = checkpoint.restore_from_run(*resume_from, abstract)
+      loader.set_state(data_state)
+      logging.info("continuing %s from step %d", resume_from[0], int(state.step))
+    elif config.checkpoint.init_file:
+      init = checkpoint.restore_init(config.checkpoint.init_file, abstract)
+      state = init_fn(rng, template).replace(params=init.params,
+                                             batch_stats=init.batch_stats)
+      logging.info("initialised from %s", config.checkpoint.init_file)
+    else:
+      state = init_fn(rng, template)
+    logging.info("parameters\n%s", parameter_overview.get_parameter_overview(
+        jax.device_get(state.params)))
+
+    start = int(state.step)
+    if resumed_meta.get("stop") is not None:     # stopped by a hook before a crash
+      logging.info("this run stopped at step %d at its method's request", start)
+      return RunResult(_rows_at(workdir, start), workdir, start, resumed_meta["stop"])
+
+    writer = metric_writers.MetricWriter(workdir, config.log.tensorboard)
+    cleanup.callback(writer.close)
+    evaluator = _FiniteFeatures(method, splits, config.data, config.eval, mesh,
+                                cache=True)
+    ctx = RunContext(config, workdir, splits, evaluator, writer, mesh)
+    evaluators = _evaluators(method, ctx)
+    step_fn = jax.jit(method.train_step,
+                      in_shardings=(repl, sharding.data_sharded(mesh)),
+                      out_shardings=(repl, repl), donate_argnums=0)
+    finite_fn = jax.jit(lambda s: train_state.all_finite((s.params, s.batch_stats)))
+
+    data_state = loader.get_state()  # iterator position matching `state`
+    saved = {"step": latest if latest is not None else None}
+
+    def save(step: int) -> None:
+      with interrupts.deferred():   # a signal waits for the save to be complete
+        if not bool(finite_fn(state)):
+          raise NonFiniteLossError(f"parameters are not finite at step {step}: not "
+                                   f"saving; the last good checkpoint in "
+                                   f"{ckpts.directory} is intact")
+        ckpts.save(step, state, data_state,
+                   checkpoint.config_meta(config, step=step,
+                                          epoch=step // steps_per_epoch,
+                                          stop=ctx.stop_info))
+        saved["step"] = step
+
+    def evaluate(step: int, last: bool) -> dict:
+      t0 = time.time()
+      epoch = step // steps_per_epoch
+      evaluator.clear()
+      evaluator.step = step
+      results = {}
+      ran = False
+      for name, ev, schedule in evaluators:
+        if not schedule.due(epoch, last):
+          continue
+        ran = True
+        try:
+          rows = ev.run(state, step)
+        except ValueError as e:     # NaN distances or features met outside _FiniteFeatures
+          if "nan" not in str(e).lower() and "infinite" not in str(e).lower():
+            raise
+          raise NonFiniteLossError(f"evaluation {name!r} at step {step}: "
+                                   f"{errors.describe(e)}: stopping; the checkpoint of "
+                                   f"step {step} was written before it") from None
+        for setting, metrics in rows.items():
+          writer.eval_row(step, epoch, setting, metrics)
+          logging.info("eval step %d %s: %s", step, setting,
+                       " ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+        results.update(rows)
+      evaluator.clear()
+      if ran:
+        writer.round_done(step)
+      if results:
+        logging.info("evaluation took %.1fs", time.time() - t0)
+      return results
+
+    def evaluated(step: int) -> bool:
+      """Did the evaluation round of `step` complete (in an earlier process)?"""
+      done = metric_writers.evaluated_steps(workdir)
+      return step in done if done is not None else bool(_rows_at(workdir, step))
+
+    def due(step: int, last: bool) -> bool:
+      return step > 0 and step % steps_per_epoch == 0 and any(
+          schedule.due(step // steps_per_epoch, last) for _, _, schedule in evaluators)
+
+    results: dict = {}
+    losses = _Loss()
+    try:
+      if start >= total_steps:
+        logging.info("already trained to step %d of %d", start, total_steps)
+        if not evaluated(start):
+          evaluate(start, last=True)
+        return RunResult(_rows_at(workdir, start), workdir, start)
+      if latest is not None and due(start, last=False) and not evaluated(start):
+        # The evaluation after this checkpoint was cut short or failed: redo it.
+        logging.info("the evaluation of step %d did not complete: running it again",
+                     start)
+        results = evaluate(start, last=False)
+
+      from tqdm import tqdm
+      bar = tqdm(total=total_steps, initial=start, unit="step", dynamic_ncols=True,
+                 disable=not config.log.progress or jax.process_index() != 0)
+      cleanup.callback(bar.close)
+      it = iter(loader)
+      t_window, n_window = time.time(), 0
+      t_start = time.time()
+      for step in range(start, total_steps):
+        local = next(it)
+        # From the donated step to the epoch's checkpoint, a signal waits: the state
+        # saved on an interrupt is always a whole step, its epoch hook run or not due.
+        with interrupts.deferred():
+          batch = sharding.global_batch(mesh, local)
+          state, metrics = step_fn(state, batch)
+          data_state = loader.get_state()
+          losses.push(step, metrics)
+          n_window += 1
+          bar.update(1)
+          done_steps = step + 1
+          if done_steps % config.log.every_steps == 0 or done_steps == total_steps:
+            means = losses.means()
+            rate = n_window * config.data.batch_size / max(time.time() - t_window, 1e-9)
+            means["images_per_sec"] = rate
+            writer.scalars(done_steps, means)
+            bar.set_postfix(loss=f"{means.get('loss', float('nan')):.3f}",
+                            img_s=f"{rate:.1f}")
+            t_window, n_window = time.time(), 0
+          boundary = done_steps % steps_per_epoch == 0
+          if boundary:
+            losses.flush()
+            epoch = done_steps // steps_per_epoch
+            state = method.on_epoch_end(state, epoch, ctx)
+            stop = ctx.stop_info is not None
+            last = done_steps == total_steps or stop
+            if last or epoch % config.checkpoint.every_epochs == 0:
+              save(done_steps)
+        if boundary:
+          results = evaluate(done_steps, last) or results
+          if stop:
+            logging.info("stopping after epoch %d at the method's request", epoch)
+            break
+    except (KeyboardInterrupt, DatasetError) as e:
+      # The state is a whole step here (see above): keep it, unless it diverged.
+      losses.flush()
+      step = int(state.step)
+      if saved["step"] != step:
+        logging.warning("%s at step %d: saving a checkpoint",
+                        "interrupted" if isinstance(e, KeyboardInterrupt) else
+                        "data error", step)
+        save(step)
+        with interrupts.deferred():
+          ckpts.wait()
+      detail = (f"at step {step} of {total_steps}: the checkpoint of step {step} is in "
+                f"{ckpts.directory}; run the same command again to resume")
+      if isinstance(e, KeyboardInterrupt):
+        raise interrupts.Interrupted(getattr(e, "signum", signal.SIGINT),
+                                     detail) from None
+      logging.error("stopped %s", detail)
+      raise
+    elapsed = time.time() - t_start
+    end = int(state.step)
+    logging.info("trained steps %d..%d in %.1fs (%.2f img/s)", start, end,
+                 elapsed, (end - start) * config.data.batch_size / max(elapsed, 1e-9))
+    return RunResult(results, workdir, end, ctx.stop_info)

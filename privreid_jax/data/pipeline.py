@@ -26,10 +26,14 @@ from __future__ import annotations
 import bisect
 import collections
 from collections.abc import Callable, Mapping, Sequence
+import functools
 import math
+import os
 import sys
 import threading
+import time
 from typing import Any
+import weakref
 
 import grain
 import numpy as np
@@ -45,14 +49,65 @@ _BUFFER = 2
 Batch = dict[str, np.ndarray]
 
 
+def _exit_with_parent(parent_pid: int, worker_index: int, worker_count: int) -> None:
+  """grain worker init: the worker ends itself once its parent is gone.
+
+  A trainer ended by kill -9 (or any death that skips its `finally`) cannot stop
+  its workers; they would block forever on a full buffer. A daemon thread in
+  each worker polls the parent PID and exits the worker when it changes.
+  """
+  del worker_index, worker_count
+
+  def watch():
+    while True:
+      time.sleep(0.5)
+      if os.getppid() != parent_pid:
+        os._exit(0)
+  threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+_TRACKER_WARNING = "ignore:resource_tracker:UserWarning"
+
+# Live iterators that own worker processes, so `close_workers` can stop them all.
+_LIVE: weakref.WeakSet = weakref.WeakSet()
+
+
+def _track(it):
+  try:
+    _LIVE.add(it)
+  except TypeError:      # not weak-referenceable: closed by its owner only
+    pass
+  return it
+
+
+def close_workers() -> None:
+  """Stops the worker processes of every iterator still open (the trainer calls
+  it however a run ends, so no worker outlives it; an eval loop cut short by an
+  exception otherwise keeps its workers until garbage collection)."""
+  for it in list(_LIVE):
+    try:
+      it.close()
+    except Exception:  # pylint: disable=broad-except
+      pass
+  _LIVE.clear()
+
+
 def _prefetch(ds: grain.IterDataset, num_workers: int) -> grain.IterDataset:
   """grain worker processes; they read absl flags, unparsed outside absl.app.run
-  (notebooks, tests, library use), so mark them parsed with their defaults."""
+  (notebooks, tests, library use), so mark them parsed with their defaults.
+  Each worker exits when this process is gone (`_exit_with_parent`)."""
   from absl import flags
   if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()
+  # Python < 3.13 registers shared memory with the resource tracker both where it
+  # is created (a worker) and where it is attached (here), but unregisters it once
+  # (gh-82300): at exit the tracker then warns of "leaked" segments that were in
+  # fact unlinked. The tracker inherits this process's warning options.
+  if _TRACKER_WARNING not in sys.warnoptions:
+    sys.warnoptions.append(_TRACKER_WARNING)
   return ds.mp_prefetch(grain.MultiprocessingOptions(
-      num_workers=num_workers, per_worker_buffer_size=_BUFFER))
+      num_workers=num_workers, per_worker_buffer_size=_BUFFER),
+      worker_init_fn=functools.partial(_exit_with_parent, os.getpid()))
 
 
 def _read_item(source: Sequence[Any], index: int,
@@ -280,7 +335,7 @@ class TrainLoader(grain.DatasetIterator):
     ids = ds.to_iter_dataset(grain.ReadOptions(num_threads=1,
                                                prefetch_buffer_size=1))
     if self._num_workers:
-      ids = _prefetch(ids, self._num_workers)
+      return _track(iter(_prefetch(ids, self._num_workers)))
     return iter(ids)
 
   def __next__(self) -> Batch:
@@ -432,7 +487,7 @@ class EvalLoader:
                                                prefetch_buffer_size=1))
     if self._num_workers > 0:
       ids = _prefetch(ids, self._num_workers)
-    it = iter(ids)
+    it = _track(iter(ids)) if self._num_workers > 0 else iter(ids)
     try:
       for raw in it:
         batch = {k: np.array(v) for k, v in raw.items() if k != "image"}

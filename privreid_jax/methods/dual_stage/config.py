@@ -11,8 +11,12 @@ then `apply_variants` with the paper's ablation rows:
   (none)    two-stage: onestage + DP gallery release at several epsilons
 """
 
+import math
+import numbers
+
 import ml_collections
 
+from privreid_jax.errors import ConfigError
 from privreid_jax.evaluation import base as eval_base
 
 VARIANTS = ("baseline", "clean", "blur", "mosaic", "noise", "advid", "onestage")
@@ -73,6 +77,9 @@ def add_to(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.evals.id_probe = eval_base.section()
   # Rows dp:eps=...: clean queries against the DP-released gallery (config.dual).
   c.evals.dp_release = eval_base.section()
+  # Rows attack:linkage@eps=E: the attacker links labelled photos of the test people
+  # (the query split) to the released, noised gallery at each of config.dual.epsilons.
+  c.evals.linkage = eval_base.section(every_epochs=0, steps=300)
   # Row attack:feature_classifier: an MLP trained on released training features
   # (noised at `epsilon`), scored on the probe's held-out images. End of training only.
   c.evals.feature_attack = eval_base.section(enabled=False, every_epochs=0, steps=300,
@@ -101,18 +108,54 @@ def apply_variants(c: ml_collections.ConfigDict, names) -> None:
       d.epsilons = ()
 
 
+def _need(ok: bool, key: str, value, what: str) -> None:
+  if not ok:
+    raise ConfigError(f"config.dual.{key}={value!r}: {what}")
+
+
+def _is_int(v) -> bool:
+  return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_real(v) -> bool:
+  return isinstance(v, numbers.Real) and not isinstance(v, bool) and not math.isnan(v)
+
+
 def check(d) -> None:
-  """One-line errors for bad config.dual values."""
+  """One-line errors (ConfigError, a ValueError) for bad config.dual values."""
   for key, allowed in (("target", TARGETS), ("adversarial", ADVERSARIAL),
-                       ("adv_input", ADV_INPUTS), ("adv_objective", ADV_OBJECTIVES)):
+                       ("adv_input", ADV_INPUTS), ("adv_objective", ADV_OBJECTIVES),
+                       ("mosaic_fill", ("top_left", "mean"))):
     if d[key] not in allowed:
-      raise ValueError(f"config.dual.{key}={d[key]!r}: expected {' | '.join(allowed)}")
+      raise ConfigError(f"config.dual.{key}={d[key]!r}: expected {' | '.join(allowed)}")
   if d.adversarial != "none" and d.adv_input == "recon" and d.target == "none":
-    raise ValueError("config.dual.adv_input='recon' needs a decoder, but "
-                     "config.dual.target='none'; use adv_input='feature'")
-  if not 0.0 < d.probe_holdout < 1.0:
-    raise ValueError(f"config.dual.probe_holdout={d.probe_holdout}: expected a "
-                     "fraction in (0, 1)")
-  for eps in d.epsilons:
-    if eps is not None and not float(eps) > 0:
-      raise ValueError(f"config.dual.epsilons: {eps!r} is not > 0 (use inf for clean)")
+    raise ConfigError("config.dual.adv_input='recon' needs a decoder, but "
+                      "config.dual.target='none'; use adv_input='feature'")
+  _need(_is_real(d.probe_holdout) and 0.0 < d.probe_holdout < 1.0, "probe_holdout",
+        d.probe_holdout, "expected a fraction in (0, 1)")
+  epsilons = d.epsilons
+  _need(isinstance(epsilons, (tuple, list)), "epsilons", epsilons,
+        "expected a tuple of epsilons (inf for the clean gallery)")
+  for eps in epsilons:
+    if not (eps is None or (_is_real(eps) and eps > 0)):
+      raise ConfigError(f"config.dual.epsilons: {eps!r} is not > 0 (use inf for clean)")
+  _need(_is_real(d.delta) and 0.0 < d.delta < 1.0, "delta", d.delta,
+        "expected a probability in (0, 1), e.g. 1e-5")
+  _need(_is_int(d.noise_draws) and d.noise_draws >= 1, "noise_draws", d.noise_draws,
+        "expected an integer >= 1 (DP rows average over that many noise draws)")
+  _need(_is_int(d.dp_seed) and d.dp_seed >= -1, "dp_seed", d.dp_seed,
+        "expected -1 (os.urandom noise) or a seed >= 0")
+  for key in ("mosaic_block", "adv_width", "adv_stages", "adv_hidden", "probe_width",
+              "probe_stages"):
+    _need(_is_int(d[key]) and d[key] >= 1, key, d[key], "expected an integer >= 1")
+  for key in ("probe_max_images", "probe_seed"):
+    _need(_is_int(d[key]) and d[key] >= 0, key, d[key], "expected an integer >= 0")
+  for key in ("recon_weight", "adv_weight", "adv_reversal_scale", "noise_std"):
+    _need(_is_real(d[key]) and math.isfinite(d[key]) and d[key] >= 0, key, d[key],
+          "expected a finite number >= 0")
+  _need(_is_real(d.blur_sigma) and math.isfinite(d.blur_sigma) and d.blur_sigma > 0,
+        "blur_sigma", d.blur_sigma, "expected a finite number > 0")
+  widths = d.decoder_widths
+  _need(isinstance(widths, (tuple, list)) and len(widths) > 0
+        and all(_is_int(w) and w >= 1 for w in widths), "decoder_widths", widths,
+        "expected a non-empty tuple of integers >= 1")
