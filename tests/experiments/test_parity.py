@@ -1,0 +1,317 @@
+"""experiments/parity.py: the parts that need no reference checkout.
+
+Pure-numpy tests of the comparison, the BN-variance conversion, the key layouts,
+the batches, the verdict and BoT's schedule mapping always run. Where torch is
+importable (it is not a project dependency), the weight copy between our Flax
+ReidModel and our own PyTorch twin (experiments/torch_reference.py) is checked
+both ways and on a forward pass, and a two-step parity run against the twin
+(tiny ResNet-18) must pass once torch's unbiased BN variance is accounted for.
+"""
+
+import math
+import types
+
+import numpy as np
+import pytest
+
+from experiments import parity
+from experiments import parity_bot
+from privreid_jax import optim
+
+
+# ----------------------------------------------------------------------------
+# Comparison (numpy only).
+# ----------------------------------------------------------------------------
+def test_rel_diff_is_relative_to_the_tensors_own_scale_and_bounded():
+  ref = np.array([10.0, 0.0, -1e-9])
+  assert parity.rel_diff(ref, ref) == 0.0
+  assert parity.rel_diff(ref + np.array([0.0, 1e-3, 0.0]), ref) == pytest.approx(1e-4)
+  # a near-zero element does not blow the ratio up: the scale is the tensors' max
+  assert parity.rel_diff(np.array([10.0, 0.0, 1e-9]), ref) == pytest.approx(2e-10)
+  assert parity.rel_diff(np.zeros(3), np.zeros(3)) == 0.0
+  # a tensor that stays zero on one side: bounded, not infinite
+  assert parity.rel_diff(np.full(3, 1e-9), np.zeros(3)) == 1.0
+  assert parity.rel_diff(-np.ones(3), np.ones(3)) == 2.0
+  with pytest.raises(ValueError, match="shapes differ"):
+    parity.rel_diff(np.zeros(3), np.zeros(4))
+
+
+def test_scalar_rel_diff():
+  assert parity.scalar_rel_diff(1.0001, 1.0) == pytest.approx(1e-4)
+  assert parity.scalar_rel_diff(0.0, 0.0) == 0.0
+  assert parity.scalar_rel_diff(1.0, 0.0) == math.inf
+
+
+def test_compare_group_names_the_worst_tensor_and_one_sided_keys():
+  ref = {"a": np.ones(4), "b": np.full(3, 2.0), "only_ref": np.zeros(1)}
+  ours = {"a": np.ones(4), "b": np.array([2.0, 2.0, 2.002]), "only_ours": np.zeros(1)}
+  g = parity.compare_group(ours, ref)
+  assert g.worst == "b" and g.value == pytest.approx(1e-3, rel=1e-2) and g.count == 2
+  assert g.missing == ("only_ours", "only_ref")
+  assert "b" in g.fmt()
+  assert parity.compare_group(ours, ref, keys=["a"]).value == 0.0
+
+
+def _bn_var_runs(n, steps, momentum=0.1, seed=0):
+  """Running variances after `steps` updates, flax-style (biased) and torch-style."""
+  rng = np.random.default_rng(seed)
+  v_flax = v_torch = np.ones(5)
+  for _ in range(steps):
+    x = rng.normal(size=(n, 5)) * rng.uniform(0.5, 2.0, size=5)
+    biased = x.var(axis=0)
+    v_flax = (1 - momentum) * v_flax + momentum * biased
+    v_torch = (1 - momentum) * v_torch + momentum * biased * n / (n - 1)
+  return v_flax, v_torch
+
+
+@pytest.mark.parametrize("n, steps", [(16, 1), (16, 5), (2048, 3)])
+def test_bn_var_unbiased_converts_flax_running_var_to_torchs(n, steps):
+  v_flax, v_torch = _bn_var_runs(n, steps)
+  assert parity.rel_diff(v_flax, v_torch) > 1e-4       # they do differ
+  converted = parity.bn_var_unbiased(v_flax, np.ones(5), n, steps)
+  np.testing.assert_allclose(converted, v_torch, rtol=1e-12)
+
+
+def _snapshot(scale=1.0, var=1.0):
+  params = {"w": np.array([1.0, -2.0]) * scale, "centers": np.ones((2, 2)) * scale}
+  return parity.Snapshot(params=params,
+                         bn={"bn.running_mean": np.zeros(2), "bn.running_var": np.full(2, var)},
+                         adam_m={"w": np.array([0.1, 0.2]) * scale},
+                         adam_v={"w": np.array([0.01, 0.02]) * scale}, adam_count=1)
+
+
+def test_compare_snapshots_groups_updates_and_bn_correction():
+  init = _snapshot()
+  ref = _snapshot(scale=1.01, var=0.9 + 0.1 * 0.5 * 16 / 15)
+  ours = _snapshot(scale=1.01, var=0.9 + 0.1 * 0.5)
+  g = parity.compare_snapshots(ours, ref, init, {"bn": 16}, updates=1)
+  assert g["params"].value == 0 and g["adam_m"].value == 0 and g["updates"].value == 0
+  assert g["bn_stats"].value > 1e-3
+  assert g["bn_stats_unbiased"].value < 1e-12
+
+
+# ----------------------------------------------------------------------------
+# Layouts and batches (numpy only).
+# ----------------------------------------------------------------------------
+def test_layout_prefix_round_trip_and_head_keys():
+  bot = parity.Layout(backbone_prefix="base.", neck="bottleneck")
+  assert bot.backbone_key("layer3.1.conv2.weight") == "base.layer3.1.conv2.weight"
+  assert bot.torchvision_key("base.layer3.1.conv2.weight") == "layer3.1.conv2.weight"
+  assert bot.torchvision_key("base.bn1.running_var") == "bn1.running_var"
+  for head in ("bottleneck.weight", "classifier.weight", "centers"):
+    assert bot.torchvision_key(head) is None
+
+
+def test_layout_flat_stages_round_trip():
+  twin = parity.Layout(flat_stages=(2, 2, 2, 2))
+  pairs = {"layer1.0.conv1.weight": "layers.0.conv1.weight",
+           "layer2.1.bn2.bias": "layers.3.bn2.bias",
+           "layer4.0.downsample.1.running_mean": "layers.6.downsample.1.running_mean",
+           "conv1.weight": "conv1.weight"}
+  for tv, flat in pairs.items():
+    assert twin.backbone_key(tv) == flat
+    assert twin.torchvision_key(flat) == tv
+  assert twin.torchvision_key("bnneck.weight") is None
+  with pytest.raises(ValueError, match="beyond the stages"):
+    twin.torchvision_key("layers.8.conv1.weight")
+
+
+def test_make_batches_pk_structure_determinism_and_layouts():
+  a = parity.make_batches(3, 8, 4, 10, 32, 16, seed=1)
+  b = parity.make_batches(3, 8, 4, 10, 32, 16, seed=1)
+  assert len(a) == 3
+  for x, y in zip(a, b):
+    np.testing.assert_array_equal(x.images, y.images)
+    np.testing.assert_array_equal(x.pids, y.pids)
+    assert x.images.shape == (8, 32, 16, 3) and x.images.dtype == np.float32
+    assert x.pids.dtype == np.int32
+    ids = x.pids.reshape(2, 4)
+    assert (ids == ids[:, :1]).all() and ids[0, 0] != ids[1, 0]
+    assert x.pids.max() < 10
+    nchw = x.nchw()
+    assert nchw.shape == (8, 3, 32, 16) and nchw.flags["C_CONTIGUOUS"]
+    np.testing.assert_array_equal(nchw.transpose(0, 2, 3, 1), x.images)
+  assert not np.array_equal(a[0].images, a[1].images)
+  with pytest.raises(ValueError, match="P >= 2"):
+    parity.make_batches(1, 4, 4, 10, 32, 16)
+  with pytest.raises(ValueError, match="P x K"):
+    parity.make_batches(1, 10, 4, 10, 32, 16)
+
+
+# ----------------------------------------------------------------------------
+# Verdict and report (numpy only).
+# ----------------------------------------------------------------------------
+def _gd(v):
+  return parity.GroupDiff(v, "t", 1)
+
+
+def _report(step, *, lr=(1e-4, 1e-4), loss=(1.0, 1.0), group=0.0, floor=None):
+  groups = {"ours~ref": {g: _gd(group) for g in ("params", "adam_m", "adam_v",
+                                                   "bn_stats", "bn_stats_unbiased")}}
+  terms = {"id": loss}
+  if floor is not None:   # (ref~ref64 group, ours~ref64 group, ref64 loss)
+    groups["ref~ref64"] = {g: _gd(floor[0]) for g in groups["ours~ref"]}
+    groups["ours~ref64"] = {g: _gd(floor[1]) for g in groups["ours~ref"]}
+    terms = {"id": loss + (floor[2],)}
+  return parity.StepReport(step, lr, terms, groups)
+
+
+def test_verdict_without_a_float64_run_uses_the_tolerance():
+  ok, text = parity.verdict([_report(1), _report(2, group=5e-5)], 1e-4)
+  assert ok and text.startswith("PASS")
+  ok, text = parity.verdict([_report(1), _report(2, group=2e-4)], 1e-4)
+  assert not ok and "params" in text and "step 2" in text
+  ok, text = parity.verdict([_report(1, lr=(1e-5, 1e-4))], 1e-4)
+  assert not ok and "lr" in text
+  ok, text = parity.verdict([_report(1, loss=(1.001, 1.0))], 1e-4)
+  assert not ok and "step-1 loss id" in text
+  assert not parity.verdict([], 1e-4)[0]
+
+
+def test_verdict_with_a_float64_run_allows_the_references_own_float32_error():
+  # ours is 2e-2 from float64 where the reference itself is 1e-2 away: within 4x
+  ok, text = parity.verdict([_report(1, floor=(1e-2, 2e-2, 1.0))], 1e-4)
+  assert ok, text
+  assert "float64" in text
+  ok, text = parity.verdict([_report(1, floor=(1e-3, 2e-2, 1.0))], 1e-4)
+  assert not ok and "allowed 4.0e-03" in text
+  # a real deviation in BN statistics fails; judging the unbiased-converted group passes
+  reports = [_report(1, floor=(1e-6, 1e-6, 1.0))]
+  reports[0].groups["ours~ref64"]["bn_stats"] = _gd(3e-2)
+  assert not parity.verdict(reports, 1e-4)[0]
+  assert parity.verdict(reports, 1e-4, bn_group="bn_stats_unbiased")[0]
+
+
+def test_verdict_flags_keys_on_one_side_only():
+  r = _report(1)
+  r.groups["ours~ref"]["params"] = parity.GroupDiff(0.0, "t", 1, ("extra.weight",))
+  ok, text = parity.verdict([r], 1e-4)
+  assert not ok and "extra.weight" in text
+
+
+def test_format_step_and_table_list_every_term_and_group():
+  reports = [_report(1, floor=(1e-6, 2e-6, 1.0)), _report(2, floor=(1e-6, 2e-6, 1.0))]
+  step = parity.format_step(reports[-1])
+  assert "step 2" in step and "id" in step and "ref~ref64" in step
+  table = parity.format_table(reports)
+  for key in ("loss `id`", "| lr |", "| params |", "| adam_v |", "ref f32 vs ref f64"):
+    assert key in table
+
+
+# ----------------------------------------------------------------------------
+# BoT's schedule and config mapping (numpy only).
+# ----------------------------------------------------------------------------
+def _bot_lr(base, last_epoch, *, warmup_iters=10, warmup_factor=0.01, steps=(40, 70),
+            gamma=0.1):
+  """solver/lr_scheduler.py WarmupMultiStepLR.get_lr (linear), restated."""
+  import bisect  # pylint: disable=import-outside-toplevel
+  factor = 1.0
+  if last_epoch < warmup_iters:
+    alpha = last_epoch / warmup_iters
+    factor = warmup_factor * (1 - alpha) + alpha
+  return base * factor * gamma ** bisect.bisect_right(list(steps), last_epoch)
+
+
+def _bot_cfg():
+  ns = types.SimpleNamespace
+  return ns(
+      SOLVER=ns(OPTIMIZER_NAME="Adam", BASE_LR=3.5e-4, WEIGHT_DECAY=5e-4,
+                WEIGHT_DECAY_BIAS=5e-4, BIAS_LR_FACTOR=1, MAX_EPOCHS=120, WARMUP_ITERS=10,
+                WARMUP_FACTOR=0.01, STEPS=(40, 70), GAMMA=0.1, MARGIN=0.3,
+                CENTER_LOSS_WEIGHT=5e-4, CENTER_LR=0.5, IMS_PER_BATCH=16,
+                WARMUP_METHOD="linear"),
+      MODEL=ns(NAME="resnet50", LAST_STRIDE=1, NECK="bnneck", IF_LABELSMOOTH="on",
+               METRIC_LOSS_TYPE="triplet_center", IF_WITH_CENTER="yes"),
+      DATALOADER=ns(NUM_INSTANCE=4),
+      INPUT=ns(SIZE_TRAIN=[256, 128], PIXEL_MEAN=[0.485, 0.456, 0.406],
+               PIXEL_STD=[0.229, 0.224, 0.225]))
+
+
+def test_map_config_carries_bots_values_into_ours():
+  c = parity_bot.map_config(_bot_cfg())
+  assert (c.optim.lr, c.optim.weight_decay, c.optim.warmup_epochs) == (3.5e-4, 5e-4, 10)
+  assert (c.optim.warmup_factor, tuple(c.optim.milestones), c.optim.gamma) == (
+      0.01, (40, 70), 0.1)
+  assert (c.loss.center_weight, c.loss.center_lr, c.loss.triplet_margin) == (5e-4, 0.5, 0.3)
+  assert (c.loss.label_smoothing, c.loss.triplet) == (0.1, "batch_hard")
+  assert (c.model.backbone, c.model.last_stride, c.model.pooling) == ("resnet50", 1, "avg")
+  assert (c.data.batch_size, c.data.num_instances, c.data.height) == (16, 4, 256)
+  bad = _bot_cfg()
+  bad.SOLVER.BIAS_LR_FACTOR = 2
+  with pytest.raises(ValueError, match="biases"):
+    parity_bot.map_config(bad)
+
+
+def test_bots_epoch_e_runs_at_its_scheduler_index_e_plus_one_and_align_schedule_matches():
+  c = parity_bot.map_config(_bot_cfg())
+  kw = dict(warmup_epochs=c.optim.warmup_epochs, warmup_factor=c.optim.warmup_factor,
+            milestones=c.optim.milestones, gamma=c.optim.gamma)
+  # BoT: the constructor steps the scheduler to index 0 and the first epoch's
+  # EPOCH_STARTED handler to 1, so 0-based epoch e trains at get_lr(e + 1).
+  faithful = [optim.lr_at_epoch(3.5e-4, e, **kw) for e in range(120)]
+  bot = [_bot_lr(3.5e-4, e + 1) for e in range(120)]
+  assert faithful[0] == pytest.approx(3.5e-6) and bot[0] == pytest.approx(3.815e-5)
+  assert faithful[39] == pytest.approx(3.5e-4) and bot[39] == pytest.approx(3.5e-5)
+  parity_bot.align_schedule(c)
+  kw = dict(warmup_epochs=c.optim.warmup_epochs, warmup_factor=c.optim.warmup_factor,
+            milestones=c.optim.milestones, gamma=c.optim.gamma)
+  aligned = [optim.lr_at_epoch(3.5e-4, e, **kw) for e in range(120)]
+  np.testing.assert_allclose(aligned, bot, rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------
+# Against our own PyTorch twin (torch only).
+# ----------------------------------------------------------------------------
+def _tiny_config():
+  config = parity.load_config("configs/synthetic.py", "tiny")
+  config.model.backbone = "resnet18"
+  return config
+
+
+def test_weight_copy_both_ways_and_forward_match_the_torch_twin():
+  torch = pytest.importorskip("torch")
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  from experiments import torch_reference  # pylint: disable=import-outside-toplevel
+  from privreid_jax.models import reid  # pylint: disable=import-outside-toplevel
+  config = _tiny_config()
+  torch.manual_seed(0)
+  net = torch_reference.build(config, 8, channels_last=False).train()
+  layout = parity.Layout(neck="bnneck", flat_stages=(2, 2, 2, 2))
+  batch = parity.make_batches(1, 8, 4, 8, 32, 16)[0]
+  model = reid.build_reid_model(config.model, 8)
+  variables = model.init(jax.random.PRNGKey(0), jnp.asarray(batch.images), train=False)
+  named = parity._torch_named(net)  # pylint: disable=protected-access
+  params, stats = parity.named_to_jax(named, variables["params"],
+                                      variables["batch_stats"], layout)
+  back = parity.jax_to_named(params, stats, layout)
+  assert set(back) == set(named)
+  for k in named:
+    np.testing.assert_array_equal(back[k], named[k], err_msg=k)
+  (logits, out), _ = model.apply({"params": params, "batch_stats": stats},
+                                 jnp.asarray(batch.images), train=True,
+                                 mutable=["batch_stats"])
+  t_logits, t_feat = net(torch.from_numpy(batch.nchw()))
+  assert parity.rel_diff(np.asarray(out["feat_pre"]), t_feat.detach().numpy()) < 1e-5
+  assert parity.rel_diff(np.asarray(logits), t_logits.detach().numpy()) < 1e-5
+
+
+def test_two_step_parity_run_against_the_twin():
+  pytest.importorskip("torch")
+  args = parity.parse_args(["--reference=twin", "--steps=2", "--batch=8", "--height=32",
+                            "--width=16", "--num_classes=8"])
+  ref = parity.build_reference(args)
+  floor = parity.build_reference(args, "float64")
+  ours = parity.JaxSide(ref.config, num_classes=8, steps_per_epoch=2, layout=ref.layout)
+  batches = parity.make_batches(2, 8, 4, 8, 32, 16)
+  lines = []
+  reports = parity.run_parity(ref, ours, batches, floor=floor, log=lines.append)
+  assert lines[0].startswith("step 0") and "params 0.00e+00" in lines[0]
+  assert [r.step for r in reports] == [1, 2]
+  assert set(reports[0].terms) == {"id", "triplet", "total"}
+  assert reports[-1].loss_rel < 1e-4
+  # torch's running_var adds the unbiased batch variance, flax's the biased one
+  ok, text = parity.verdict(reports, 1e-4)
+  assert not ok and "bn_stats" in text
+  ok, text = parity.verdict(reports, 1e-4, bn_group="bn_stats_unbiased")
+  assert ok, text
