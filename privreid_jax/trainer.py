@@ -252,7 +252,9 @@ def run(config, workdir: str, *, options=None,
 
 def _run(config, workdir: str, options: dict,
          resume_from: tuple[str, int] | None) -> RunResult:
-  logging.get_absl_handler().addFilter(_QuietLibraries())
+  handler = logging.get_absl_handler()
+  if not any(isinstance(f, _QuietLibraries) for f in handler.filters):
+    handler.addFilter(_QuietLibraries())
   with contextlib.ExitStack() as cleanup:
     # Closed however the run ends (worker processes must not outlive it).
     cleanup.callback(pipeline.close_workers)
