@@ -63,11 +63,14 @@ def image_dir(runs, tmp_path_factory):
 
 @pytest.fixture
 def cli_error(capsys):
-  """Runs a CLI's main(argv) expecting a user error; returns its one stderr line."""
-  def check(main, argv):
+  """Runs a CLI's main(argv) expecting a user error; returns its one stderr line.
+
+  Exit status 1 for an error met while running, 2 for a bad command line (as
+  main.py and anonymize.py, through privreid_jax.cli)."""
+  def check(main, argv, code=1):
     with pytest.raises(SystemExit) as excinfo:
       main(["prog"] + list(argv))
-    assert excinfo.value.code == 1
+    assert excinfo.value.code == code
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err
     assert err[0].startswith("error: "), err

@@ -61,11 +61,11 @@ def test_user_errors(runs, tmp_path, cli_error):
   assert "no checkpoint" in cli_error(main, [f"--checkpoint={tmp_path}"])
   assert "run's own folder" in cli_error(main, [f"--checkpoint={runs.base}",
                                                 f"--output={runs.base}"])
-  assert "root" in cli_error(main, [f"--checkpoint={runs.base}",
-                                    "--config=configs/synthetic.py:tiny",
-                                    "--config.data.rot=x"])
+  assert "did you mean --config.data.root" in cli_error(
+      main, [f"--checkpoint={runs.base}", "--config=configs/synthetic.py:tiny",
+             "--config.data.rot=x"], code=2)
   assert "unknown variant" in cli_error(main, [f"--checkpoint={runs.base}",
-                                               "--config=configs/synthetic.py:tny"])
+                                               "--config=configs/synthetic.py:tny"], code=2)
   assert "setting 'P->P'" in cli_error(main, [f"--checkpoint={runs.base}",
                                               "--settings=P->P"])
   assert "missing split folder" in cli_error(main, [f"--checkpoint={runs.base}",

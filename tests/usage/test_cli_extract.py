@@ -45,8 +45,9 @@ def test_user_errors(runs, image_dir, tmp_path, cli_error):
   assert "is a folder" in cli_error(main, [f"--checkpoint={runs.base}", ok[0],
                                            f"--output={tmp_path}"])
   assert "embeds raw" in cli_error(main, [f"--checkpoint={runs.base}", "--kind=anon"] + ok)
-  assert "--checkpoint" in cli_error(main, ok)                      # required
-  assert "checkpont" in cli_error(main, ["--checkpont=x"] + ok)      # misspelt flag
+  assert "--checkpoint is required" in cli_error(main, ok, code=2)
+  assert "checkpont" in cli_error(main, ["--checkpont=x"] + ok, code=2)   # misspelt flag
+  assert "unexpected arguments" in cli_error(main, ["--checkpoint=x", "stray"] + ok, code=2)
   assert not os.path.exists(tmp_path / "f.npz")
 
 
