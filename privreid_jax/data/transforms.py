@@ -220,14 +220,16 @@ def augment(image: np.ndarray, rng: np.random.Generator, cfg: TransformConfig,
   """
   x = resize(image, cfg.height, cfg.width)
   t = None
-  if target_fn is not None:
+  per_read = getattr(target_fn, "per_read", False)
+  if target_fn is not None and not per_read:
     t = np.asarray(target_fn(to_unit(x)), np.float32)
-    if t.shape != x.shape:
-      raise ValueError(f"target function returned shape {t.shape}, expected "
-                       f"{x.shape}")
   elif target_image is not None:
     t = resize(target_image, cfg.height, cfg.width)
   geom = sample_geometry(rng, cfg)
+  if per_read:      # drawn after the geometry, so other targets' draws are unchanged
+    t = np.asarray(target_fn(to_unit(x), rng), np.float32)
+  if target_fn is not None and t.shape != x.shape:
+    raise ValueError(f"target function returned shape {t.shape}, expected {x.shape}")
   return (flip_and_crop(x, geom, cfg.pad),
           None if t is None else flip_and_crop(t, geom, cfg.pad), geom)
 

@@ -366,23 +366,46 @@ def make_target_fn(method: str, seed: int = 0,
 
 
 class TargetFunction:
-  """Picklable f(image01 HxWx3) -> desensitized image01 for the pipeline's paired mode.
+  """Picklable f(image01 HxWx3[, rng]) -> desensitized image01 for the pipeline's paired mode.
 
-  Built lazily in each grain worker. Noise is keyed by a CRC32 of the image's
-  bytes, so every image gets its own noise, the same every epoch and in every
-  worker (deterministic); `method="none"` returns the image itself.
+  Built lazily in each grain worker. `method="none"` returns the image itself.
+
+  Noise: with `fresh=False` it is keyed by a CRC32 of the image's bytes, so
+  every image gets its own noise, the same every epoch and in every worker;
+  with `fresh=True` (the reference code's behaviour: new noise on every read)
+  the pipeline passes the sample's seeded generator (`per_read`), so a resumed
+  run still draws the same noise. `quantize=True` rounds the target to 8-bit
+  levels, as the reference code's targets are uint8 images.
   """
 
-  def __init__(self, method: str, params: Mapping[str, Any], seed: int):
+  def __init__(self, method: str, params: Mapping[str, Any], seed: int,
+               fresh: bool = False, quantize: bool = False):
     self.method, self.params, self.seed = method, dict(params), int(seed)
+    self.fresh, self.quantize = bool(fresh), bool(quantize)
     self._fn = None
+
+  @property
+  def per_read(self) -> bool:
+    """True when the target needs the sample's generator (fresh noise)."""
+    return self.fresh and self.method == "noise"
 
   def __getstate__(self):
     return {**self.__dict__, "_fn": None}
 
-  def __call__(self, image: np.ndarray) -> np.ndarray:
+  def __call__(self, image: np.ndarray, rng: np.random.Generator | None = None
+               ) -> np.ndarray:
     if self._fn is None:
       self._fn = make_target_fn(self.method, self.seed, **self.params)
     image = np.ascontiguousarray(image, np.float32)
-    key = zlib.crc32(image.tobytes()) if self.method == "noise" else 0
-    return self._fn(image, key)
+    if self.method != "noise":
+      key = 0
+    elif self.per_read:
+      if rng is None:
+        raise ValueError("TargetFunction(fresh=True): noise needs the sample's generator")
+      key = int(rng.integers(0, 2**31 - 1))
+    else:
+      key = zlib.crc32(image.tobytes())
+    out = self._fn(image, key)
+    if self.quantize:
+      out = np.round(np.clip(out, 0.0, 1.0) * 255.0).astype(np.float32) / 255.0
+    return out

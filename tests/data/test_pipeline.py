@@ -245,6 +245,24 @@ def test_sample_randomness_comes_from_seed_and_stream_position():
       np.testing.assert_array_equal(batch["target"][j], target)
 
 
+def test_fresh_noise_targets_come_from_the_sample_generator_and_keep_the_images():
+  """Per-read noise (the reference's fresh noise) is drawn from each sample's seeded
+  generator after its geometry: same seed, same targets; the images are those of
+  a fixed-noise loader (no other draw moved)."""
+  from privreid_jax.ops import desensitize
+  src = _source(COUNTS)
+  cfg = _data_cfg(erasing_prob=1.0)
+  fresh = desensitize.TargetFunction("noise", {"std": 0.2}, seed=0, fresh=True)
+  fixed = desensitize.TargetFunction("noise", {"std": 0.2}, seed=0)
+  one, two = (_take(pipeline.train_loader(src, _pids(src), cfg, seed=3, targets=fresh), 2)
+              for _ in range(2))
+  ref = _take(pipeline.train_loader(src, _pids(src), cfg, seed=3, targets=fixed), 2)
+  for a, b, c in zip(one, two, ref):
+    np.testing.assert_array_equal(a["target"], b["target"])
+    np.testing.assert_array_equal(a["image"], c["image"])
+    assert not np.allclose(a["target"], c["target"])
+
+
 def test_paired_identity_target_equals_image_and_inverted_target_shares_geometry():
   src = _source(COUNTS)
   cfg = _data_cfg(erasing_prob=1.0)

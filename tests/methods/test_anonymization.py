@@ -52,22 +52,70 @@ def stepped():
 # --- the supervision M -------------------------------------------------------------
 
 
-def test_mosaic_target_is_the_scaled_mosaic_and_picklable():
+def test_mosaic_target_is_the_scaled_mosaic_quantized_and_picklable():
   config = anon_synthetic.get_config("mosaic")     # 64x32: block 24 -> 6
   fn = pickle.loads(pickle.dumps(anonymization.Method.train_targets(config)))
   image = np.random.default_rng(1).uniform(0, 1, (64, 32, 3)).astype(np.float32)
   expected = desensitize.mosaic(image[None], block=6, fill="top_left")[0]
-  np.testing.assert_allclose(fn(image), expected, atol=1e-6)
+  # 8-bit levels, as the reference code's uint8 targets.
+  np.testing.assert_allclose(fn(image), np.round(np.asarray(expected) * 255) / 255, atol=1e-6)
+  np.testing.assert_allclose(fn(image) * 255, np.round(fn(image) * 255), atol=1e-4)
   assert not np.allclose(fn(image), image)
+  config.anon.quantize_targets = False
+  np.testing.assert_allclose(anonymization.Method.train_targets(config)(image), expected,
+                             atol=1e-6)
 
 
-def test_noise_target_differs_per_image_but_is_deterministic():
+def test_noise_target_is_fresh_on_every_read_but_seeded():
+  """As the reference code: new noise each time an image is read, drawn from the
+  sample's seeded generator (so a resumed run draws the same)."""
   fn = anonymization.Method.train_targets(anon_synthetic.get_config("noise,tiny"))
+  assert fn.per_read
+  a = np.random.default_rng(2).uniform(0.3, 0.7, (32, 16, 3)).astype(np.float32)
+  gen = lambda seed: np.random.default_rng(seed)
+  np.testing.assert_array_equal(fn(a, gen(1)), pickle.loads(pickle.dumps(fn))(a, gen(1)))
+  assert not np.allclose(fn(a, gen(1)) - a, fn(a, gen(2)) - a, atol=0.05)
+  assert 0.3 < np.std(fn(a, gen(1)) - a) < 0.5       # std 0.5, then clipped to [0, 1]
+  with pytest.raises(ValueError, match="needs the sample's generator"):
+    fn(a)
+
+
+def test_fixed_noise_target_differs_per_image_but_is_deterministic():
+  config = anon_synthetic.get_config("noise,tiny")
+  config.anon.fresh_noise = False
+  fn = anonymization.Method.train_targets(config)
   rng = np.random.default_rng(2)
   a, b = (rng.uniform(0.3, 0.7, (32, 16, 3)).astype(np.float32) for _ in range(2))
   np.testing.assert_array_equal(fn(a), pickle.loads(pickle.dumps(fn))(a))
   assert not np.allclose(fn(a) - a, fn(b) - b, atol=0.05)
   assert 0.3 < np.std(fn(a) - a) < 0.5        # std 0.5, then clipped to [0, 1]
+
+
+def test_discriminator_loss_sums_real_and_fake_terms_as_the_reference(stepped):
+  """d_loss = BCE(D(O, M), 1) + BCE(D(O, P), 0) (pix2pix halves it: d_loss_scale 0.5)."""
+  method, batch, s0, _, _ = stepped
+  from privreid_jax import losses
+  o, m = batch["image"], batch["target"]
+  p = o[::-1]
+  real, _ = method._discriminate(s0.params, s0.batch_stats, "D1", o, m)
+  st = method._discriminate(s0.params, s0.batch_stats, "D1", o, m)[1]
+  fake, _ = method._discriminate(s0.params, {"D1": st}, "D1", o, p)
+  want = float(losses.gan_bce(real, True) + losses.gan_bce(fake, False))
+  got, _ = method._d_loss(s0.params, s0.batch_stats, "D1", o, m, p)
+  assert float(got) == pytest.approx(want, rel=1e-5)
+  config = tiny_config()
+  config.anon.d_loss_scale = 0.5
+  half = anonymization.Method(config, num_classes=2, steps_per_epoch=2)
+  assert float(half._d_loss(s0.params, s0.batch_stats, "D1", o, m, p)[0]) == pytest.approx(
+      want / 2, rel=1e-5)
+
+
+def test_agw_variant_trains_c_with_the_reference_center_loss():
+  from configs import anon_market
+  c = anon_market.get_config("mosaic,agw")
+  assert (c.loss.center_weight, c.loss.center_lr) == (5e-4, 0.5)
+  assert (c.model.pooling, c.model.non_local, c.loss.triplet) == ("gem", True, "weighted")
+  assert anon_market.get_config("mosaic").loss.center_weight == 0.0
 
 
 def test_bad_desensitization_names_the_key():
@@ -176,7 +224,7 @@ def test_run_image_quality_of_m_matches_an_independent_computation(run_dir):
     images.append(batch["image"][batch["mask"]])
   o = np.concatenate(images)[:n] * np.asarray(config.data.std) + np.asarray(config.data.mean)
   o = np.clip(o, 0, 1).astype(np.float32)
-  m = desensitize.mosaic(o, block=3)
+  m = np.round(np.asarray(desensitize.mosaic(o, block=3)) * 255) / 255   # 8-bit targets
   q = results["image_quality"]
   assert q["psnr_M"] == pytest.approx(float(np.mean(image_metrics.psnr(m, o))), rel=1e-4)
   assert q["ssim_M"] == pytest.approx(float(np.mean(image_metrics.ssim(m, o))), rel=1e-4)
@@ -227,7 +275,11 @@ def test_missing_third_party_checkpoint_fails_before_training(tmp_path):
   config = anon_synthetic.get_config("tiny")
   config.data.root = str(tmp_path / "data")
   config.evals.outsider.workdir = str(tmp_path / "nothing")
-  with pytest.raises(FileNotFoundError, match="outsider.workdir=.*nothing.*no checkpoint"):
+  with pytest.raises((FileNotFoundError, ValueError), match="outsider.workdir=.*nothing"):
+    trainer.run(config, str(tmp_path / "run"))
+  (tmp_path / "empty").mkdir()                 # a folder, but no checkpoint in it
+  config.evals.outsider.workdir = str(tmp_path / "empty")
+  with pytest.raises(FileNotFoundError, match="outsider.workdir=.*empty.*no checkpoint"):
     trainer.run(config, str(tmp_path / "run"))
   assert checkpoint.latest_step(str(tmp_path / "run")) is None
 
@@ -250,3 +302,27 @@ def test_base_noise_at_evaluation_is_per_image_not_per_batch_position():
   assert abs(np.corrcoef(n_a1.ravel(), n_b2.ravel())[0, 1]) < 0.2
   # ... and a's noise is the same at position 0 of one batch and 1 of another.
   np.testing.assert_allclose(n_a1, n_a2, atol=1e-5)
+
+
+def test_upgrade_rule_quality_is_measured_as_the_reference_code(run_dir, stepped):
+  """metrics="reference": PSNR = 10 log10(1 / MSE averaged over the set), SSIM with
+  zero-padded windows, on every image when max_images is 0."""
+  config, _, _ = run_dir
+  method, _, _, s1, _ = stepped
+  from privreid_jax.data import splits as data_splits
+  from privreid_jax.methods.anonymization import evaluators
+  source = data_splits.open_splits(config.data).query.source
+  quality = evaluators.ImageQuality(method, config.data)
+  got, _ = quality.measure(s1, source, 0, metrics="reference")
+  per_image, _ = quality.measure(s1, source, 0, metrics="per_image")
+  images = [b["image"][b["mask"]] for b in pipeline.eval_loader(source, config.data)]
+  o = np.clip(np.concatenate(images) * np.asarray(config.data.std)
+              + np.asarray(config.data.mean), 0, 1).astype(np.float32)
+  assert len(o) == len(source)
+  m = np.round(np.asarray(desensitize.mosaic(o, block=3)) * 255) / 255
+  mse = np.mean(np.square(m - o), axis=(1, 2, 3))
+  assert got["psnr_M"] == pytest.approx(10 * np.log10(1 / np.mean(mse)), rel=1e-4)
+  assert per_image["psnr_M"] == pytest.approx(np.mean(10 * np.log10(1 / mse)), rel=1e-4)
+  assert got["psnr_M"] != pytest.approx(per_image["psnr_M"], rel=1e-4)
+  ssim_zero = image_metrics.ssim(m, o, padding="same_zero")
+  assert got["ssim_M"] == pytest.approx(float(np.mean(ssim_zero)), rel=1e-4)

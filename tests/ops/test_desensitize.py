@@ -189,3 +189,18 @@ def test_scale_params_follows_image_height():
 def test_bad_input_is_a_clear_error(call, match):
   with pytest.raises(ValueError, match=match):
     call(_images())
+
+
+def test_target_function_fresh_noise_uses_the_sample_generator_and_quantizes():
+  image = np.full((16, 8, 3), 0.5, np.float32)
+  fresh = ds.TargetFunction("noise", {"std": 0.1}, seed=0, fresh=True, quantize=True)
+  assert fresh.per_read
+  a = fresh(image, np.random.default_rng(1))
+  np.testing.assert_array_equal(a, fresh(image, np.random.default_rng(1)))
+  assert np.abs(a - fresh(image, np.random.default_rng(2))).max() > 0.05
+  np.testing.assert_allclose(a * 255, np.round(a * 255), atol=1e-4)
+  fixed = ds.TargetFunction("noise", {"std": 0.1}, seed=0)
+  assert not fixed.per_read
+  np.testing.assert_array_equal(fixed(image), fixed(image.copy()))
+  # mosaic and blur need no generator even when `fresh` is set.
+  assert not ds.TargetFunction("mosaic", {"block": 2}, seed=0, fresh=True).per_read

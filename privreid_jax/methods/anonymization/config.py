@@ -27,11 +27,18 @@ def anon_section(desensitize: str = "mosaic") -> ml_collections.ConfigDict:
   a.mosaic_fill = "top_left"    # top_left (reference code) | mean
   a.blur_sigma = 12.0
   a.noise_std = 0.5             # on the [0, 1] scale, not scaled
+  # As the reference code: new noise on every read of an image (False: one fixed
+  # noise field per image) and targets rounded to 8-bit levels (it stores uint8).
+  a.fresh_noise = True
+  a.quantize_targets = True
   a.ngf = 64                    # U-Net width (G and G_R)
   a.num_downs = 7               # unet_128; capped at what the image size allows
   a.dropout = False
   a.ndf = 64                    # PatchGAN width (D1 and D2)
   a.d_layers = 3
+  # Each discriminator's loss is d_loss_scale * (BCE(real) + BCE(fake)): 1.0 sums the
+  # two terms as the reference code; 0.5 is pix2pix's halving.
+  a.d_loss_scale = 1.0
   a.b1 = 0.5                    # Adam betas of G, G_R, D1, D2 (C uses optim.b1/b2)
   a.b2 = 0.999
   a.weights = ml_collections.ConfigDict(dict(
@@ -52,7 +59,11 @@ def stages_section() -> ml_collections.ConfigDict:
   st.psnr_margin = 1.0          # PSNR(O,P) < PSNR(O,M) + 1 dB (M: handcrafted)
   st.ssim_margin = 0.05         # SSIM(O,P) < SSIM(O,M) + 0.05
   st.max_stages = 3             # [ours] upgrades at most; the last stage trains to the end
-  st.quality_images = 256       # val gallery images for PSNR / SSIM
+  # How the rule measures P and M on the val gallery: "reference" as the reference
+  # code (PSNR = 10 log10(1 / MSE averaged over the set), SSIM with zero-padded
+  # windows) or "per_image" (PSNR and valid-window SSIM averaged per image).
+  st.metrics = "reference"
+  st.quality_images = 0         # val gallery images for PSNR / SSIM; 0: all (reference)
   return st
 
 
@@ -84,3 +95,6 @@ def apply_variants(c: ml_collections.ConfigDict, names) -> None:
     c.data.val_fraction = 0.2   # the check's validation identities
   if "agw" in names:
     config_base.make_agw(c)
+    # The reference's C trains with the center loss (weight 5e-4, its own SGD at 0.5).
+    c.loss.center_weight = 5e-4
+    c.loss.center_lr = 0.5

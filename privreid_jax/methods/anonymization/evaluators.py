@@ -5,6 +5,11 @@ anonymized image and R = G_R(P) the recovered one (in Base mode P is M and
 there is no R). Images are compared in [0, 1] pixels; the row is
 `image_quality` with psnr_M, psnr_P, psnr_R, ssim_M, ... and an O | M | P | R
 grid goes to TensorBoard.
+
+`measure(..., metrics=)` computes the numbers two ways: "per_image" (PSNR and
+valid-window SSIM of each image, averaged: the evaluator's rows) or
+"reference" (as the reference code's upgrade rule: PSNR = 10 log10(1 / MSE
+averaged over the set), SSIM with zero-padded windows averaged per image).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from privreid_jax.data.splits import Subset
 from privreid_jax.ops import image_metrics, normalize
 
 GRID_IMAGES = 8
+METRICS = ("per_image", "reference")
 
 
 class ImageQuality:
@@ -35,12 +41,17 @@ class ImageQuality:
     r = p if m.mode == "base" else m.recover(state, p)
     return tuple(normalize.to_unit(x, m.mean, m.std) for x in (images, p, r))
 
-  def measure(self, state, source, max_images: int):
-    """({metric: mean over the first `max_images` of `source`}, [0,1] examples)."""
+  def measure(self, state, source, max_images: int, metrics: str = "per_image"):
+    """({metric: value over the first `max_images` of `source` (0: all)},
+    [0,1] examples)."""
+    if metrics not in METRICS:
+      raise ValueError(f"image quality metrics={metrics!r}: expected {' | '.join(METRICS)}")
+    reference = metrics == "reference"
     sums: dict[str, float] = {}
     count = 0
     examples = None
-    subset = Subset(source, range(min(int(max_images), len(source))))
+    n = len(source) if int(max_images) <= 0 else min(int(max_images), len(source))
+    subset = Subset(source, range(n))
     for batch in pipeline.eval_loader(subset, self.data_cfg):
       o01, p01, r01 = (np.asarray(x) for x in self._fn(state, batch["image"]))
       keep = batch["mask"]
@@ -48,14 +59,23 @@ class ImageQuality:
       m01 = np.stack([self.target(x) for x in o01])
       images = {"M": m01, "P": p01, "R": r01}
       for name in self.names:
-        sums[f"psnr_{name}"] = sums.get(f"psnr_{name}", 0.0) + float(
-            np.sum(image_metrics.psnr(images[name], o01)))
+        if reference:       # accumulate the MSE; PSNR of the set at the end
+          sums[f"psnr_{name}"] = sums.get(f"psnr_{name}", 0.0) + float(
+              np.sum(np.mean(np.square(images[name] - o01), axis=(1, 2, 3))))
+        else:
+          sums[f"psnr_{name}"] = sums.get(f"psnr_{name}", 0.0) + float(
+              np.sum(image_metrics.psnr(images[name], o01)))
         sums[f"ssim_{name}"] = sums.get(f"ssim_{name}", 0.0) + float(
-            np.sum(image_metrics.ssim(images[name], o01)))
+            np.sum(image_metrics.ssim(images[name], o01,
+                                      padding="same_zero" if reference else "valid")))
       count += len(o01)
       if examples is None:
         examples = {"O": o01[:GRID_IMAGES], **{k: v[:GRID_IMAGES] for k, v in images.items()}}
-    return {k: v / max(count, 1) for k, v in sums.items()}, examples
+    out = {k: v / max(count, 1) for k, v in sums.items()}
+    if reference:
+      out.update({k: float(10.0 * np.log10(1.0 / v)) for k, v in out.items()
+                  if k.startswith("psnr_")})
+    return out, examples
 
 
 class ImageQualityEvaluator:

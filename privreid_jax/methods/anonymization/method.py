@@ -20,9 +20,10 @@ update of G, G_R and C on
   w_d1 GAN_D1 + w_d2 GAN_D2 + w_p L1(P, M) + w_r L1(R, O) + w_o reid(O) + w_a reid(P)
 
 against the updated discriminators (pix2pix's order), the gradient reaching G
-and G_R through the stored VJP. As pix2pix: each discriminator loss is halved,
-and the discriminators run in train mode (batch statistics) in the generator
-loss without their running statistics being updated there.
+and G_R through the stored VJP. Each discriminator loss sums its real and fake
+terms as the reference code (`anon.d_loss_scale = 0.5` halves it, pix2pix); as
+pix2pix, the discriminators run in train mode (batch statistics) in the
+generator loss without their running statistics being updated there.
 
 `anon.mode = "base"` is the paper's "Base": no generators, C alone trained on
 raw plus desensitized images (reid(O) + reid(M)); its "anon" images are the
@@ -38,7 +39,6 @@ from __future__ import annotations
 import jax
 
 from privreid_jax import losses, optim, train_state
-from privreid_jax.evaluation import base as eval_base
 from privreid_jax.methods import base
 from privreid_jax.methods.anonymization import (evaluators, networks, stages, targets,
                                                 third_party, upgrade_rule)
@@ -71,6 +71,7 @@ class Method(base.Method):
     self.weights = {k: float(a.weights[k]) for k in
                     ("gan_d1", "gan_d2", "l1_anon", "l1_rec", "reid_raw", "reid_anon")}
     self.desensitize_method, self.desensitize_params = targets.desensitize_params(config)
+    self.d_loss_scale = float(a.d_loss_scale)
     self.reid = ReidLearner(config, num_classes, steps_per_epoch)
     self.txs = dict(self.reid.txs)
     if self.mode == "learned":
@@ -94,9 +95,9 @@ class Method(base.Method):
     return targets.train_targets(config, stage.targets_dir if stage else "")
 
   def handcrafted_target(self) -> targets.Desensitizer:
-    """The handcrafted M as a [0, 1] image function (the quality anchor)."""
-    return targets.Desensitizer(self.desensitize_method, self.desensitize_params,
-                                self.config.seed)
+    """The handcrafted M as a [0, 1] image function (the quality anchor): noise
+    fixed per image, so the anchor is the same at every measurement."""
+    return targets.handcrafted(self.config, fresh=False)
 
   # --- networks ------------------------------------------------------------------
 
@@ -128,10 +129,12 @@ class Method(base.Method):
     return logits, upd["batch_stats"]
 
   def _d_loss(self, params, stats, name, cond, real, fake):
-    """pix2pix D loss: 0.5 (BCE(D(c, real), 1) + BCE(D(c, fake), 0)); stats threaded."""
+    """D loss: s (BCE(D(c, real), 1) + BCE(D(c, fake), 0)), s = anon.d_loss_scale
+    (1: the reference's sum; 0.5: pix2pix); stats threaded."""
     logits_real, st = self._discriminate(params, stats, name, cond, real)
     logits_fake, st = self._discriminate(params, {name: st}, name, cond, fake)
-    loss = 0.5 * (losses.gan_bce(logits_real, True) + losses.gan_bce(logits_fake, False))
+    loss = self.d_loss_scale * (losses.gan_bce(logits_real, True)
+                                + losses.gan_bce(logits_fake, False))
     return loss, st
 
   # --- training ------------------------------------------------------------------
@@ -255,7 +258,7 @@ class Method(base.Method):
 
   def evaluators(self, ctx):
     return {
-        "reid": lambda cfg: eval_base.Ranking(ctx.evaluator, self.eval_settings),
+        **base.shared_evaluators(self, ctx),
         "image_quality": lambda cfg: evaluators.ImageQualityEvaluator(
             self.quality, ctx, cfg.images),
         "outsider": lambda cfg: third_party.evaluator(self, ctx, cfg),

@@ -24,10 +24,14 @@ def desensitize_params(config) -> tuple[str, dict[str, Any]]:
   return op, desensitize.config_params(op, a, config.data.height)
 
 
-def handcrafted(config) -> Desensitizer:
-  """The handcrafted M of config.anon.desensitize as a [0, 1] image function."""
+def handcrafted(config, fresh: bool | None = None) -> Desensitizer:
+  """The handcrafted M of config.anon.desensitize as a [0, 1] image function
+  (fresh noise per read as config.anon.fresh_noise unless `fresh` is given)."""
+  a = config.anon
   op, params = desensitize_params(config)
-  return Desensitizer(op, params, config.seed)
+  return Desensitizer(op, params, config.seed,
+                      fresh=bool(a.fresh_noise) if fresh is None else fresh,
+                      quantize=bool(a.quantize_targets))
 
 
 def train_targets(config, targets_dir: str = "") -> Desensitizer | target_records.TargetSource:

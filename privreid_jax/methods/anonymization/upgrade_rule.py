@@ -3,7 +3,9 @@
 The check runs inside one stage's trainer run (method A's epoch hook) every
 `anon.stages.check_every_epochs` epochs, on the validation split (held-out
 training identities, never the test split), and writes a `stage_check` row
-(passed 0/1 with the measured values). The rule, with M the *handcrafted*
+(passed 0/1 with the measured values). PSNR and SSIM are measured as the
+reference code does (`anon.stages.metrics`, evaluators.py) on the whole val
+gallery (`anon.stages.quality_images = 0`). The rule, with M the *handcrafted*
 desensitization of the validation images (a fixed privacy anchor for every
 stage, [ours]):
 
@@ -82,6 +84,7 @@ class StageCheck:
     self.every = int(st.check_every_epochs)
     self.max_stages = int(st.max_stages)
     self.quality_images = int(st.quality_images)
+    self.metrics = str(st.metrics)
     self.rule = Rule.from_config(st)
     self.epochs = int(config.optim.epochs)
     self.quality = quality        # evaluators.ImageQuality of the method
@@ -104,7 +107,7 @@ class StageCheck:
                                       ctx.config.eval, ctx.mesh)
     val = self._evaluator.run(state, {VAL_SETTING: ("raw", "anon")})[VAL_SETTING]
     quality, _ = self.quality.measure(state, ctx.splits.val_gallery.source,
-                                      self.quality_images)
+                                      self.quality_images, self.metrics)
     return {"rank1": val["rank1"], "mAP": val["mAP"],
             **{k: quality[k] for k in ("psnr_P", "psnr_M", "ssim_P", "ssim_M")}}
 
