@@ -104,6 +104,8 @@ def base_config() -> ml_collections.ConfigDict:
   # eval.every_epochs, 0: at the end only, k: every k epochs) and their options.
   c.evals = ml_collections.ConfigDict()
   c.evals.reid = eval_base.section()   # Re-ID ranking of the method's settings
+  # The same rows on other datasets' test splits (cross-dataset), "<name>/<setting>".
+  c.evals.targets = eval_base.section(datasets=(), skip_missing=False)
 
   # --- checkpoints and logging ------------------------------------------------
   c.checkpoint = ml_collections.ConfigDict()

@@ -11,15 +11,19 @@ switches each on or off and gives its schedule:
                                      k: every k epochs and at the end
 
 plus the evaluator's own options. Expensive evaluators (the attackers) run
-only at the end by default.
+only at the end by default. Every method offers `reid` (its settings on the
+test split) and `targets` (the same settings on other datasets:
+`config.evals.targets.datasets = ("viper", "market1501")`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any, Mapping, Protocol
 
 import ml_collections
+from absl import logging
 
 Rows = dict[str, dict[str, float]]
 
@@ -50,6 +54,45 @@ class Schedule:
 
   def due(self, epoch: int, last: bool) -> bool:
     return last or (self.every_epochs > 0 and epoch % self.every_epochs == 0)
+
+
+def _present(catalog, data_cfg, name: str) -> bool:
+  """Whether dataset `name` is in its usual folder under data.root (or is data.name)."""
+  if name == data_cfg.name:
+    return True
+  root = os.path.abspath(os.path.expanduser(data_cfg.root)) if data_cfg.root else ""
+  subset = data_cfg.get("cuhk03_subset", "labeled")
+  return any(catalog.usual_location(name, p, cuhk03_subset=subset) is not None
+             for p in (root, os.path.dirname(root)) if p)
+
+
+class CrossDataset:
+  """The same ranking rows on other datasets' test splits (config.evals.targets):
+  rows "<dataset>/<setting>", e.g. "viper/O->O". The datasets are opened when the
+  evaluator is built (before training), so a missing one fails early."""
+
+  def __init__(self, method, ctx, datasets, settings: Mapping[str, tuple[str, str]],
+               skip_missing: bool = False):
+    from privreid_jax.data import catalog, splits as data_splits
+    from privreid_jax.evaluation.reid import ReidEvaluator
+    self.settings = dict(settings)
+    self.targets = {}
+    data = ctx.config.data
+    for name in datasets:
+      if skip_missing and not _present(catalog, data, name):
+        logging.warning("config.evals.targets: %s not found under %s: skipped", name,
+                        data.root)
+        continue
+      splits = data_splits.open_eval_splits(data, name)
+      self.targets[name] = ReidEvaluator(method, splits, ctx.config.data, ctx.config.eval,
+                                         ctx.mesh)
+
+  def run(self, state: Any, step: int) -> Rows:
+    del step
+    rows = {}
+    for name, reid in self.targets.items():
+      rows.update({f"{name}/{k}": v for k, v in reid.run(state, self.settings).items()})
+    return rows
 
 
 class Ranking:

@@ -97,12 +97,24 @@ class Method:
     raise NotImplementedError
 
   def evaluators(self, ctx: RunContext) -> dict[str, Factory]:
-    """The Re-ID ranking of `eval_settings` on the test splits."""
-    return {"reid": lambda cfg: eval_base.Ranking(ctx.evaluator, self.eval_settings)}
+    """The Re-ID ranking of `eval_settings` on the test splits and other datasets."""
+    return shared_evaluators(self, ctx)
 
   def on_epoch_end(self, state: TrainState, epoch: int, ctx: RunContext) -> TrainState:
     del epoch, ctx
     return state
+
+
+def shared_evaluators(method: Method, ctx: RunContext) -> dict[str, Factory]:
+  """What every method offers: `reid` (its settings on the test split) and
+  `targets` (the same on the datasets of config.evals.targets.datasets)."""
+  return {
+      "reid": lambda cfg: eval_base.Ranking(ctx.evaluator, method.eval_settings),
+      "targets": lambda cfg: (eval_base.CrossDataset(method, ctx, cfg.datasets,
+                                                     method.eval_settings,
+                                                     cfg.skip_missing)
+                              if cfg.datasets else None),
+  }
 
 
 def load(name: str) -> type[Method]:

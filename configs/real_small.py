@@ -1,0 +1,53 @@
+"""The CPU-sized real-data setting: the baseline from scratch on small public Re-ID datasets.
+
+  python -m privreid_jax.main --config=configs/real_small.py --config.data.root=PARENT --workdir=W
+
+PARENT holds any of VIPeR, GRID, PRID 2011, CUHK01 and i-LIDS in torchreid's layouts
+(PARENT/viper/VIPeR/cam_a, PARENT/grid/underground_reid, PARENT/prid2011/prid_2011,
+PARENT/cuhk01/campus, PARENT/ilids/i-LIDS_Pedestrian; see privreid_jax/data/small_datasets.py).
+Their training splits (split `data.split_index`) are combined, identities and cameras kept
+apart; missing datasets are skipped with a line saying so. Each dataset present is evaluated
+on its own test split: rows "viper/O->O", "cuhk01/O->O", ...
+
+Variants: `val` holds out 20% of the training identities for choosing hyper-parameters
+(rows "val:..." are not written by the trainer; use the validation split through
+experiments/ sweeps); `tiny` shrinks everything for smoke runs.
+
+[ours] Sizes are a first CPU-sized guess, not yet chosen on validation identities: a
+width-32 ResNet-18 at 128x64, P16 x K2 (most of these datasets have two images per
+person), 40 epochs, random erasing on.
+"""
+
+from privreid_jax import config_base
+from privreid_jax.data import small_datasets
+
+VARIANTS = ("val", "tiny")
+
+
+def get_config(arg=None):
+  names = config_base.variants(arg, VARIANTS, "configs/real_small.py")
+  c = config_base.base_config()
+  c.data.name = ""              # the test split of the first source found
+  c.data.sources = small_datasets.SMALL_DATASETS
+  c.data.height, c.data.width, c.data.pad = 128, 64, 5
+  c.data.batch_size = 32        # P=16 ids x K=2
+  c.data.num_instances = 2
+  c.data.eval_batch_size = 64
+  c.model.backbone = "resnet18"
+  c.model.width = 32
+  c.optim.lr = 7e-4             # from scratch, as configs/synthetic.py
+  c.optim.epochs = 40
+  c.optim.warmup_epochs = 2
+  c.optim.milestones = (25, 35)
+  c.eval.every_epochs = 40
+  c.checkpoint.every_epochs = 5
+  c.log.every_steps = 20
+  c.evals.reid.enabled = False  # the first source's rows come from evals.targets
+  c.evals.targets.datasets = small_datasets.SMALL_DATASETS
+  c.evals.targets.skip_missing = True
+  if "val" in names:
+    c.data.val_fraction = 0.2
+  if "tiny" in names:
+    config_base.make_tiny(c)
+    c.data.batch_size, c.data.num_instances = 8, 2
+  return c
