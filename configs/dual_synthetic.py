@@ -38,6 +38,7 @@ def get_config(arg=None):
     if "onestage" in names:
       d.epsilons = ()
     c.evals.feature_attack.steps = 20
+    c.evals.linkage.steps = 20
     # tests switch the attackers on where they check them
     c.evals.feature_attack.enabled = c.evals.inversion.enabled = False
     c.evals.inversion.steps = c.evals.inversion.classifier_steps = 10

@@ -216,6 +216,12 @@ def test_two_step_alternating_run_writes_oo_probe_and_dp_rows(tmp_path):
   assert noisy["k_per_id"] > 1 and noisy["eps_identity"] > noisy["eps_image"] == 100
   assert noisy["draws"] == 2 and noisy["sigma"] > 0
   assert noisy["mAP"] != by["dp:eps=inf"]["mAP"]
+  # The linkage attack on the released gallery, at every epsilon: on a clean gallery it
+  # is the O->O ranking; its classifier is scored on the released features.
+  link = by["attack:linkage@eps=inf"]
+  assert link["rank1"] == pytest.approx(results["O->O"]["rank1"], abs=1e-6)
+  assert 0.0 <= link["classifier_acc"] <= 1.0 and link["draws"] == 1
+  assert by["attack:linkage@eps=100"]["draws"] == 2
   # The inversion attacker's row, the figures and the saved query features.
   inv = by["attack:inversion"]
   assert {"id_acc", "probe_acc", "psnr_input", "chance"} <= set(inv)

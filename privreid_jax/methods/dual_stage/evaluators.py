@@ -10,6 +10,10 @@ arrays and hand them to `privreid_jax.privacy`, which never sees the method:
                   through the Gaussian mechanism, mean and std over noise draws;
                   the per-identity epsilon for the person with the most gallery
                   images (k_per_id), the median person's beside it
+  linkage         attack:linkage@eps=E: an attacker holding labelled photos of the
+                  test people (the query split) links them to the released, noised
+                  gallery features: Rank-1 / mAP of its matching and the accuracy of
+                  an identity classifier trained on its photos' features
   feature_attack  attack:feature_classifier (privacy/feature_attack.py)
   inversion       attack:inversion (privacy/inversion.py), inversion_grid.png
   features        WORKDIR/features_test.npz for t-SNE across runs
@@ -25,7 +29,6 @@ import numpy as np
 
 from privreid_jax import sharding
 from privreid_jax.data import pipeline
-from privreid_jax.evaluation import base as eval_base
 from privreid_jax.evaluation import ranking
 from privreid_jax.ops import image_metrics, normalize
 from privreid_jax.privacy import dp, feature_attack, holdout, inversion
@@ -127,8 +130,7 @@ class DpRelease:
         if clean:
           released = gf
         else:
-          key = (dp.os_key() if d.dp_seed < 0
-                 else dp.os_key(d.dp_seed * 100003 + e_i * 1009 + draw))
+          key = _release_key(d, e_i, draw)
           released = np.asarray(dp.release_gallery(gf, key, epsilon=float(eps),
                                                    delta=d.delta))
         r = ranking.evaluate_features(qf, released, q.pids, g.pids, q.camids,
@@ -150,6 +152,60 @@ class DpRelease:
                                                 d.delta, k),
             "eps_identity_median": dp.composed_epsilon(
                 sigma, dp.DEFAULT_SENSITIVITY, d.delta, max(1, round(k_median)))}
+    return rows
+
+
+def _release_key(d, e_i: int, draw: int, salt: int = 0):
+  return (dp.os_key() if d.dp_seed < 0
+          else dp.os_key(d.dp_seed * 100003 + e_i * 1009 + draw + salt))
+
+
+class Linkage:
+  """The attack on what stage 2 releases, at every epsilon, on test identities.
+
+  The attacker has labelled photos of the people it looks for (the query split,
+  embedded with the released model) and the released gallery: the noised,
+  L2-normalised gallery features. Rows `attack:linkage@eps=E`: Rank-1 / mAP of
+  linking each photo to its person's released features (mean over noise draws,
+  fresh draws independent of the dp rows'), and `classifier_acc`: an identity
+  classifier trained on the photos' features, scored on the released gallery
+  features of the same people.
+  """
+
+  def __init__(self, method, ctx, ev_cfg):
+    self.method, self.ctx, self.steps = method, ctx, int(ev_cfg.steps)
+
+  def run(self, state, step: int):
+    d, ctx = self.method.d, self.ctx
+    q, g = ctx.splits.query, ctx.splits.gallery
+    qf = ctx.evaluator.features(state, "query", "raw")
+    gf = ctx.evaluator.features(state, "gallery", "raw")
+    q_pids, g_pids = np.asarray(q.pids), np.asarray(g.pids)
+    people = np.unique(q_pids[q_pids > 0])
+    label = {p: i for i, p in enumerate(people)}
+    in_g = np.isin(g_pids, people)
+    rows = {}
+    for e_i, eps in enumerate(d.epsilons):
+      clean = _is_clean(eps)
+      r1, m_ap, acc = [], [], []
+      for draw in range(1 if clean else d.noise_draws):
+        key = None if clean else _release_key(d, e_i, draw, salt=17)
+        released = feature_attack.release(gf, None if clean else float(eps), d.delta, key)
+        r = ranking.evaluate_features(qf, released, q.pids, g.pids, q.camids, g.camids,
+                                      metric="cosine", max_rank=ctx.config.eval.max_rank)
+        r1.append(float(np.asarray(r["cmc"])[0]))
+        m_ap.append(float(r["mAP"]))
+        keep = q_pids > 0
+        acc.append(feature_attack.feature_classifier_attack(
+            np.asarray(dp.l2_normalize(qf))[keep], [label[p] for p in q_pids[keep]],
+            released[in_g], [label[p] for p in g_pids[in_g]], num_classes=len(people),
+            steps=self.steps, seed=max(d.dp_seed, 0)))
+      name = "inf" if clean else f"{float(eps):g}"
+      rows[f"attack:linkage@eps={name}"] = {
+          "rank1": float(np.mean(r1)), "mAP": float(np.mean(m_ap)),
+          "classifier_acc": float(np.mean(acc)), "chance": 1.0 / max(len(people), 1),
+          "rank1_std": float(np.std(r1)), "draws": float(len(r1)),
+          "eps_image": float("inf") if clean else float(eps)}
     return rows
 
 
@@ -247,12 +303,14 @@ class SaveFeatures:
     return {}
 
 
-def offered(method, ctx):
-  """Method B's evaluators by name, in the order their rows are written."""
+def offered(method, ctx, shared):
+  """Method B's evaluators by name after the `shared` ones, in the order their rows
+  are written."""
   return {
-      "reid": lambda cfg: eval_base.Ranking(ctx.evaluator, method.eval_settings),
+      **shared,
       "id_probe": lambda cfg: IdProbe(method, ctx),
       "dp_release": lambda cfg: DpRelease(method, ctx),
+      "linkage": lambda cfg: Linkage(method, ctx, cfg),
       "feature_attack": lambda cfg: FeatureAttack(method, ctx, cfg),
       "inversion": lambda cfg: Inversion(method, ctx, cfg),
       "features": lambda cfg: SaveFeatures(ctx, cfg.count),

@@ -265,4 +265,4 @@ class Method(base.Method):
     return recon, probe(images), probe(recon)
 
   def evaluators(self, ctx):
-    return evaluators.offered(self, ctx)
+    return evaluators.offered(self, ctx, base.shared_evaluators(self, ctx))
