@@ -10,7 +10,7 @@ desensitized images lose identity as in the real task. Each camera has its own
 textured background, illumination, colour cast and viewpoint; images vary in
 position, scale, limbs, facing (front/back) and left-right flip.
 
-  python -m privreid_jax.data.synthetic --out /tmp/synth --num-ids 200 --seed 0
+  python -m privreid_jax.data.synthetic --out /tmp/synth --num_ids 200 --seed 0
 
 writes `bounding_box_train/`, `query/` and `bounding_box_test/` with names such
 as `0002_c1s1_000451_03.jpg`; the gallery also holds `0000_...` distractors and
@@ -19,7 +19,6 @@ as `0002_c1s1_000451_03.jpg`; the gallery also holds `0000_...` distractors and
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -693,18 +692,49 @@ def format_stats(stats: dict[str, Any]) -> str:
   return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(
-      prog="python -m privreid_jax.data.synthetic",
-      description="Generate synthetic pedestrians in the Market-1501 layout.")
-  parser.add_argument("--out", required=True, help="output folder (absent or empty)")
+def _define(fv):
+  """The tool's flags (snake_case, absl), on `fv`: --out and one per DEFAULTS key."""
+  from absl import flags
+  flags.DEFINE_string("out", None, "Output folder (absent or empty).", flag_values=fv)
+  flags.mark_flag_as_required("out", flag_values=fv)
   for key, default in DEFAULTS.items():
-    flag = "--" + key.replace("_", "-")
     if isinstance(default, tuple):
-      parser.add_argument(flag, type=int, nargs=2, default=default, metavar=("MIN", "MAX"))
+      flags.DEFINE_list(key, [str(v) for v in default],
+                        f"MIN,MAX (default {default[0]},{default[1]}).", flag_values=fv)
+      flags.register_validator(
+          key, lambda v: len(v) == 2 and all(_is_int(x) for x in v),
+          message=f"--{key} takes MIN,MAX (two integers), e.g. "
+                  f"--{key}={default[0]},{default[1]}", flag_values=fv)
+    elif isinstance(default, bool):
+      flags.DEFINE_boolean(key, default, f"Default {default}.", flag_values=fv)
+    elif isinstance(default, int):
+      flags.DEFINE_integer(key, default, f"Default {default}.", flag_values=fv)
+    elif isinstance(default, float):
+      flags.DEFINE_float(key, default, f"Default {default}.", flag_values=fv)
     else:
-      parser.add_argument(flag, type=type(default), default=default)
-  args = vars(parser.parse_args(argv))
+      flags.DEFINE_string(key, default, f"Default {default}.", flag_values=fv)
+  return fv
+
+
+def _is_int(text: str) -> bool:
+  try:
+    int(text)
+  except ValueError:
+    return False
+  return True
+
+
+def main(argv: list[str] | None = None) -> int:
+  """Generates the dataset; argv without the program name (default sys.argv[1:])."""
+  from absl import flags
+  from privreid_jax import api
+  argv = list(sys.argv[1:] if argv is None else argv)
+  fv = _define(flags.FlagValues())
+  api.parse_flags(fv, ["python -m privreid_jax.data.synthetic", *argv], __doc__)
+  args = {key: fv[key].value for key in DEFAULTS}
+  args = {key: tuple(int(x) for x in v) if isinstance(DEFAULTS[key], tuple) else v
+          for key, v in args.items()}
+  args["out"] = fv.out
   out = args.pop("out")
   start = time.perf_counter()
   try:

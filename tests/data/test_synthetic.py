@@ -204,9 +204,9 @@ def test_bad_parameters_are_named(params, message, tmp_path):
 
 def test_cli_prints_the_table(tmp_path, capsys):
   out = str(tmp_path / "ds")
-  assert synthetic.main(["--out", out, "--num-ids", "6", "--num-cameras", "3",
+  assert synthetic.main(["--out", out, "--num_ids", "6", "--num_cameras=3",
                          "--height", "32", "--width", "16", "--seed", "1",
-                         "--images-per-camera", "2", "3"]) == 0
+                         "--images_per_camera=2,3"]) == 0
   text = capsys.readouterr().out
   stats = synthetic._read_marker(out)["stats"]
   assert stats["train"]["ids"] == 3
@@ -215,6 +215,20 @@ def test_cli_prints_the_table(tmp_path, capsys):
   assert re.search(r"generated in \d+\.\d s", text)
   assert synthetic.main(["--out", out]) == 1  # non-empty: refused, not overwritten
   assert "not an empty folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--num-ids=6"], "num-ids"),                        # the old dashed spelling
+    (["--images_per_camera=2"], "--images_per_camera takes MIN,MAX"),
+    ([], "--out is required"),
+])
+def test_cli_bad_flags_are_one_line_with_exit_2(argv, message, tmp_path, capsys):
+  args = argv if not argv else ["--out", str(tmp_path / "ds"), *argv]
+  with pytest.raises(SystemExit) as e:
+    synthetic.main(args)
+  err = capsys.readouterr().err
+  assert e.value.code == 2 and message in err and err.count("\n") == 1, err
+  assert not os.path.exists(tmp_path / "ds")
 
 
 def _load_real_ids(root):
