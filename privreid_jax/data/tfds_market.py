@@ -16,7 +16,6 @@ One builder config per dataset; CUHK03-NP has one per subset (`cuhk03_labeled`,
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from typing import Any, Iterator, Sequence
@@ -170,18 +169,27 @@ def data_source(data_dir: str, name: str, split: str, *,
   return ReidSource(source, f"{config}/{split} at {builder.data_dir}")
 
 
+def _define(fv):
+  """The tool's flags (absl, snake_case) on `fv`."""
+  from absl import flags
+  flags.DEFINE_string("name", None, f"One of {', '.join(datasets.KNOWN_DATASETS)}.",
+                      flag_values=fv)
+  flags.DEFINE_string("root", None, "Dataset folder (or its parent).", flag_values=fv)
+  flags.DEFINE_string("data_dir", None, "tfds output folder.", flag_values=fv)
+  flags.DEFINE_enum("cuhk03_subset", "labeled", list(datasets.CUHK03_SUBSETS),
+                    "CUHK03-NP subset.", flag_values=fv)
+  for name in ("name", "root", "data_dir"):
+    flags.mark_flag_as_required(name, flag_values=fv)
+  return fv
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(
-      prog="python -m privreid_jax.data.tfds_market",
-      description="Prepare a Re-ID dataset folder as tfds ArrayRecord.")
-  parser.add_argument("--name", required=True,
-                      help=f"one of {', '.join(datasets.KNOWN_DATASETS)}")
-  parser.add_argument("--root", required=True,
-                      help="dataset folder (or its parent)")
-  parser.add_argument("--data_dir", required=True, help="tfds output folder")
-  parser.add_argument("--cuhk03_subset", default="labeled",
-                      choices=datasets.CUHK03_SUBSETS)
-  args = parser.parse_args(argv)
+  """Prepares a dataset; argv without the program name (default sys.argv[1:])."""
+  from absl import flags
+  from privreid_jax import api
+  argv = list(sys.argv[1:] if argv is None else argv)
+  args = _define(flags.FlagValues())
+  api.parse_flags(args, ["python -m privreid_jax.data.tfds_market", *argv], __doc__)
   try:
     path = prepare(args.name, args.root, args.data_dir,
                    cuhk03_subset=args.cuhk03_subset)

@@ -147,6 +147,14 @@ def test_cli(tmp_path, capsys):
   assert "nope does not exist" in capsys.readouterr().err
 
 
+def test_cli_misspelt_flag_is_one_line_with_exit_2(tmp_path, capsys):
+  with pytest.raises(SystemExit) as e:
+    tfds_market.main(["--name", "market1501", "--root", str(tmp_path),
+                      "--data-dir", str(tmp_path / "out")])
+  err = capsys.readouterr().err
+  assert e.value.code == 2 and "data-dir" in err and err.count("\n") == 1, err
+
+
 def test_cli_as_module(tmp_path):
   """`python -m` runs the file as __main__: the builder must still register once."""
   root = _market(tmp_path / "m", seed=3)
