@@ -3,7 +3,7 @@
   python -m experiments.ablate --sweep experiments/sweeps/baseline_synthetic.py --root /tmp/sweep
   python -m experiments.ablate --sweep experiments/sweeps/baseline_synthetic.py:tiny \
       --root /tmp/sweep --shard 0/2          # runs 0, 2, 4, ... (the other machine: 1/2)
-  python -m experiments.ablate --sweep ... --root DIR --only gem_s0,wrt_s0 --dry-run
+  python -m experiments.ablate --sweep ... --root DIR --only gem_s0,wrt_s0 --dry_run
   python -m experiments.ablate --sweep ... --root DIR --set data.root=/data/market
 
 A sweep file defines `get_sweep(arg=None) -> list[dict]` (`--sweep FILE:arg`
@@ -30,13 +30,12 @@ memory and JAX state, and flags are parsed exactly as a user's command line
 (the runner parses the same argv in-process first, with the same
 `config_flags`, to check it). The price, a few seconds of imports per run, is
 kept down by a persistent compilation cache shared by the sweep's runs
-(`--compile-cache`, default `ROOT/.jax_cache`). A failed run is reported and
+(`--compile_cache`, default `ROOT/.jax_cache`). A failed run is reported and
 the sweep goes on; the exit code is 1 if any run failed, 2 for a bad sweep.
 """
 
 from __future__ import annotations
 
-import argparse
 import ast
 import dataclasses
 import datetime
@@ -442,26 +441,32 @@ def child_env(compile_cache: str) -> dict[str, str]:
 # --- command line -----------------------------------------------------------------
 
 
-def _parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(prog="python -m experiments.ablate",
-                              description="Run a sweep of named training runs.")
-  p.add_argument("--sweep", required=True, help="sweep file (experiments/sweeps/NAME.py[:arg])")
-  p.add_argument("--root", required=True, help="folder holding one workdir per run")
-  p.add_argument("--shard", default="0/1", help="i/n: run only runs i, i+n, ... (0-based)")
-  p.add_argument("--only", action="append", default=[],
-                 help="run only these runs (comma-separated or repeated)")
-  p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                 help="an override for every run, e.g. data.root=/data/market")
-  p.add_argument("--dry-run", action="store_true",
-                 help="print what would run (and the commands); write nothing")
-  p.add_argument("--compile-cache", default=None,
-                 help="persistent JAX compilation cache shared by the runs "
-                      "(default ROOT/.jax_cache; '' disables)")
-  return p
+def _define(fv: flags.FlagValues) -> flags.FlagValues:
+  """The runner's flags (absl, snake_case) on `fv`."""
+  flags.DEFINE_string("sweep", None, "Sweep file (experiments/sweeps/NAME.py[:arg]).",
+                      flag_values=fv)
+  flags.DEFINE_string("root", None, "Folder holding one workdir per run.", flag_values=fv)
+  flags.DEFINE_string("shard", "0/1", "i/n: run only runs i, i+n, ... (0-based).",
+                      flag_values=fv)
+  flags.DEFINE_multi_string("only", [], "Run only these runs (comma-separated or repeated).",
+                            flag_values=fv)
+  flags.DEFINE_multi_string("set", [], "KEY=VALUE: an override for every run, e.g. "
+                            "data.root=/data/market (repeatable).", flag_values=fv)
+  flags.DEFINE_boolean("dry_run", False, "Print what would run (and the commands); "
+                       "write nothing.", flag_values=fv)
+  flags.DEFINE_string("compile_cache", None, "Persistent JAX compilation cache shared by "
+                      "the runs (default ROOT/.jax_cache; '' disables).", flag_values=fv)
+  for name in ("sweep", "root"):
+    flags.mark_flag_as_required(name, flag_values=fv)
+  return fv
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  args = _parser().parse_args(argv)
+  """Runs the sweep; argv without the program name (default sys.argv[1:])."""
+  from privreid_jax import api
+  argv = list(sys.argv[1:] if argv is None else argv)
+  args = _define(flags.FlagValues())
+  api.parse_flags(args, ["python -m experiments.ablate", *argv], __doc__)
   root = os.path.abspath(args.root)
   try:
     extra = parse_set(args.set)

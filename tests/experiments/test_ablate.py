@@ -101,7 +101,7 @@ def test_interrupted_run_resumes_from_its_checkpoint(swept, tmp_path):
   ablate.write_status(str(workdir), status)
 
   code, out, err = run_main(["--sweep", swept.sweep, "--root", str(root), "--only", "seed0",
-                             "--compile-cache", os.path.join(swept.root, ".jax_cache")])
+                             "--compile_cache", os.path.join(swept.root, ".jax_cache")])
   assert code == 0, out + err
   assert "[1/1] seed0: resuming from step 1 ... done" in out
   assert ablate.latest_checkpoint(str(workdir))[0] == 2
@@ -142,7 +142,7 @@ def test_shard_picks_every_nth_run_and_dry_run_writes_nothing(tmp_path):
   sweep = write_sweep(tmp_path / "sweep.py", runs)
   root = tmp_path / "root"
   code, out, _ = run_main(["--sweep", sweep, "--root", str(root), "--shard", "1/2",
-                           "--dry-run"])
+                           "--dry_run"])
   assert code == 0
   picked = [ln.split("]")[1].split(":")[0].strip() for ln in out.splitlines()
             if ln.startswith("[")]
@@ -150,7 +150,7 @@ def test_shard_picks_every_nth_run_and_dry_run_writes_nothing(tmp_path):
   assert "--config.seed=3" in out and f"--workdir={root / 'r3'}" in out
   assert not root.exists()
   code, out, _ = run_main(["--sweep", sweep, "--root", str(root), "--shard", "0/2",
-                           "--only", "r2,r3", "--dry-run"])
+                           "--only", "r2,r3", "--dry_run"])
   assert [ln for ln in out.splitlines() if ln.startswith("[")] == ["[1/1] r2: would run"]
   code, _, err = run_main(["--sweep", sweep, "--root", str(root), "--shard", "2/2"])
   assert code == 2 and "--shard '2/2'" in err
@@ -228,6 +228,13 @@ def test_sweep_file_errors_are_one_line(tmp_path):
   extra = write_sweep(tmp_path / "extra.py", [{"name": "a", "config": TINY, "seeds": 3}])
   code, _, err = run_main(["--sweep", extra, "--root", str(tmp_path)])
   assert code == 2 and "unknown key(s) ['seeds']" in err
+
+
+def test_misspelt_flag_is_one_line_with_exit_2(tmp_path, capsys):
+  with pytest.raises(SystemExit) as e:
+    ablate.main(["--sweep", str(tmp_path / "s.py"), "--root", str(tmp_path), "--dry-run"])
+  err = capsys.readouterr().err
+  assert e.value.code == 2 and "dry-run" in err and err.count("\n") == 1, err
 
 
 def test_baseline_synthetic_sweep_resolves():

@@ -13,7 +13,7 @@ SWEEP = os.path.join(os.path.dirname(ablate.__file__), "sweeps", "dual_synthetic
 def dry_run(arg, root):
   out = io.StringIO()
   with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-    code = ablate.main(["--sweep", f"{SWEEP}{arg}", "--root", str(root), "--dry-run"])
+    code = ablate.main(["--sweep", f"{SWEEP}{arg}", "--root", str(root), "--dry_run"])
   return code, out.getvalue()
 
 
