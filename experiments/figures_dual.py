@@ -25,7 +25,6 @@ the figure's title names the one used.
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import os
 import sys
@@ -203,14 +202,24 @@ def write_figures(root: str, out_dir: str, runs: Sequence[str] = ()) -> list[str
   return written
 
 
+def _define(fv):
+  """The tool's flags (absl, snake_case) on `fv`."""
+  from absl import flags
+  flags.DEFINE_string("root", None, "Sweep root (one folder per run).", flag_values=fv)
+  flags.DEFINE_string("runs", "", "Comma-separated runs for the t-SNE (default: baseline "
+                      "and onestage or twostage).", flag_values=fv)
+  flags.DEFINE_string("out", None, "Output folder (default ROOT/report).", flag_values=fv)
+  flags.mark_flag_as_required("root", flag_values=fv)
+  return fv
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-  p = argparse.ArgumentParser(prog="python -m experiments.figures_dual",
-                              description="t-SNE and reconstruction grids of method B runs.")
-  p.add_argument("--root", required=True, help="sweep root (one folder per run)")
-  p.add_argument("--runs", default="", help="comma-separated runs for the t-SNE "
-                 "(default: baseline and onestage or twostage)")
-  p.add_argument("--out", default=None, help="output folder (default ROOT/report)")
-  args = p.parse_args(argv)
+  """Draws the figures; argv without the program name (default sys.argv[1:])."""
+  from absl import flags
+  from privreid_jax import api
+  argv = list(sys.argv[1:] if argv is None else argv)
+  args = _define(flags.FlagValues())
+  api.parse_flags(args, ["python -m experiments.figures_dual", *argv], __doc__)
   root = os.path.abspath(args.root)
   out = args.out or os.path.join(root, "report")
   os.makedirs(out, exist_ok=True)

@@ -1,7 +1,7 @@
 """Collects a sweep's evaluations into a CSV, Markdown tables laid out like the papers', plots.
 
   python -m experiments.report --root /tmp/sweep            # writes /tmp/sweep/report/
-  python -m experiments.report --root /tmp/sweep --out DIR --no-plots
+  python -m experiments.report --root /tmp/sweep --out DIR --noplots
 
 Every folder under ROOT holding an `eval_metrics.jsonl` is a run (named by its
 path under ROOT; ROOT itself if it is a single workdir), ordered as in the
@@ -27,7 +27,6 @@ Outputs in `--out` (default ROOT/report):
 
 from __future__ import annotations
 
-import argparse
 import csv
 import glob
 import json
@@ -468,15 +467,26 @@ def write_report(root: str, out_dir: str | None = None, plots: bool = True) -> d
   return {"runs": runs, "files": files, "plots_skipped": skipped}
 
 
+def _define(fv):
+  """The tool's flags (absl, snake_case) on `fv`."""
+  from absl import flags
+  flags.DEFINE_string("root", None, "A sweep root (or a single workdir).", flag_values=fv)
+  flags.DEFINE_string("out", None, "Output folder (default ROOT/report).", flag_values=fv)
+  flags.DEFINE_boolean("plots", True, "Draw the matplotlib figures (--noplots or "
+                       "--plots=false skips them).", flag_values=fv)
+  flags.mark_flag_as_required("root", flag_values=fv)
+  return fv
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-  p = argparse.ArgumentParser(prog="python -m experiments.report",
-                              description="Tables, CSV and plots of a sweep's evaluations.")
-  p.add_argument("--root", required=True, help="a sweep root (or a single workdir)")
-  p.add_argument("--out", default=None, help="output folder (default ROOT/report)")
-  p.add_argument("--no-plots", action="store_true", help="skip the matplotlib figures")
-  args = p.parse_args(argv)
+  """Writes the report; argv without the program name (default sys.argv[1:])."""
+  from absl import flags
+  from privreid_jax import api
+  argv = list(sys.argv[1:] if argv is None else argv)
+  args = _define(flags.FlagValues())
+  api.parse_flags(args, ["python -m experiments.report", *argv], __doc__)
   try:
-    result = write_report(os.path.abspath(args.root), args.out, plots=not args.no_plots)
+    result = write_report(os.path.abspath(args.root), args.out, plots=args.plots)
   except (FileNotFoundError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1

@@ -68,3 +68,10 @@ def test_cli_writes_tsne_and_grids(tmp_path):
   for name in ("tsne_features.png", "recon_grids.png"):
     assert os.path.getsize(out / name) > 0
   assert figures_dual.main(["--root", str(tmp_path), "--runs", "nope"]) == 2
+
+
+def test_misspelt_flag_is_one_line_with_exit_2(tmp_path, capsys):
+  with pytest.raises(SystemExit) as e:
+    figures_dual.main(["--root", str(tmp_path), "--run", "baseline"])
+  err = capsys.readouterr().err
+  assert e.value.code == 2 and "run" in err and err.count("\n") == 1, err

@@ -186,16 +186,24 @@ def test_bad_inputs_fail_with_one_line(tmp_path, capsys):
   workdir = write_run(tmp_path / "bad", "r", BASE)
   with open(workdir / ablate.EVAL_FILE, "a") as f:
     f.write('{"step": 3, "setting": "O->O"\n')
-  assert report.main(["--root", str(tmp_path / "bad"), "--no-plots"]) == 1
+  assert report.main(["--root", str(tmp_path / "bad"), "--noplots"]) == 1
   err = capsys.readouterr().err
   assert "eval_metrics.jsonl:4: not a JSON line" in err
 
 
 def test_a_single_workdir_is_one_run(tmp_path, capsys):
   workdir = write_run(tmp_path, "solo", BASE)
-  assert report.main(["--root", str(workdir), "--no-plots"]) == 0
+  assert report.main(["--root", str(workdir), "--noplots"]) == 0
   assert "| solo | O->O | 62.0 | 43.0 | 20 |" in capsys.readouterr().out
   assert (workdir / "report" / "results.csv").exists()
+  assert report.main(["--root", str(workdir), "--plots=false"]) == 0
+
+
+def test_misspelt_flag_is_one_line_with_exit_2(tmp_path, capsys):
+  with pytest.raises(SystemExit) as e:
+    report.main(["--root", str(tmp_path), "--no-plots"])
+  err = capsys.readouterr().err
+  assert e.value.code == 2 and "no-plots" in err and err.count("\n") == 1, err
 
 
 def test_seed_table_averages_runs_named_by_seed(tmp_path):
