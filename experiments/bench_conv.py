@@ -19,7 +19,6 @@ gain from batching. BatchNorm, ReLU, pooling and the head are not included.
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
@@ -101,15 +100,25 @@ def torch_call(layer, batch: int):
   return call
 
 
-def main() -> None:
-  ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  ap.add_argument("--batch", default="16,32")
-  ap.add_argument("--impl", default="matmul", help="conv2d lowerings, comma-separated")
-  ap.add_argument("--torch", action="store_true", help="also time PyTorch channels_last")
-  ap.add_argument("--steps", type=int, default=3)
-  ap.add_argument("--repeats", type=int, default=2)
-  ap.add_argument("--only", default="", help="substring of the layer names to keep")
-  args = ap.parse_args()
+def _define(fv):
+  """The benchmark's flags (absl, snake_case) on `fv`."""
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  flags.DEFINE_string("batch", "16,32", "Batch sizes, comma-separated.", flag_values=fv)
+  flags.DEFINE_string("impl", "matmul", "conv2d lowerings, comma-separated.", flag_values=fv)
+  flags.DEFINE_boolean("torch", False, "Also time PyTorch channels_last.", flag_values=fv)
+  flags.DEFINE_integer("steps", 3, "Timed calls per variant and round.", flag_values=fv)
+  flags.DEFINE_integer("repeats", 2, "Alternating rounds.", flag_values=fv)
+  flags.DEFINE_string("only", "", "Substring of the layer names to keep.", flag_values=fv)
+  return fv
+
+
+def main(argv: list[str] | None = None) -> int:
+  """Runs the benchmark; argv without the program name (default sys.argv[1:])."""
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  from privreid_jax import api  # pylint: disable=import-outside-toplevel
+  argv = list(sys.argv[1:] if argv is None else argv)
+  args = _define(flags.FlagValues())
+  api.parse_flags(args, ["python experiments/bench_conv.py", *argv], __doc__)
   batches = [int(b) for b in args.batch.split(",")]
   impls = args.impl.split(",")
   layers = [l for l in resnet50_layers() if args.only in l[0]]
@@ -146,7 +155,8 @@ def main() -> None:
     print(line, flush=True)
   print("TOTAL ms/img".ljust(24) + "".join(
       f"{total[(v, b)]:>16.1f}" for b in batches for v in names))
+  return 0
 
 
 if __name__ == "__main__":
-  main()
+  sys.exit(main())
