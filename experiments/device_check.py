@@ -49,21 +49,10 @@ import subprocess
 import sys
 import time
 
-from absl import app
-from absl import flags
+from typing import Sequence
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _EXPERIMENTS = os.path.join(_REPO, "experiments")
-
-_OUT = flags.DEFINE_string("out", None, "Output folder (created).", required=True)
-_PEAK_TFLOPS = flags.DEFINE_float(
-    "peak_tflops", 0.0, "Peak TFLOP/s of one device for the MFU column (e.g. 312 "
-    "for an A100 in bf16); 0: unknown, MFU left blank.")
-_SMOKE = flags.DEFINE_bool("smoke", False, "Every part at tiny sizes on the CPU.")
-_BUDGET_S = flags.DEFINE_float(
-    "budget_s", 0.0, "Wall-time budget of the whole run in seconds; 0: 480 "
-    "(8 minutes), 240 with --smoke.")
-_PARTS = flags.DEFINE_list("parts", [], "Run only these parts (default: all).")
 
 # Minimum seconds kept for each part still to run when a part's timeout is cut.
 _RESERVE_S = 25.0
@@ -443,21 +432,44 @@ def _jsonable(x):
   return x
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  smoke = _SMOKE.value
-  out_dir = os.path.abspath(_OUT.value)
+def _define(fv):
+  """The tool's flags (absl, snake_case) on `fv`."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  flags.DEFINE_string("out", None, "Output folder (created).", flag_values=fv)
+  flags.DEFINE_float(
+      "peak_tflops", 0.0, "Peak TFLOP/s of one device for the MFU column (e.g. 312 "
+      "for an A100 in bf16); 0: unknown, MFU left blank.", flag_values=fv)
+  flags.DEFINE_boolean("smoke", False, "Every part at tiny sizes on the CPU.",
+                       flag_values=fv)
+  flags.DEFINE_float(
+      "budget_s", 0.0, "Wall-time budget of the whole run in seconds; 0: 480 "
+      "(8 minutes), 240 with --smoke.", flag_values=fv)
+  flags.DEFINE_list("parts", [], "Run only these parts (default: all; devices "
+                    "always runs).", flag_values=fv)
+  flags.mark_flag_as_required("out", flag_values=fv)
+  return fv
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  """Runs the check; argv without the program name (default sys.argv[1:])."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from privreid_jax import api  # pylint: disable=g-import-not-at-top
+  argv = list(sys.argv[1:] if argv is None else argv)
+  args = _define(flags.FlagValues())
+  api.parse_flags(args, ["python -m experiments.device_check", *argv], __doc__)
+  smoke = args.smoke
+  out_dir = os.path.abspath(args.out)
   os.makedirs(os.path.join(out_dir, "logs"), exist_ok=True)
   os.makedirs(os.path.join(out_dir, "raw"), exist_ok=True)
-  budget = _BUDGET_S.value or (240.0 if smoke else 480.0)
+  budget = args.budget_s or (240.0 if smoke else 480.0)
   parts = plan(smoke)
-  if _PARTS.value:
-    unknown = set(_PARTS.value) - {p["name"] for p in parts}
+  if args.parts:
+    unknown = set(args.parts) - {p["name"] for p in parts}
     if unknown:
-      raise app.UsageError(f"--parts: unknown {sorted(unknown)}; known: "
-                           f"{[p['name'] for p in parts]}")
-    parts = [p for p in parts if p["name"] in _PARTS.value or p["kind"] == "devices"]
+      print(f"error: --parts: unknown {sorted(unknown)}; known: "
+            f"{[p['name'] for p in parts]}", file=sys.stderr)
+      return 2
+    parts = [p for p in parts if p["name"] in args.parts or p["kind"] == "devices"]
   t_start = time.perf_counter()
   deadline = t_start + budget
   env_base = dict(os.environ)
@@ -474,14 +486,14 @@ def main(argv):
       continue
     print(f"[device_check] {part['name']} (timeout {timeout:.0f} s) ...", flush=True)
     res = run_part(part, out_dir, env_base, platform, smoke, timeout,
-                   _PEAK_TFLOPS.value)
+                   args.peak_tflops)
     if part["kind"] == "devices" and res.get("info"):
       platform = res["info"]["platform"]
     print(f"[device_check] {part['name']}: {res['status']} in {res['seconds']:.0f} s"
           + (f": {res['error']}" if res.get("error") else ""), flush=True)
     results.append(res)
   meta = {"smoke": smoke, "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-          "platform": platform, "peak_tflops": _PEAK_TFLOPS.value or None,
+          "platform": platform, "peak_tflops": args.peak_tflops or None,
           "budget_s": budget, "wall_s": time.perf_counter() - t_start,
           "python": sys.executable, "cpu_count": os.cpu_count(),
           "load_average": list(os.getloadavg()),
@@ -494,7 +506,8 @@ def main(argv):
   print()
   print(table)
   print(f"wrote {out_dir}/device_check.json, device_check.md and logs/")
+  return 0
 
 
 if __name__ == "__main__":
-  app.run(main)
+  sys.exit(main())
