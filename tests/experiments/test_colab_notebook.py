@@ -71,6 +71,19 @@ def test_notebook_has_one_parameter_cell_first_with_the_scale_knobs():
     assert name in source, name
 
 
+def test_outside_a_checkout_without_repo_url_it_stops_in_one_line(tmp_path, monkeypatch):
+  cells = [source for _, source in code_cells(NOTEBOOK)]
+  install = next(source for source in cells if "def find_checkout" in source)
+  monkeypatch.chdir(tmp_path)        # no checkout in or above it, none in ./privreid_jax
+  for url in ("", "https://github.com/YOUR-ACCOUNT/privreid_jax.git"):
+    namespace = {"__name__": "__colab_demo__", "REPO_URL": url}
+    with pytest.raises(SystemExit) as e:
+      exec(compile(install, "install cell", "exec"), namespace)  # pylint: disable=exec-used
+    message = str(e.value)
+    assert "set REPO_URL" in message and "\n" not in message, message
+  assert not os.path.exists(tmp_path / "privreid_jax")
+
+
 def test_notebook_saves_every_promised_figure(executed):
   workdir, ns = executed
   assert set(ns["SAVED"]) == set(FIGURES)
