@@ -49,12 +49,11 @@ to 1e-4 on parameters or optimizer state after the first step. So by default
 and every later quantity is judged by how far OUR float32 run is from that
 float64 run, against max(tol, FLOOR_FACTOR x the reference's own float32
 distance from it); the lr of every step must match to 1e-6. Without the
-float64 run (`--no-float64_floor`) everything is held to `--tol`.
+float64 run (`--nofloat64_floor`) everything is held to `--tol`.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import importlib
 import importlib.util
@@ -862,31 +861,44 @@ def build_reference(args, dtype: str = "float32") -> ReferenceSide:
                    "(see the report of issue 18)")
 
 
+def _define(fv):
+  """The tool's flags (absl, snake_case) on `fv`."""
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  flags.DEFINE_enum("reference", None, list(REFERENCES), "Which reference.", flag_values=fv)
+  flags.DEFINE_string("reference_dir", "", "Local checkout of the reference repository "
+                      "(put on sys.path).", flag_values=fv)
+  flags.DEFINE_integer("steps", 5, "Training steps on each side.", flag_values=fv)
+  flags.DEFINE_integer("batch", 16, "Batch size, P x K.", flag_values=fv)
+  flags.DEFINE_integer("num_instances", 4, "K images per identity.", flag_values=fv)
+  flags.DEFINE_integer("height", 256, "Image height.", flag_values=fv)
+  flags.DEFINE_integer("width", 128, "Image width.", flag_values=fv)
+  flags.DEFINE_integer("num_classes", 751, "Classifier size (Market-1501's training "
+                       "identities).", flag_values=fv)
+  flags.DEFINE_integer("steps_per_epoch", 2, "Optimizer steps per epoch; small so the "
+                       "warm-up moves within the steps.", flag_values=fv)
+  flags.DEFINE_string("backbone", "", "twin only: resnet18 | resnet34 | resnet50.",
+                      flag_values=fv)
+  flags.DEFINE_integer("seed", 0, "Seed of the reference's init and of the batches.",
+                       flag_values=fv)
+  flags.DEFINE_float("tol", DEFAULT_TOL, "Relative tolerance.", flag_values=fv)
+  flags.DEFINE_boolean("float64_floor", True, "Also run the reference in float64 and "
+                       "judge against it.", flag_values=fv)
+  flags.DEFINE_string("align", "", "Comma-separated known deviations to neutralise "
+                      "(diagnosis): bn_unbiased (any reference: judge BN variances after "
+                      "converting ours to torch's unbiased update); bot: schedule, "
+                      "stem_relu.", flag_values=fv)
+  flags.mark_flag_as_required("reference", flag_values=fv)
+  return fv
+
+
 def parse_args(argv=None):
-  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--reference", required=True, choices=REFERENCES)
-  p.add_argument("--reference_dir", default="",
-                 help="local checkout of the reference repository (put on sys.path)")
-  p.add_argument("--steps", type=int, default=5)
-  p.add_argument("--batch", type=int, default=16)
-  p.add_argument("--num_instances", type=int, default=4, help="K images per identity")
-  p.add_argument("--height", type=int, default=256)
-  p.add_argument("--width", type=int, default=128)
-  p.add_argument("--num_classes", type=int, default=751,
-                 help="classifier size (Market-1501's training identities)")
-  p.add_argument("--steps_per_epoch", type=int, default=2,
-                 help="optimizer steps per epoch; small so the warm-up moves in N steps")
-  p.add_argument("--backbone", default="", help="twin only: resnet18 | resnet34 | resnet50")
-  p.add_argument("--seed", type=int, default=0)
-  p.add_argument("--tol", type=float, default=DEFAULT_TOL)
-  p.add_argument("--float64_floor", action=argparse.BooleanOptionalAction, default=True,
-                 help="also run the reference in float64 and judge against it (default on)")
-  p.add_argument("--align", default="",
-                 help="comma-separated known deviations to neutralise (diagnosis): "
-                      "bn_unbiased (any reference: judge BN variances after converting "
-                      "ours to torch's unbiased update), bot: schedule, stem_relu")
-  return p.parse_args(argv)
+  """The flags of `argv` (without the program name; default sys.argv[1:])."""
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  from privreid_jax import api  # pylint: disable=import-outside-toplevel
+  argv = list(sys.argv[1:] if argv is None else argv)
+  fv = _define(flags.FlagValues())
+  api.parse_flags(fv, ["python experiments/parity.py", *argv], __doc__)
+  return fv
 
 
 def main(argv=None) -> int:

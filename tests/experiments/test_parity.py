@@ -198,6 +198,18 @@ def test_format_step_and_table_list_every_term_and_group():
     assert key in table
 
 
+def test_flags_defaults_and_bad_flags():
+  args = parity.parse_args(["--reference=bot", "--reference_dir=/x", "--steps", "3"])
+  assert (args.reference, args.reference_dir, args.steps) == ("bot", "/x", 3)
+  assert (args.batch, args.num_instances, args.height, args.width) == (16, 4, 256, 128)
+  assert args.float64_floor and args.tol == parity.DEFAULT_TOL and args.align == ""
+  assert not parity.parse_args(["--reference=twin", "--nofloat64_floor"]).float64_floor
+  for bad in (["--reference=nope"], ["--reference=bot", "--stepz=2"], []):
+    with pytest.raises(SystemExit) as e:
+      parity.parse_args(bad)
+    assert e.value.code == 2
+
+
 # ----------------------------------------------------------------------------
 # BoT's schedule and config mapping (numpy only).
 # ----------------------------------------------------------------------------
