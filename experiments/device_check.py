@@ -11,15 +11,16 @@ or hang does not stop the rest (its error line is recorded):
   tests            tests/test_sharding.py, test_bf16.py, test_no_recompile.py
                    with JAX_PLATFORMS set to the detected platform (tests/conftest.py
                    would otherwise pick the CPU); pass / fail counts.
-  train_baseline_bN  experiments/bench_train.py: the baseline ResNet-50 at 256x128
-                   (configs/market.py), float32 and bfloat16, one part per batch
-                   size (64, 128), so that an out-of-memory at 128 keeps 64's rows.
-  train_anon       method A's joint step at paper size (configs/anon_market.py).
-  train_dual       method B's stage-1 step (configs/dual_market.py).
+  train_baseline_b64  experiments/bench_train.py: the baseline ResNet-50 at 256x128
+                   (configs/market.py), float32 and bfloat16, batch 64.
+  train_anon       method A's joint step at paper size (configs/anon_market.py, 64).
+  train_dual       method B's stage-1 step (configs/dual_market.py, 64).
   eval             experiments/bench_eval.py at MSMT17 size (11,659 x 82,161 x 2048)
-                   on the detected platform.
+                   on the detected platform (its torchreid NumPy loop on 100 queries).
   input            experiments/bench_input.py with 0, 2 and all-core workers (the
-                   host pipeline; JAX on the CPU).
+                   host pipeline at 256x128, batch 64; JAX on the CPU).
+  train_baseline_b128  the baseline at batch 128: last, so that running out of
+                   time or device memory there costs no other part.
 
 The whole run is held to --budget_s (8 minutes by default): each part gets the
 smaller of its own timeout and what is left of the budget once a minimum is kept
@@ -30,7 +31,8 @@ table) and DIR/logs/<part>.log (each subprocess's output), and prints the table.
 Columns: img/s (for eval: queries/s), step ms, compile s (XLA lower + compile),
 device memory GB (train: XLA's static buffer peak of the compiled step; devices:
 the device's memory limit), MFU = XLA cost-analysis FLOPs per step / step time /
---peak_tflops (blank when either is unknown). Peak bf16 dense TFLOP/s: A100 312,
+--peak_tflops (blank when either is unknown; the compiled step is the SPMD
+partitioned per-device program, so this is per device on several devices). Peak bf16 dense TFLOP/s: A100 312,
 H100 SXM 989, L4 121, T4 65 (fp16), TPU v4 275, v5e 197.
 
 --smoke runs every part at tiny sizes on the CPU (configs/*synthetic.py:tiny, batch
@@ -70,7 +72,7 @@ def plan(smoke: bool, cpu_count: int | None = None) -> list[dict]:
   cpus = cpu_count or os.cpu_count() or 1
   workers = ",".join(str(w) for w in sorted({0, 2, cpus}))
   if smoke:
-    train_common = ["--conv_impl=auto", "--steps=2", "--warmup=1", "--repeats=1"]
+    train_common = ["--steps=2", "--warmup=1", "--repeats=1"]
     base_cfg, batches = "configs/synthetic.py:tiny", [8]
     anon_cfg, dual_cfg, extra_batch = ("configs/anon_synthetic.py:tiny",
                                        "configs/dual_synthetic.py:tiny", 8)
@@ -80,7 +82,7 @@ def plan(smoke: bool, cpu_count: int | None = None) -> list[dict]:
                    "--num_batches=3", "--warmup=1", "--repeats=1"]
     timeouts = {"devices": 60, "tests": 150, "train": 120, "eval": 60, "input": 60}
   else:
-    train_common = ["--conv_impl=auto", "--steps=5", "--warmup=2", "--repeats=2"]
+    train_common = ["--steps=5", "--warmup=2", "--repeats=2"]
     base_cfg, batches = "configs/market.py", [64, 128]
     anon_cfg, dual_cfg, extra_batch = ("configs/anon_market.py",
                                        "configs/dual_market.py", 64)
@@ -95,24 +97,29 @@ def plan(smoke: bool, cpu_count: int | None = None) -> list[dict]:
             "files": test_files,
             "cmd": [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                     *test_files]}]
-  for b in batches:
-    parts.append({"name": f"train_baseline_b{b}", "kind": "train",
-                  "timeout": timeouts["train"],
-                  "cmd": _bench("bench_train.py") + [
-                      f"--config={os.path.join(_REPO, base_cfg)}", f"--batch={b}",
-                      "--dtype=float32,bfloat16", *train_common]})
+  def baseline(b):
+    return {"name": f"train_baseline_b{b}", "kind": "train",
+            "timeout": timeouts["train"],
+            "cmd": _bench("bench_train.py") + [
+                f"--config={os.path.join(_REPO, base_cfg)}", f"--batch={b}",
+                "--dtype=float32,bfloat16", "--conv_impl=auto", *train_common]}
+
+  parts.append(baseline(batches[0]))
   for name, cfg in (("train_anon", anon_cfg), ("train_dual", dual_cfg)):
     # --conv_impl= (empty): no baseline variant, only the extra config's step.
     parts.append({"name": name, "kind": "train", "timeout": timeouts["train"],
                   "cmd": _bench("bench_train.py") + [
                       f"--config={os.path.join(_REPO, base_cfg)}",
                       f"--batch={extra_batch}", f"--extra_configs={cfg}",
-                      *train_common, "--conv_impl="]})
+                      "--conv_impl=", *train_common]})
   parts.append({"name": "eval", "kind": "eval", "timeout": timeouts["eval"],
                 "cmd": _bench("bench_eval.py") + eval_flags})
   parts.append({"name": "input", "kind": "input", "timeout": timeouts["input"],
                 "cmd": _bench("bench_input.py") + [f"--workers={workers}",
                                                    *input_flags]})
+  # The larger batch last: the part most likely to be cut by the budget (or to run
+  # out of device memory) costs nothing else.
+  parts.extend(baseline(b) for b in batches[1:])
   return parts
 
 
@@ -413,7 +420,7 @@ def markdown(parts: list[dict], meta: dict) -> str:
       lines.append(
           f"| {p['part']} | {r.get('setting', '')} | {p['status']} | "
           f"{_cell(r.get('img_s'), '.1f')} | {_cell(r.get('step_ms'), '.1f')} | "
-          f"{_cell(r.get('compile_s'), '.1f')} | {_cell(r.get('memory_gb'), '.2f')} | "
+          f"{_cell(r.get('compile_s'), '.1f')} | {_cell(r.get('memory_gb'), '.3g')} | "
           f"{_cell(r.get('mfu'), '.1%')} | {note} |")
   title = (f"# Device check{' (smoke)' if meta['smoke'] else ''}\n\n"
            f"{meta['when']}, platform {meta.get('platform') or 'unknown'}, "

@@ -45,8 +45,8 @@ def test_smoke_writes_every_part_with_a_status(tmp_path):
 def test_plan_covers_the_device_parts():
   parts = device_check.plan(smoke=False, cpu_count=8)
   assert [p["name"] for p in parts] == [
-      "devices", "tests", "train_baseline_b64", "train_baseline_b128", "train_anon",
-      "train_dual", "eval", "input"]
+      "devices", "tests", "train_baseline_b64", "train_anon", "train_dual", "eval",
+      "input", "train_baseline_b128"]
   by_name = {p["name"]: p for p in parts}
   assert by_name["tests"]["files"] == ["tests/test_sharding.py", "tests/test_bf16.py",
                                        "tests/test_no_recompile.py"]
