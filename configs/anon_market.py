@@ -15,6 +15,7 @@ from privreid_jax.methods.anonymization import config as anon_config
 def get_config(arg=None):
   names = config_base.variants(arg, anon_config.VARIANTS, "configs/anon_market.py")
   c = config_base.base_config()
+  c.model.stem_relu = False     # BoT's ResNet: no ReLU after the stem BN (docs/baseline.md)
   c.data.name = "market1501"
   c.data.height = 256
   c.data.width = 128

@@ -16,6 +16,7 @@ from privreid_jax.methods.dual_stage import config as dual_config
 def get_config(arg=None):
   names = config_base.variants(arg, dual_config.VARIANTS, "configs/dual_market.py")
   c = config_base.base_config()
+  c.model.stem_relu = False     # BoT's ResNet: no ReLU after the stem BN (docs/baseline.md)
   c.data.name = "market1501"
   dual_config.add_to(c)
   c.dual.decoder_widths = (256, 128, 64, 32)

@@ -10,5 +10,6 @@ from privreid_jax import config_base
 def get_config(arg=None):
   config_base.variants(arg, (), "configs/duke.py")
   c = config_base.base_config()
+  c.model.stem_relu = False     # BoT's ResNet: no ReLU after the stem BN (docs/baseline.md)
   c.data.name = "dukemtmcreid"
   return c

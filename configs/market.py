@@ -11,6 +11,7 @@ from privreid_jax import config_base
 
 def get_config(arg=None):
   c = config_base.base_config()
+  c.model.stem_relu = False     # BoT's ResNet: no ReLU after the stem BN (docs/baseline.md)
   c.data.name = "market1501"
   if "agw" in config_base.variants(arg, ("agw",), "configs/market.py"):
     config_base.make_agw(c)

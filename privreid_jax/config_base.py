@@ -64,6 +64,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.backbone = "resnet50"  # resnet18 | resnet34 | resnet50
   c.model.width = 64             # stem width; 64 is torchvision's
   c.model.last_stride = 1
+  # torchvision's ReLU after the stem BN; BoT's ResNet has it commented out (its
+  # "add missed relu"), so the paper-scale configs set False (experiments/parity.py).
+  c.model.stem_relu = True
   c.model.pooling = "avg"        # avg (BoT) | gem (AGW, learnable p)
   c.model.gem_p = 3.0
   c.model.non_local = False      # AGW non-local blocks after layer2/layer3 blocks
@@ -92,6 +95,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.optim.warmup_factor = 0.01
   c.optim.milestones = (40, 70)
   c.optim.gamma = 0.1
+  # BoT's scheduler is stepped once when built and at every epoch start, so 0-based
+  # epoch e trains at the factor of epoch e + 1 (measured by experiments/parity.py).
+  c.optim.epoch_offset = 1
   c.optim.steps_per_epoch = 0    # 0: derived from the sampler (torchreid's epoch)
 
   # --- evaluation -----------------------------------------------------------

@@ -11,19 +11,22 @@ import optax
 
 def warmup_multistep(base_lr: float, steps_per_epoch: int, *, warmup_epochs: int,
                      warmup_factor: float, milestones: Sequence[int],
-                     gamma: float) -> optax.Schedule:
+                     gamma: float, epoch_offset: int = 0) -> optax.Schedule:
   """BoT's WarmupMultiStepLR, stepped once per epoch.
 
-  At epoch e: lr = base * w(e) * gamma ** #(milestones <= e), where
-  w(e) = warmup_factor * (1 - e / warmup_epochs) + e / warmup_epochs for
-  e < warmup_epochs, else 1.
+  At 0-based epoch e, with k = e + epoch_offset: lr = base * w(k) * gamma **
+  #(milestones <= k), where w(k) = warmup_factor * (1 - k / warmup_epochs) +
+  k / warmup_epochs for k < warmup_epochs, else 1. BoT's training loop steps
+  its scheduler once when it is built and again at each epoch start, so epoch e
+  trains at k = e + 1: `config.optim.epoch_offset = 1` reproduces it (measured
+  against reid-strong-baseline by experiments/parity.py).
   """
   milestones = tuple(sorted(int(m) for m in milestones))
   if steps_per_epoch <= 0:
     raise ValueError(f"steps_per_epoch must be positive, got {steps_per_epoch}")
 
   def schedule(step):
-    epoch = jnp.asarray(step) // steps_per_epoch
+    epoch = jnp.asarray(step) // steps_per_epoch + int(epoch_offset)
     alpha = epoch / max(warmup_epochs, 1)
     warm = jnp.where(epoch < warmup_epochs,
                      warmup_factor * (1 - alpha) + alpha, 1.0)
@@ -34,8 +37,9 @@ def warmup_multistep(base_lr: float, steps_per_epoch: int, *, warmup_epochs: int
 
 
 def lr_at_epoch(base_lr, epoch, *, warmup_epochs, warmup_factor, milestones,
-                gamma) -> float:
+                gamma, epoch_offset: int = 0) -> float:
   """Host-side reference of the same schedule (used in logs and tests)."""
+  epoch = epoch + int(epoch_offset)
   if epoch < warmup_epochs:
     alpha = epoch / warmup_epochs
     factor = warmup_factor * (1 - alpha) + alpha
@@ -62,7 +66,8 @@ def from_config(optim_cfg, steps_per_epoch: int, *, lr: float | None = None,
       optim_cfg.lr if lr is None else lr, steps_per_epoch,
       warmup_epochs=optim_cfg.warmup_epochs,
       warmup_factor=optim_cfg.warmup_factor,
-      milestones=optim_cfg.milestones, gamma=optim_cfg.gamma)
+      milestones=optim_cfg.milestones, gamma=optim_cfg.gamma,
+      epoch_offset=int(optim_cfg.get("epoch_offset", 0)))
   return adam(schedule, b1=optim_cfg.b1 if b1 is None else b1,
               b2=optim_cfg.b2 if b2 is None else b2,
               weight_decay=optim_cfg.weight_decay)

@@ -46,3 +46,24 @@ def test_adam_coupled_weight_decay_matches_torch_formula():
     mhat, vhat = m / (1 - b1 ** t), v / (1 - b2 ** t)
     ref = ref - lr * mhat / (np.sqrt(vhat) + eps)
   np.testing.assert_allclose(np.asarray(p), ref, rtol=1e-5)  # float32
+
+
+@pytest.mark.parametrize("epoch,expected", [
+    (0, 3.815e-5),          # BoT trains epoch 0 at w(1) = 0.01 * 0.9 + 0.1
+    (1, 7.28e-5), (2, 1.0745e-4),
+    (9, 3.5e-4),            # warm-up over one epoch early
+    (38, 3.5e-4), (39, 3.5e-5),   # the milestone 40 decay at 0-based epoch 39
+    (68, 3.5e-5), (69, 3.5e-6),
+])
+def test_default_schedule_is_the_one_bot_trains_with(epoch, expected):
+  """BoT steps its scheduler when it is built and at every epoch start, so epoch e
+  trains at the factor of e + 1 (values measured from reid-strong-baseline's
+  WarmupMultiStepLR by experiments/parity.py); config_base defaults to that."""
+  from privreid_jax import config_base
+  o = config_base.base_config().optim
+  assert o.epoch_offset == 1
+  kw = dict(warmup_epochs=o.warmup_epochs, warmup_factor=o.warmup_factor,
+            milestones=(40, 70), gamma=o.gamma, epoch_offset=o.epoch_offset)
+  sched = optim.warmup_multistep(3.5e-4, 7, **kw)
+  assert float(sched(epoch * 7 + 3)) == pytest.approx(expected, rel=1e-5)
+  assert optim.lr_at_epoch(3.5e-4, epoch, **kw) == pytest.approx(expected, rel=1e-5)

@@ -29,7 +29,8 @@ class ReidLearner:
     self.schedule = optim.warmup_multistep(
         config.optim.lr, steps_per_epoch, warmup_epochs=config.optim.warmup_epochs,
         warmup_factor=config.optim.warmup_factor,
-        milestones=config.optim.milestones, gamma=config.optim.gamma)
+        milestones=config.optim.milestones, gamma=config.optim.gamma,
+        epoch_offset=int(config.optim.get("epoch_offset", 0)))
     self.txs = {name: optim.from_config(config.optim, steps_per_epoch)}
     if self.use_center:
       # BoT: centers have their own SGD; their gradient is rescaled by

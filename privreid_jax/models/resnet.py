@@ -115,6 +115,7 @@ class ResNet(_Layers):
     non_local_layers: per stage, how many trailing blocks get a non-local block
       after them (AGW: (0, 2, 3, 0)); None or all zeros disables them.
     zero_init_residual: zero-init the last BN scale of each residual branch.
+    stem_relu: torchvision's ReLU after the stem BN (False: BoT's ResNet).
     dtype: compute dtype (params stay float32).
     conv_impl: "auto" | "xla" | "matmul" (see conv.py).
   """
@@ -123,6 +124,7 @@ class ResNet(_Layers):
   last_stride: int = 1
   non_local_layers: Sequence[int] | None = None
   zero_init_residual: bool = False
+  stem_relu: bool = True
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -140,7 +142,9 @@ class ResNet(_Layers):
     x = conv_lib.Conv(self.width, 7, strides=2, padding=3, use_bias=False,
                       dtype=self.dtype, kernel_init=KAIMING_FAN_OUT,
                       impl=self.conv_impl, name="conv1")(x)
-    x = nn.relu(self.bn(train, "bn1")(x))
+    x = self.bn(train, "bn1")(x)
+    if self.stem_relu:
+      x = nn.relu(x)
     x = conv_lib.max_pool(x, 3, 2, 1, impl=self.conv_impl)
     for s, blocks in enumerate(stages):
       planes = self.width * 2 ** s

@@ -297,3 +297,16 @@ def test_non_local_matches_reference_formula():
   y = proj("W_0", np.einsum("bij,bjc->bic", f, g))
   ref = flat + (2.0 * y / np.sqrt(1 + 1e-5) + 0.5)  # running mean 0, var 1
   np.testing.assert_allclose(out, ref.reshape(x.shape), rtol=1e-4, atol=1e-4)
+
+
+def test_stem_relu_switch_is_bots_missing_relu():
+  """stem_relu=False (BoT's ResNet) lets negative stem activations reach the max-pool:
+  same parameters, different output, and equal to the torchvision stem only where the
+  stem BN output is non-negative."""
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 64, 32, 3))
+  with_relu = resnet.ResNet(depth=18, width=8)
+  without = resnet.ResNet(depth=18, width=8, stem_relu=False)
+  v = with_relu.init(jax.random.PRNGKey(1), x, train=False)
+  assert jax.tree.structure(v) == jax.tree.structure(
+      without.init(jax.random.PRNGKey(1), x, train=False))
+  assert not np.allclose(with_relu.apply(v, x, train=False), without.apply(v, x, train=False))
