@@ -139,3 +139,38 @@ def test_the_readme_layout_names_every_module():
   files = {p.name for p in (ROOT / PACKAGE).rglob("*.py") if p.name != "__init__.py"}
   assert not files - listed, f"README's layout lacks {sorted(files - listed)}"
   assert not listed - files, f"README's layout names missing files {sorted(listed - files)}"
+
+
+def test_configs_import_only_the_package():
+  """Every config loads with only privreid_jax importable: none imports `configs`."""
+  for path in sorted((ROOT / "configs").glob("*.py")):
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+      names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+               else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+      assert not any(n == "configs" or n.startswith("configs.") for n in names), path.name
+
+
+def test_every_config_and_variant_loads_from_its_path():
+  """Loaded by file path (as --config=... does), each config and each of its variant
+  names builds; an unknown variant lists the valid ones in one line."""
+  import importlib.util
+  from privreid_jax.methods.anonymization import config as anon_config
+  from privreid_jax.methods.dual_stage import config as dual_config
+  variants = {"synthetic": ("tiny",), "market": ("agw",),
+              "anon_synthetic": anon_config.VARIANTS + ("tiny",),
+              "anon_market": anon_config.VARIANTS,
+              "dual_synthetic": dual_config.VARIANTS + ("tiny",),
+              "dual_market": dual_config.VARIANTS, "real_small": ("val", "tiny")}
+  for path in sorted((ROOT / "configs").glob("*.py")):
+    spec = importlib.util.spec_from_file_location(f"_cfg_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.get_config().method
+    for v in variants.get(path.stem, ()):
+      if v in ("mosaic", "blur", "noise") and path.stem.startswith("anon"):
+        v = f"{v},stages"
+      module.get_config(v)
+    with pytest.raises(ValueError) as e:
+      module.get_config("nonsense")
+    assert "unknown variant 'nonsense'" in str(e.value) and "\n" not in str(e.value)
