@@ -463,10 +463,10 @@ def _define(fv: flags.FlagValues) -> flags.FlagValues:
 
 def main(argv: Sequence[str] | None = None) -> int:
   """Runs the sweep; argv without the program name (default sys.argv[1:])."""
-  from privreid_jax import api
+  from privreid_jax import cli
   argv = list(sys.argv[1:] if argv is None else argv)
   args = _define(flags.FlagValues())
-  api.parse_flags(args, ["python -m experiments.ablate", *argv], __doc__)
+  cli.parse_tool_flags(args, ["python -m experiments.ablate", *argv], __doc__)
   root = os.path.abspath(args.root)
   try:
     extra = parse_set(args.set)

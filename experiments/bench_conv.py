@@ -115,10 +115,10 @@ def _define(fv):
 def main(argv: list[str] | None = None) -> int:
   """Runs the benchmark; argv without the program name (default sys.argv[1:])."""
   from absl import flags  # pylint: disable=import-outside-toplevel
-  from privreid_jax import api  # pylint: disable=import-outside-toplevel
+  from privreid_jax import cli  # pylint: disable=import-outside-toplevel
   argv = list(sys.argv[1:] if argv is None else argv)
   args = _define(flags.FlagValues())
-  api.parse_flags(args, ["python experiments/bench_conv.py", *argv], __doc__)
+  cli.parse_tool_flags(args, ["python experiments/bench_conv.py", *argv], __doc__)
   batches = [int(b) for b in args.batch.split(",")]
   impls = args.impl.split(",")
   layers = [l for l in resnet50_layers() if args.only in l[0]]

@@ -460,10 +460,10 @@ def _define(fv):
 def main(argv: Sequence[str] | None = None) -> int:
   """Runs the check; argv without the program name (default sys.argv[1:])."""
   from absl import flags  # pylint: disable=g-import-not-at-top
-  from privreid_jax import api  # pylint: disable=g-import-not-at-top
+  from privreid_jax import cli  # pylint: disable=g-import-not-at-top
   argv = list(sys.argv[1:] if argv is None else argv)
   args = _define(flags.FlagValues())
-  api.parse_flags(args, ["python -m experiments.device_check", *argv], __doc__)
+  cli.parse_tool_flags(args, ["python -m experiments.device_check", *argv], __doc__)
   smoke = args.smoke
   out_dir = os.path.abspath(args.out)
   os.makedirs(os.path.join(out_dir, "logs"), exist_ok=True)

@@ -216,10 +216,10 @@ def _define(fv):
 def main(argv: Sequence[str] | None = None) -> int:
   """Draws the figures; argv without the program name (default sys.argv[1:])."""
   from absl import flags
-  from privreid_jax import api
+  from privreid_jax import cli
   argv = list(sys.argv[1:] if argv is None else argv)
   args = _define(flags.FlagValues())
-  api.parse_flags(args, ["python -m experiments.figures_dual", *argv], __doc__)
+  cli.parse_tool_flags(args, ["python -m experiments.figures_dual", *argv], __doc__)
   root = os.path.abspath(args.root)
   out = args.out or os.path.join(root, "report")
   os.makedirs(out, exist_ok=True)

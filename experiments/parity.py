@@ -894,10 +894,10 @@ def _define(fv):
 def parse_args(argv=None):
   """The flags of `argv` (without the program name; default sys.argv[1:])."""
   from absl import flags  # pylint: disable=import-outside-toplevel
-  from privreid_jax import api  # pylint: disable=import-outside-toplevel
+  from privreid_jax import cli  # pylint: disable=import-outside-toplevel
   argv = list(sys.argv[1:] if argv is None else argv)
   fv = _define(flags.FlagValues())
-  api.parse_flags(fv, ["python experiments/parity.py", *argv], __doc__)
+  cli.parse_tool_flags(fv, ["python experiments/parity.py", *argv], __doc__)
   return fv
 
 

@@ -481,10 +481,10 @@ def _define(fv):
 def main(argv: Sequence[str] | None = None) -> int:
   """Writes the report; argv without the program name (default sys.argv[1:])."""
   from absl import flags
-  from privreid_jax import api
+  from privreid_jax import cli
   argv = list(sys.argv[1:] if argv is None else argv)
   args = _define(flags.FlagValues())
-  api.parse_flags(args, ["python -m experiments.report", *argv], __doc__)
+  cli.parse_tool_flags(args, ["python -m experiments.report", *argv], __doc__)
   try:
     result = write_report(os.path.abspath(args.root), args.out, plots=args.plots)
   except (FileNotFoundError, ValueError) as e:

@@ -356,39 +356,9 @@ def fail(message: str, code: int = 1) -> None:
 
 
 def parse_flags(flag_values, argv: Sequence[str] | None, doc: str) -> list[str]:
-  """Parses `argv` (default sys.argv) into a tool's own FlagValues.
-
-  Each tool defines its flags on a fresh `flags.FlagValues` per call (so tools
-  can be run in one process, e.g. tests, and share flag names). --help prints
-  the tool's doc and flags (exit 0); a bad command line (unknown or misspelt
-  flag or config key, missing required flag, stray argument) is a one-line
-  error with exit status 2, as `cli.parse_flags` does for main.py. Returns
-  argv's unparsed rest (the program name).
-  """
-  from absl import flags, logging
-  from ml_collections import config_dict
+  """`cli.parse_tool_flags` (kept here for the tools that call it through the API)."""
   from privreid_jax import cli
-  argv = list(sys.argv if argv is None else argv)
-  if any(a in ("--help", "-h", "--helpfull") for a in argv[1:]):
-    print(doc.strip() + "\n\nflags:\n" + flag_values.get_help())
-    raise SystemExit(0)
-  try:
-    rest = flag_values(argv)
-  except (flags.Error, AttributeError, KeyError, TypeError, ValueError, OSError) as e:
-    fail(cli.explain(argv, e, flag_values), cli.USAGE_EXIT)
-  for name in flag_values:
-    fl = flag_values[name]
-    if (fl.present and hasattr(fl, "config_filename")
-        and not isinstance(fl.value, config_dict.ConfigDict)):
-      fail(cli.explain(argv, ValueError(f"--{name}: cannot load the config"), flag_values),
-           cli.USAGE_EXIT)
-  if len(rest) > 1:
-    fail(f"unexpected arguments: {' '.join(rest[1:])}", cli.USAGE_EXIT)
-  # absl's own (global) flags: logging reads them; mark them parsed with defaults.
-  if not flags.FLAGS.is_parsed():
-    flags.FLAGS.mark_as_parsed()
-  logging.set_verbosity(logging.WARNING)
-  return rest
+  return cli.parse_tool_flags(flag_values, argv, doc)
 
 
 def warn(message: str) -> None:

@@ -10,9 +10,10 @@ code 2. `fail` prints a one-line error and exits.
 
 from __future__ import annotations
 
+import difflib
 import os
 import sys
-from typing import NoReturn
+from typing import NoReturn, Sequence
 
 from absl import flags
 
@@ -81,7 +82,6 @@ def _load(path: str):
 
 def explain(argv: list[str], error: BaseException, fv=None) -> str:
   """One line saying what is wrong with the command line `argv`."""
-  from privreid_jax import config_checks
   fv = fv or flags.FLAGS
   for name in _config_flags(fv):
     path = _flag_value(argv, name)
@@ -94,8 +94,8 @@ def explain(argv: list[str], error: BaseException, fv=None) -> str:
     if config is None:
       return f"--{name}={path}: {reason}"
     for key in keys:
-      if not config_checks.has_key(config, key):
-        hint = config_checks.suggest(key, config)
+      if not has_key(config, key):
+        hint = suggest(key, config)
         return (f"--{name}.{key}: {path} has no key {key!r}"
                 + (f"; did you mean --{name}.{hint}?" if hint else ""))
   text = errors.describe(error)
@@ -117,4 +117,74 @@ def parse_flags(argv: list[str]) -> list[str]:
   for name in _config_flags(fv):
     if fv[name].present and not isinstance(fv[name].value, config_dict.ConfigDict):
       fail(explain(argv, ValueError(f"--{name}: cannot load the config"), fv), USAGE_EXIT)
+  return rest
+
+
+def _get(config, key: str):
+  value = config
+  for part in key.split("."):
+    value = value[part]
+  return value
+
+
+def suggest(key: str, config) -> str | None:
+  """The existing key closest to a misspelt `key` of `config`: the first part of
+  `key` that does not exist is matched against its section's keys (None:
+  nothing close)."""
+  parts = key.split(".")
+  section, prefix = config, ""
+  for i, part in enumerate(parts):
+    if not (hasattr(section, "keys") and callable(section.keys)):
+      return None
+    if part in section.keys():
+      section, prefix = section[part], prefix + part + "."
+      continue
+    names = [str(k) for k in section.keys()]
+    hits = difflib.get_close_matches(part, names, n=1, cutoff=0.6)
+    if not hits:
+      return None
+    return ".".join([prefix + hits[0]] + parts[i + 1:])
+  return None
+
+
+def has_key(config, key: str) -> bool:
+  try:
+    _get(config, key)
+  except (KeyError, AttributeError, TypeError):
+    return False
+  return True
+
+
+def parse_tool_flags(flag_values, argv: Sequence[str] | None, doc: str) -> list[str]:
+  """Parses `argv` (default sys.argv) into a tool's own FlagValues.
+
+  Each tool defines its flags on a fresh `flags.FlagValues` per call (so tools
+  can be run in one process, e.g. tests, and share flag names). --help prints
+  the tool's doc and flags (exit 0); a bad command line (unknown or misspelt
+  flag or config key, missing required flag, stray argument) is a one-line
+  error with exit status 2, as `cli.parse_flags` does for main.py. Returns
+  argv's unparsed rest (the program name).
+  """
+  from absl import flags, logging
+  from ml_collections import config_dict
+  argv = list(sys.argv if argv is None else argv)
+  if any(a in ("--help", "-h", "--helpfull") for a in argv[1:]):
+    print(doc.strip() + "\n\nflags:\n" + flag_values.get_help())
+    raise SystemExit(0)
+  try:
+    rest = flag_values(argv)
+  except (flags.Error, AttributeError, KeyError, TypeError, ValueError, OSError) as e:
+    fail(explain(argv, e, flag_values), USAGE_EXIT)
+  for name in flag_values:
+    fl = flag_values[name]
+    if (fl.present and hasattr(fl, "config_filename")
+        and not isinstance(fl.value, config_dict.ConfigDict)):
+      fail(explain(argv, ValueError(f"--{name}: cannot load the config"), flag_values),
+           USAGE_EXIT)
+  if len(rest) > 1:
+    fail(f"unexpected arguments: {' '.join(rest[1:])}", USAGE_EXIT)
+  # absl's own (global) flags: logging reads them; mark them parsed with defaults.
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
+  logging.set_verbosity(logging.WARNING)
   return rest

@@ -18,6 +18,7 @@ import numbers
 import os
 from typing import Any, Iterable
 
+from privreid_jax.cli import has_key, suggest  # noqa: F401  (re-exported)
 from privreid_jax.errors import ConfigError
 
 
@@ -311,31 +312,3 @@ def check(config, *, devices: int | None = None, processes: int | None = None) -
 
 
 # --- keys, for "did you mean" -----------------------------------------------------
-
-
-def suggest(key: str, config) -> str | None:
-  """The existing key closest to a misspelt `key` of `config`: the first part of
-  `key` that does not exist is matched against its section's keys (None:
-  nothing close)."""
-  parts = key.split(".")
-  section, prefix = config, ""
-  for i, part in enumerate(parts):
-    if not (hasattr(section, "keys") and callable(section.keys)):
-      return None
-    if part in section.keys():
-      section, prefix = section[part], prefix + part + "."
-      continue
-    names = [str(k) for k in section.keys()]
-    hits = difflib.get_close_matches(part, names, n=1, cutoff=0.6)
-    if not hits:
-      return None
-    return ".".join([prefix + hits[0]] + parts[i + 1:])
-  return None
-
-
-def has_key(config, key: str) -> bool:
-  try:
-    _get(config, key)
-  except (KeyError, AttributeError, TypeError):
-    return False
-  return True

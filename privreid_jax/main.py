@@ -12,7 +12,6 @@ SIGTERM save a checkpoint and exit with 130 and 143. Anything else is an
 internal error and keeps its traceback.
 """
 
-import sys
 
 from privreid_jax import host_memory
 

@@ -727,10 +727,10 @@ def _is_int(text: str) -> bool:
 def main(argv: list[str] | None = None) -> int:
   """Generates the dataset; argv without the program name (default sys.argv[1:])."""
   from absl import flags
-  from privreid_jax import api
+  from privreid_jax import cli
   argv = list(sys.argv[1:] if argv is None else argv)
   fv = _define(flags.FlagValues())
-  api.parse_flags(fv, ["python -m privreid_jax.data.synthetic", *argv], __doc__)
+  cli.parse_tool_flags(fv, ["python -m privreid_jax.data.synthetic", *argv], __doc__)
   args = {key: fv[key].value for key in DEFAULTS}
   args = {key: tuple(int(x) for x in v) if isinstance(DEFAULTS[key], tuple) else v
           for key, v in args.items()}

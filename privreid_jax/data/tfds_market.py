@@ -186,10 +186,10 @@ def _define(fv):
 def main(argv: Sequence[str] | None = None) -> int:
   """Prepares a dataset; argv without the program name (default sys.argv[1:])."""
   from absl import flags
-  from privreid_jax import api
+  from privreid_jax import cli
   argv = list(sys.argv[1:] if argv is None else argv)
   args = _define(flags.FlagValues())
-  api.parse_flags(args, ["python -m privreid_jax.data.tfds_market", *argv], __doc__)
+  cli.parse_tool_flags(args, ["python -m privreid_jax.data.tfds_market", *argv], __doc__)
   try:
     path = prepare(args.name, args.root, args.data_dir,
                    cuhk03_subset=args.cuhk03_subset)
