@@ -188,3 +188,15 @@ def parse_tool_flags(flag_values, argv: Sequence[str] | None, doc: str) -> list[
     flags.FLAGS.mark_as_parsed()
   logging.set_verbosity(logging.WARNING)
   return rest
+
+
+def define_run_flags(fv, argv, output_help: str) -> None:
+  """--checkpoint (a run), --config (a dataset config; default the run's own) and
+  --output, on a tool's own FlagValues (evaluate, visrank)."""
+  from ml_collections import config_flags
+  flags.DEFINE_string("checkpoint", None, "A run's workdir (or its checkpoints/ folder).",
+                      flag_values=fv)
+  config_flags.DEFINE_config_file(
+      "config", None, "Dataset config (configs/*.py[:variant]); default: the run's own.",
+      flag_values=fv, lock_config=True, sys_argv=list(argv))
+  flags.DEFINE_string("output", None, output_help, flag_values=fv)

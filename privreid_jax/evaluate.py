@@ -30,14 +30,9 @@ from privreid_jax import api
 
 def _define(fv, argv):
   from absl import flags
-  from ml_collections import config_flags
-  flags.DEFINE_string("checkpoint", None, "A run's workdir (or its checkpoints/ folder).",
-                      flag_values=fv)
-  config_flags.DEFINE_config_file(
-      "config", None, "Dataset config (configs/*.py[:variant]); default: the run's own.",
-      flag_values=fv, lock_config=True, sys_argv=list(argv))
-  flags.DEFINE_string("output", None, "Folder for eval_metrics.jsonl and eval_info.json "
-                      "(created; not the run's own workdir).", flag_values=fv)
+  from privreid_jax import cli
+  cli.define_run_flags(fv, argv, "Folder for eval_metrics.jsonl and eval_info.json "
+                      "(created; not the run's own workdir).")
   flags.DEFINE_list("settings", [], "Settings to evaluate (default: all of the method's).",
                     flag_values=fv)
   flags.mark_flag_as_required("checkpoint", flag_values=fv)

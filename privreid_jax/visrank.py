@@ -219,13 +219,8 @@ def visualize(model: api.Model, config, output: str, *, num_queries: int = 20,
 
 def _define(fv, argv):
   from absl import flags
-  from ml_collections import config_flags
-  flags.DEFINE_string("checkpoint", None, "A run's workdir (or its checkpoints/ folder).",
-                      flag_values=fv)
-  config_flags.DEFINE_config_file(
-      "config", None, "Dataset config (configs/*.py[:variant]); default: the run's own.",
-      flag_values=fv, lock_config=True, sys_argv=list(argv))
-  flags.DEFINE_string("output", None, "Folder for the PNG strips (created).", flag_values=fv)
+  from privreid_jax import cli
+  cli.define_run_flags(fv, argv, "Folder for the PNG strips (created).")
   flags.DEFINE_integer("num_queries", 20, "Queries to draw (evenly spaced over the "
                        "query split).", flag_values=fv)
   flags.DEFINE_integer("topk", 10, "Gallery images per strip.", flag_values=fv)

@@ -81,9 +81,7 @@ _MARKET_LAYOUTS = {
 KNOWN_DATASETS = ("market1501", "dukemtmcreid", "msmt17", "cuhk03", "synthetic")
 
 
-def load_dataset(name: str, root: str, *,
-                 cuhk03_subset: str = "labeled") -> ReidDataset:
-  """Parses the dataset `name` found at `root` (the dataset folder or its parent)."""
+def _check_known(name: str) -> None:
   if name not in KNOWN_DATASETS:
     if name in SMALL_DATASETS:
       raise DatasetError(f"dataset {name!r} is not one of load_dataset's "
@@ -91,6 +89,12 @@ def load_dataset(name: str, root: str, *,
                          "catalog.load or small_datasets.load_small_dataset")
     raise DatasetError(f"unknown dataset name {name!r}; known: "
                        f"{', '.join(KNOWN_DATASETS)}")
+
+
+def load_dataset(name: str, root: str, *,
+                 cuhk03_subset: str = "labeled") -> ReidDataset:
+  """Parses the dataset `name` found at `root` (the dataset folder or its parent)."""
+  _check_known(name)
   if not root:
     raise DatasetError(f"no root folder given for dataset {name!r} "
                        "(set --config.data.root)")
@@ -146,13 +150,7 @@ def usual_location(name: str, parent: str, *,
   Only parent/<usual folder> is looked at (Market-1501-v15.09.15/, MSMT17_V1/,
   cuhk03-np/<subset>/, ...), not `parent` itself; None if absent.
   """
-  if name not in KNOWN_DATASETS:
-    if name in SMALL_DATASETS:
-      raise DatasetError(f"dataset {name!r} is not one of load_dataset's "
-                         f"{', '.join(KNOWN_DATASETS)}: load it with "
-                         "catalog.load or small_datasets.load_small_dataset")
-    raise DatasetError(f"unknown dataset name {name!r}; known: "
-                       f"{', '.join(KNOWN_DATASETS)}")
+  _check_known(name)
   if name == "msmt17":
     return find_base(parent, ["list_train.txt"], _MSMT_FOLDERS, accept_root=False)
   layout = _MARKET_LAYOUTS[name]
