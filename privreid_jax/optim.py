@@ -58,16 +58,20 @@ def adam(schedule: optax.Schedule, *, b1: float, b2: float,
   )
 
 
+def schedule_from_config(optim_cfg, steps_per_epoch: int,
+                         lr: float | None = None) -> optax.Schedule:
+  """The config's warm-up / multi-step schedule (base lr `lr`, default optim.lr)."""
+  return warmup_multistep(
+      optim_cfg.lr if lr is None else lr, steps_per_epoch,
+      warmup_epochs=optim_cfg.warmup_epochs, warmup_factor=optim_cfg.warmup_factor,
+      milestones=optim_cfg.milestones, gamma=optim_cfg.gamma,
+      epoch_offset=int(optim_cfg.get("epoch_offset", 0)))
+
+
 def from_config(optim_cfg, steps_per_epoch: int, *, lr: float | None = None,
                 b1: float | None = None, b2: float | None = None
                 ) -> optax.GradientTransformation:
   """The config's Adam + warmup/multistep schedule; per-network overrides allowed."""
-  schedule = warmup_multistep(
-      optim_cfg.lr if lr is None else lr, steps_per_epoch,
-      warmup_epochs=optim_cfg.warmup_epochs,
-      warmup_factor=optim_cfg.warmup_factor,
-      milestones=optim_cfg.milestones, gamma=optim_cfg.gamma,
-      epoch_offset=int(optim_cfg.get("epoch_offset", 0)))
-  return adam(schedule, b1=optim_cfg.b1 if b1 is None else b1,
+  return adam(schedule_from_config(optim_cfg, steps_per_epoch, lr), b1=optim_cfg.b1 if b1 is None else b1,
               b2=optim_cfg.b2 if b2 is None else b2,
               weight_decay=optim_cfg.weight_decay)

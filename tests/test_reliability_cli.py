@@ -245,12 +245,8 @@ def _tiny(data_root, **optim):
 
 
 def _state_leaves(workdir):
-  ck = checkpoint.Checkpoints(os.path.join(workdir, "checkpoints"))
-  step = ck.latest_step()
-  out = ck.manager.restore(step, args=checkpoint.ocp.args.Composite(
-      state=checkpoint.ocp.args.StandardRestore()))
-  ck.close()
-  return step, [np.asarray(x) for x in jax.tree.leaves(out["state"])]
+  state, _, step = checkpoint.restore_run(workdir, workdir)
+  return step, [np.asarray(x) for x in jax.tree.leaves(state)]
 
 
 def test_kill_9_anywhere_then_resume_is_bit_identical(tmp_path, data_root):

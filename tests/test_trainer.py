@@ -4,7 +4,6 @@ The runs use the `tiny` variant of configs/synthetic.py (16 ids, 32x16 images,
 ResNet-18 of width 8), generated once per session into a temporary folder.
 """
 
-import os
 
 import jax
 import numpy as np
@@ -31,12 +30,8 @@ def tiny_config(data_root, **optim):
 
 def _latest_state(workdir):
   """(step, numpy leaves) of the latest checkpoint in a workdir."""
-  ck = checkpoint.Checkpoints(os.path.join(workdir, "checkpoints"))
-  step = ck.latest_step()
-  restored = ck.manager.restore(step, args=checkpoint.ocp.args.Composite(
-      state=checkpoint.ocp.args.StandardRestore()))
-  ck.close()
-  return step, [np.asarray(x) for x in jax.tree.leaves(restored["state"])]
+  state, _, step = checkpoint.restore_run(workdir, workdir)
+  return step, [np.asarray(x) for x in jax.tree.leaves(state)]
 
 
 def test_run_writes_eval_rows_and_checkpoints(tmp_path, data_root):

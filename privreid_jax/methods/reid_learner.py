@@ -26,11 +26,7 @@ class ReidLearner:
     self.model = reid.build_reid_model(config.model, num_classes)
     self.num_classes = num_classes
     self.use_center = config.loss.center_weight > 0
-    self.schedule = optim.warmup_multistep(
-        config.optim.lr, steps_per_epoch, warmup_epochs=config.optim.warmup_epochs,
-        warmup_factor=config.optim.warmup_factor,
-        milestones=config.optim.milestones, gamma=config.optim.gamma,
-        epoch_offset=int(config.optim.get("epoch_offset", 0)))
+    self.schedule = optim.schedule_from_config(config.optim, steps_per_epoch)
     self.txs = {name: optim.from_config(config.optim, steps_per_epoch)}
     if self.use_center:
       # BoT: centers have their own SGD; their gradient is rescaled by
