@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from typing import Any
 
 import jax
@@ -18,22 +19,38 @@ import orbax.checkpoint as ocp
 CHECKPOINT_DIR = "checkpoints"
 
 
+PARTIAL_MARK = ".orbax-checkpoint-tmp"     # orbax's name for a save in progress
+
+
+def _remove_partial_saves(directory: str) -> None:
+  """Deletes the temporary folders of saves that never completed (process 0)."""
+  if jax.process_index() != 0 or not os.path.isdir(directory):
+    return
+  for name in os.listdir(directory):
+    if PARTIAL_MARK in name:
+      shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
+
+
 class Checkpoints:
   """Keeps the last `keep` checkpoints under `directory`."""
 
   @classmethod
-  def of_run(cls, workdir: str, keep: int = 3) -> Checkpoints:
-    """The checkpoints of the run in `workdir`."""
-    return cls(os.path.join(workdir, CHECKPOINT_DIR), keep=keep)
+  def of_run(cls, workdir: str, keep: int = 3, writer: bool = False) -> Checkpoints:
+    """The checkpoints of the run in `workdir` (`writer`: the run that saves there)."""
+    return cls(os.path.join(workdir, CHECKPOINT_DIR), keep=keep, writer=writer)
 
-  def __init__(self, directory: str, keep: int = 3):
+  def __init__(self, directory: str, keep: int = 3, writer: bool = False):
     self.directory = os.path.abspath(directory)
+    # A save cut short (kill -9 mid-checkpoint) leaves only a temporary folder,
+    # never listed as a step. The run that writes here removes it, once and
+    # synchronously; readers (anonymize, load, a driver) never touch it, as the
+    # folder may be a save in progress. (orbax's own cleanup ran in the
+    # background of every manager, and two managers on one folder raced.)
+    if writer:
+      _remove_partial_saves(self.directory)
     self.manager = ocp.CheckpointManager(
         self.directory,
-        # A save cut short (kill -9 mid-checkpoint) leaves only a temporary folder,
-        # never listed as a step; it is removed when the run is reopened.
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                             cleanup_tmp_directories=True),
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
         item_names=("state", "data", "meta"))
 
   def latest_step(self) -> int | None:

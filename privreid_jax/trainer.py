@@ -258,7 +258,7 @@ def _run(config, workdir: str, options: dict,
   with contextlib.ExitStack() as cleanup:
     # Closed however the run ends (worker processes must not outlive it).
     cleanup.callback(pipeline.close_workers)
-    ckpts = checkpoint.Checkpoints.of_run(workdir, keep=config.checkpoint.keep)
+    ckpts = checkpoint.Checkpoints.of_run(workdir, keep=config.checkpoint.keep, writer=True)
     cleanup.callback(ckpts.close)
     latest = ckpts.latest_step()
     if latest is not None:
