@@ -58,6 +58,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.synthetic.height = 128
   c.data.synthetic.width = 64
   c.data.synthetic.seed = 0
+  c.data.synthetic.test_seed = -1   # >= 0: fresh test people from this seed (same world)
 
   # --- model ----------------------------------------------------------------
   c.model = ml_collections.ConfigDict()
@@ -110,6 +111,7 @@ def base_config() -> ml_collections.ConfigDict:
   # eval.every_epochs, 0: at the end only, k: every k epochs) and their options.
   c.evals = ml_collections.ConfigDict()
   c.evals.reid = eval_base.section()   # Re-ID ranking of the method's settings
+  c.evals.val = eval_base.section()    # the same on validation ids (data.val_fraction > 0)
   # The same rows on other datasets' test splits (cross-dataset), "<name>/<setting>".
   c.evals.targets = eval_base.section(datasets=(), skip_missing=False)
 

@@ -42,6 +42,7 @@ DEFAULTS: dict[str, Any] = dict(
     height=128,
     width=64,
     seed=0,
+    test_seed=-1,              # >= 0: the test people drawn from this seed (a fresh test split)
     group_size=4,              # identities sharing the coarse palette and shape
     shade_jitter=0.08,         # per-person std of clothing colour around the group's
     min_cameras_per_id=2,
@@ -52,7 +53,7 @@ DEFAULTS: dict[str, Any] = dict(
     jitter=1.0,                # scales pose / position / light jitter; 0: one fixed pose
     jpeg_quality=90,
 )
-_BASIC = ("num_ids", "num_cameras", "height", "width", "seed")
+_BASIC = ("num_ids", "num_cameras", "height", "width", "seed", "test_seed")
 _CHUNK = 128  # images rendered per vectorised batch
 
 # Palettes (RGB in [0, 1]). Coarse cues come from small palettes, so groups collide.
@@ -137,6 +138,7 @@ def check_params(**params) -> dict[str, Any]:
   need(p["height"] >= 16, "height", "must be >= 16")
   need(p["width"] >= 8, "width", "must be >= 8")
   need(p["seed"] >= 0, "seed", "must be >= 0")
+  need(p["test_seed"] >= -1, "test_seed", "must be >= 0, or -1 (the test people from seed)")
   need(1 <= p["group_size"] <= len(_ORBITS), "group_size",
        f"must be in 1..{len(_ORBITS)} (the number of prints distinct under mirroring)")
   need(2 <= p["min_cameras_per_id"] <= p["num_cameras"], "min_cameras_per_id",
@@ -164,6 +166,8 @@ def default_root(**params) -> str:
           f"{p['height']}x{p['width']}-seed{p['seed']}")
   extra = {k: v for k, v in _jsonable(p).items()
            if k not in _BASIC and v != _jsonable(DEFAULTS)[k]}
+  if p["test_seed"] >= 0:
+    name += f"-test{p['test_seed']}"
   if extra:
     name += "-" + hashlib.sha1(json.dumps(extra, sort_keys=True).encode()).hexdigest()[:8]
   return os.path.join(base, name)
@@ -461,19 +465,34 @@ def _plan(p: dict[str, Any]) -> tuple[list[dict], dict, dict]:
     groups += [order[i:i + p["group_size"]] for i in range(0, len(order), p["group_size"])]
   people = _sample_people(rng_ids, groups, n, p["shade_jitter"])
   cams = _sample_cameras(rng_cams, ncam, p["height"], p["width"])
+  fresh = p["test_seed"] >= 0
+  if fresh:
+    # A fresh test split: same world (cameras) and training people, new test people.
+    # Everything about the test identities (who they are, their images, poses, the
+    # distractors and junk) comes from test_seed; the training identities' draws stay
+    # on the streams above.
+    t_ids, t_split, t_pose, t_extra = (np.random.default_rng(s) for s in np.random.SeedSequence(
+        [p["seed"], p["test_seed"], VERSION, 1]).spawn(4))
+    order = t_ids.permutation(test_pids) - 1
+    t_groups = [order[i:i + p["group_size"]] for i in range(0, len(order), p["group_size"])]
+    new = _sample_people(t_ids, t_groups, n, p["shade_jitter"])
+    for k in people:
+      people[k][test_pids - 1] = new[k][test_pids - 1]
+    rng_extra = t_extra
 
   images = []  # dicts: split, pid, cam, who, kind (0 person, 1 junk, 2 background), track
   lo, hi = p["images_per_camera"]
   test_set = set(test_pids.tolist())
   for pid in range(1, n + 1):
     is_test = pid in test_set
-    k = rng_split.integers(p["min_cameras_per_id"], ncam + 1)
-    id_cams = np.sort(rng_split.choice(ncam, k, replace=False))
-    query_cams = id_cams[rng_split.random(k) < p["query_camera_prob"]]
+    r = t_split if fresh and is_test else rng_split
+    k = r.integers(p["min_cameras_per_id"], ncam + 1)
+    id_cams = np.sort(r.choice(ncam, k, replace=False))
+    query_cams = id_cams[r.random(k) < p["query_camera_prob"]]
     if is_test and not len(query_cams):
-      query_cams = id_cams[rng_split.integers(k):][:1]
+      query_cams = id_cams[r.integers(k):][:1]
     for c in id_cams:
-      m = rng_split.integers(lo, hi + 1)
+      m = r.integers(lo, hi + 1)
       for j in range(m):
         split = "train" if not is_test else ("query" if j == 0 and c in query_cams
                                              else "gallery")
@@ -496,7 +515,12 @@ def _plan(p: dict[str, Any]) -> tuple[list[dict], dict, dict]:
     images.append(dict(split="gallery", pid=-1, cam=int(rng_extra.integers(ncam)),
                        who=int(rng_extra.choice(test_pids)) - 1, kind=1, track=("j", i)))
   _name_images(images, ncam, rng_extra)
-  _sample_poses(images, people, cams, p, rng_pose)
+  if fresh:
+    for part, r in ((False, rng_pose), (True, t_pose)):
+      _sample_poses([im for im in images if (im["split"] != "train") == part],
+                    people, cams, p, r)
+  else:
+    _sample_poses(images, people, cams, p, rng_pose)
   return images, people, cams
 
 
@@ -575,7 +599,8 @@ def _stats(images: list[dict], ncam: int) -> dict[str, Any]:
 
 
 def generate(out_dir: str, *, num_ids: int = 200, num_cameras: int = 6, height: int = 128,
-             width: int = 64, seed: int = 0, group_size: int = DEFAULTS["group_size"],
+             width: int = 64, seed: int = 0, test_seed: int = DEFAULTS["test_seed"],
+             group_size: int = DEFAULTS["group_size"],
              shade_jitter: float = DEFAULTS["shade_jitter"],
              min_cameras_per_id: int = DEFAULTS["min_cameras_per_id"],
              images_per_camera: tuple[int, int] = DEFAULTS["images_per_camera"],
@@ -607,7 +632,8 @@ def generate(out_dir: str, *, num_ids: int = 200, num_cameras: int = 6, height: 
     for start in range(0, len(images), _CHUNK):
       chunk = images[start:start + _CHUNK]
       pose = {k: np.array([im["pose"][k] for im in chunk]) for k in chunk[0]["pose"]}
-      rng = np.random.default_rng([p["seed"], VERSION, start])
+      rng = np.random.default_rng([p["seed"], VERSION, start]
+                                  + ([p["test_seed"]] if p["test_seed"] >= 0 else []))
       pixels = _render(pose, people, cams, p["height"], p["width"], rng)
       for im, arr in zip(chunk, pixels):
         _save_jpeg(arr, os.path.join(tmp, FOLDERS[im["split"]], im["name"]), p["jpeg_quality"])

@@ -12,8 +12,9 @@ switches each on or off and gives its schedule:
 
 plus the evaluator's own options. Expensive evaluators (the attackers) run
 only at the end by default. Every method offers `reid` (its settings on the
-test split) and `targets` (the same settings on other datasets:
-`config.evals.targets.datasets = ("viper", "market1501")`).
+test split), `val` (the same on the validation identities when
+config.data.val_fraction > 0; rows "val/O->O") and `targets` (the same settings
+on other datasets: `config.evals.targets.datasets = ("viper", "market1501")`).
 """
 
 from __future__ import annotations
@@ -93,6 +94,24 @@ class CrossDataset:
     for name, reid in self.targets.items():
       rows.update({f"{name}/{k}": v for k, v in reid.run(state, self.settings).items()})
     return rows
+
+
+class Validation:
+  """The same ranking rows on the validation identities held out of training
+  (config.data.val_fraction > 0): rows "val/<setting>", e.g. "val/O->O". Choose
+  epochs and hyper-parameters on these rows; the test split's rows (`reid`) can
+  then be read once, at the end (config.evals.reid.every_epochs=0)."""
+
+  def __init__(self, method, ctx, settings: Mapping[str, tuple[str, str]]):
+    from privreid_jax.evaluation.reid import ReidEvaluator
+    splits = ctx.splits
+    val = dataclasses.replace(splits, query=splits.val_query, gallery=splits.val_gallery)
+    self.settings = dict(settings)
+    self.reid = ReidEvaluator(method, val, ctx.config.data, ctx.config.eval, ctx.mesh)
+
+  def run(self, state: Any, step: int) -> Rows:
+    del step
+    return {f"val/{k}": v for k, v in self.reid.run(state, self.settings).items()}
 
 
 class Ranking:

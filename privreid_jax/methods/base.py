@@ -106,10 +106,13 @@ class Method:
 
 
 def shared_evaluators(method: Method, ctx: RunContext) -> dict[str, Factory]:
-  """What every method offers: `reid` (its settings on the test split) and
+  """What every method offers: `reid` (its settings on the test split), `val`
+  (the same on the validation identities, when data.val_fraction > 0) and
   `targets` (the same on the datasets of config.evals.targets.datasets)."""
   return {
       "reid": lambda cfg: eval_base.Ranking(ctx.evaluator, method.eval_settings),
+      "val": lambda cfg: (eval_base.Validation(method, ctx, method.eval_settings)
+                          if ctx.splits.val_query is not None else None),
       "targets": lambda cfg: (eval_base.CrossDataset(method, ctx, cfg.datasets,
                                                      method.eval_settings,
                                                      cfg.skip_missing)

@@ -75,7 +75,7 @@ def add_to(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.data.std = (0.5, 0.5, 0.5)
   c.anon = anon_section()
   # PSNR / SSIM of M, P and R against O on the first `images` query images.
-  c.evals.image_quality = eval_base.section(images=256)
+  c.evals.image_quality = eval_base.section(images=256, split="test")  # | "val"
   # The outsider: a finished baseline run (raw images only, same image size) in
   # `workdir` matching our images: "3rd:*" rows. Enabled when workdir is set.
   c.evals.outsider = eval_base.section(workdir="")

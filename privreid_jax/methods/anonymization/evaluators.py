@@ -79,15 +79,24 @@ class ImageQuality:
 
 
 class ImageQualityEvaluator:
-  """Row `image_quality` on the first `images` query images (config.evals.image_quality)."""
+  """Row `image_quality` on the first `images` query images (config.evals.image_quality);
+  with `split="val"`, row `val/image_quality` on the validation gallery (the held-out
+  training identities), so a choice made on PSNR / SSIM never reads the test split."""
 
-  def __init__(self, quality: ImageQuality, ctx, images: int):
+  def __init__(self, quality: ImageQuality, ctx, images: int, split: str = "test"):
+    if split not in ("test", "val"):
+      raise ValueError(f"config.evals.image_quality.split={split!r}: expected test | val")
+    if split == "val" and ctx.splits.val_gallery is None:
+      raise ValueError("config.evals.image_quality.split='val' needs a validation split: "
+                       "set config.data.val_fraction > 0 (e.g. 0.2)")
     self.quality, self.ctx, self.images = quality, ctx, int(images)
+    self.source = (ctx.splits.val_gallery if split == "val" else ctx.splits.query).source
+    self.row = "val/image_quality" if split == "val" else "image_quality"
 
   def run(self, state, step: int):
-    rows, examples = self.quality.measure(state, self.ctx.splits.query.source, self.images)
+    rows, examples = self.quality.measure(state, self.source, self.images)
     if examples is not None:
       names = ("O",) + self.quality.names
       grid = np.concatenate([np.concatenate(list(examples[n]), axis=1) for n in names], 0)
       self.ctx.writer.images(int(step), {"anonymization/O_M_P_R": grid})
-    return {"image_quality": rows}
+    return {self.row: rows}

@@ -260,6 +260,6 @@ class Method(base.Method):
     return {
         **base.shared_evaluators(self, ctx),
         "image_quality": lambda cfg: evaluators.ImageQualityEvaluator(
-            self.quality, ctx, cfg.images),
+            self.quality, ctx, cfg.images, cfg.split),
         "outsider": lambda cfg: third_party.evaluator(self, ctx, cfg),
     }
