@@ -483,21 +483,26 @@ def _plan(p: dict[str, Any]) -> tuple[list[dict], dict, dict]:
   images = []  # dicts: split, pid, cam, who, kind (0 person, 1 junk, 2 background), track
   lo, hi = p["images_per_camera"]
   test_set = set(test_pids.tolist())
-  for pid in range(1, n + 1):
-    is_test = pid in test_set
-    r = t_split if fresh and is_test else rng_split
+
+  def plan_id(r, is_test):
+    """[(camera, images, is_query camera)] of one identity, drawn from r."""
     k = r.integers(p["min_cameras_per_id"], ncam + 1)
     id_cams = np.sort(r.choice(ncam, k, replace=False))
     query_cams = id_cams[r.random(k) < p["query_camera_prob"]]
     if is_test and not len(query_cams):
       query_cams = id_cams[r.integers(k):][:1]
-    for c in id_cams:
-      m = r.integers(lo, hi + 1)
+    return [(int(c), int(r.integers(lo, hi + 1)), c in query_cams) for c in id_cams]
+
+  for pid in range(1, n + 1):
+    is_test = pid in test_set
+    plan = plan_id(rng_split, is_test)   # drawn in any case: the stream stays aligned
+    if fresh and is_test:
+      plan = plan_id(t_split, is_test)
+    for c, m, queried in plan:
       for j in range(m):
-        split = "train" if not is_test else ("query" if j == 0 and c in query_cams
-                                             else "gallery")
-        images.append(dict(split=split, pid=pid, cam=int(c), who=pid - 1, kind=0,
-                           track=(pid, int(c))))
+        split = "train" if not is_test else ("query" if j == 0 and queried else "gallery")
+        images.append(dict(split=split, pid=pid, cam=c, who=pid - 1, kind=0,
+                           track=(pid, c)))
   n_gal = sum(im["split"] == "gallery" for im in images)
   n_distract = int(round(p["distractor_ratio"] * n_gal))
   n_junk = int(round(p["junk_ratio"] * n_gal))

@@ -115,6 +115,43 @@ def test_same_arguments_give_identical_bytes(small, tmp_path):
   assert sum(mine[k] != theirs[k] for k in common) > 0.9 * len(common)
 
 
+def _image_means(root, split):
+  """{pid: mean RGB over the split's images of that identity}."""
+  sums = collections.defaultdict(list)
+  folder = os.path.join(root, synthetic.FOLDERS[split])
+  for name in os.listdir(folder):
+    pid = int(MARKET_RE.search(name).group(1))
+    if pid > 0:
+      sums[pid].append(np.asarray(Image.open(os.path.join(folder, name)), np.float32).mean((0, 1)))
+  return {pid: np.mean(v, 0) for pid, v in sums.items()}
+
+
+def test_fresh_test_split_keeps_training_people_and_draws_new_test_people(small, tmp_path):
+  """test_seed: same train ids, cameras and training people; new test people and images."""
+  root, stats = small
+  fresh = str(tmp_path / "fresh")
+  fresh_stats = synthetic.generate(fresh, **SMALL, test_seed=7)
+  old, new = _listing(root), _listing(fresh)
+  ids = lambda rows: {pid for _, pid, _ in rows if pid > 0}
+  assert ids(old["train"]) == ids(new["train"])
+  assert ids(old["query"]) == ids(new["query"])
+  assert stats["train"] == fresh_stats["train"]      # same training images per id and camera
+  assert (collections.Counter((p, c) for _, p, c in old["train"])
+          == collections.Counter((p, c) for _, p, c in new["train"]))
+  # Training people look the same (only pose and sensor noise re-drawn); test people
+  # do not: compare each identity's mean colour across the two datasets.
+  train_old, train_new = _image_means(root, "train"), _image_means(fresh, "train")
+  gal_old, gal_new = _image_means(root, "gallery"), _image_means(fresh, "gallery")
+  d_train = np.median([np.abs(train_old[p] - train_new[p]).max() for p in train_old])
+  d_test = np.median([np.abs(gal_old[p] - gal_new[p]).max() for p in gal_old])
+  assert d_train < 6 and d_test > 3 * d_train, (d_train, d_test)
+  q_old, q_new = _digest(os.path.join(root, "query")), _digest(os.path.join(fresh, "query"))
+  assert not set(q_old.values()) & set(q_new.values())
+  # The seed is part of the cache name, and the default output is what it was.
+  assert synthetic.default_root(**SMALL, test_seed=7).endswith("-test7")
+  assert synthetic.default_root(**SMALL) == synthetic.default_root(**SMALL, test_seed=-1)
+
+
 def test_interrupted_run_leaves_nothing(tmp_path, monkeypatch):
   calls = []
 
@@ -195,6 +232,7 @@ def test_default_root(tmp_path, monkeypatch):
     (dict(nmu_ids=3), r"unknown parameter\(s\) nmu_ids"),
     (dict(group_size=11), r"group_size=11 must be in 1\.\.10"),
     (dict(min_cameras_per_id=5), r"min_cameras_per_id=5 must be in 2\.\.num_cameras"),
+    (dict(test_seed=-2), r"test_seed=-2 must be >= 0, or -1"),
 ])
 def test_bad_parameters_are_named(params, message, tmp_path):
   with pytest.raises(ValueError, match=message):
