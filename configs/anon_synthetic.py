@@ -51,5 +51,6 @@ def get_config(arg=None):
     c.evals.image_quality.images = 16
     c.anon.stages.check_every_epochs = 1
     c.anon.stages.quality_images = 16
+    c.evals.adaptive_outsider.epochs = 3
     c.log.tensorboard = False
   return c

@@ -262,6 +262,19 @@ def test_third_party_rows_score_our_images_with_the_baseline_model(third_party_r
   assert results["3rd:P->O"] != results["3rd:O->O"]
 
 
+def test_adaptive_outsider_fine_tunes_the_outsider_on_raw_and_anonymized_pairs(
+    third_party_runs):
+  _, _, results = third_party_runs
+  ft = anonymization.adaptive_outsider
+  assert set(ft.SETTINGS) <= set(results)
+  fit = results[ft.FIT_ROW]
+  assert fit["steps"] == 3 * 2                 # 3 epochs of the tiny sampler's 2 batches
+  assert fit["loss_last_epoch"] < fit["loss_first_epoch"]
+  # It starts from the outsider's weights but ends elsewhere: its rows are its own.
+  assert results["3rd-ft:P->O"] != results["3rd:P->O"]
+  assert results["3rd-ft:O->O"] != results["3rd:O->O"]
+
+
 def test_third_party_of_another_image_size_is_refused(third_party_runs, tmp_path):
   base_dir, _, _ = third_party_runs
   config = anon_synthetic.get_config("tiny")

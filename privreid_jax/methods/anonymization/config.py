@@ -79,6 +79,9 @@ def add_to(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   # The outsider: a finished baseline run (raw images only, same image size) in
   # `workdir` matching our images: "3rd:*" rows. Enabled when workdir is set.
   c.evals.outsider = eval_base.section(workdir="")
+  # The outsider fine-tuned on (raw, G(raw)) pairs it makes with the released G
+  # (adaptive_outsider.py): "3rd-ft:*" rows, at the end, when the outsider is set.
+  c.evals.adaptive_outsider = eval_base.section(every_epochs=0, epochs=8, lr=3.5e-4)
   return c
 
 

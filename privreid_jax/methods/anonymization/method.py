@@ -40,8 +40,8 @@ import jax
 
 from privreid_jax import losses, optim, train_state
 from privreid_jax.methods import base
-from privreid_jax.methods.anonymization import (evaluators, networks, stages, targets,
-                                                third_party, upgrade_rule)
+from privreid_jax.methods.anonymization import (adaptive_outsider, evaluators, networks,
+                                                stages, targets, third_party, upgrade_rule)
 from privreid_jax.methods.reid_learner import ReidLearner
 from privreid_jax.ops import desensitize, normalize
 
@@ -262,4 +262,5 @@ class Method(base.Method):
         "image_quality": lambda cfg: evaluators.ImageQualityEvaluator(
             self.quality, ctx, cfg.images, cfg.split),
         "outsider": lambda cfg: third_party.evaluator(self, ctx, cfg),
+        "adaptive_outsider": lambda cfg: adaptive_outsider.evaluator(self, ctx, cfg),
     }
