@@ -22,7 +22,7 @@ numpy sampler (seeded, `fitting.fit`), one jitted step per network.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -68,7 +68,8 @@ def inversion_attack(train_x, train_images, train_y, test_x, test_images, test_y
                      classifier_stages: int = 4, batch_size: int = 32, lr: float = 1e-3,
                      mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), seed: int = 0,
                      probe_fn: Callable[[jax.Array], jax.Array] | None = None,
-                     conv_impl: str = "auto") -> dict[str, Any]:
+                     conv_impl: str = "auto",
+                     people: "People | None" = None) -> dict[str, Any]:
   """Trains an inversion decoder and an identity classifier; scores them on the test set.
 
   Args:
@@ -81,12 +82,18 @@ def inversion_attack(train_x, train_images, train_y, test_x, test_images, test_y
     widths: decoder stage widths; classifier_width / classifier_stages: its size.
     mean, std: the normalisation, to compare images in [0, 1].
     probe_fn: optional fixed classifier, normalised images -> logits.
+    people: optional second target, people never trained on (see `People`):
+      the same decoder inverts their released features; a classifier trained
+      on the reconstructions of the attacker's own labelled photos of them
+      names the reconstructions of the released ones ("people_*" outputs).
 
   Returns:
     {"id_acc", "probe_acc" (with probe_fn), "chance", "psnr_input", "ssim_input"
     (when the images are at least SSIM_WINDOW pixels), "num_images",
     "decoder_loss" and "classifier_loss" (per-step histories),
-    "examples": (test images, their reconstructions), 8 each, in [0, 1]}.
+    "examples": (test images, their reconstructions), 8 each, in [0, 1]};
+    with `people` also "people_id_acc", "people_chance", "people_psnr_input",
+    "people_num_images".
   """
   train_x, test_x = (np.asarray(x, np.float32) for x in (train_x, test_x))
   train_images, test_images = (np.asarray(x, np.float32) for x in (train_images, test_images))
@@ -97,6 +104,8 @@ def inversion_attack(train_x, train_images, train_y, test_x, test_images, test_y
     raise ValueError(f"inversion_attack: train and test shapes differ: features "
                      f"{train_x.shape} vs {test_x.shape}, images {train_images.shape} "
                      f"vs {test_images.shape}")
+  if people is not None:
+    _check_people(people, train_x.shape[1], train_images.shape[1:])
   # Standardise features with the attacker's own (training) statistics.
   mu, sd = train_x.mean(0), train_x.std(0) + 1e-6
   train_x, test_x = (train_x - mu) / sd, (test_x - mu) / sd
@@ -147,6 +156,13 @@ def inversion_attack(train_x, train_images, train_y, test_x, test_images, test_y
     logits = _predict(probe_fn, test_rec, 64)
     out["probe_acc"] = float(np.mean(np.argmax(logits, -1) == test_y))
 
+  if people is not None:
+    out.update(_people_attack(people, invert, (mu, sd), k_cls, num_classes=people.num_classes,
+                              classifier_steps=classifier_steps,
+                              classifier_width=classifier_width,
+                              classifier_stages=classifier_stages, batch_size=batch_size,
+                              lr=lr, mean=mean, std=std, seed=seed, conv_impl=conv_impl))
+
   x01 = normalize.to_unit(test_images, mean, std)
   r01 = normalize.to_unit(test_rec, mean, std)
   out["psnr_input"] = float(np.mean(np.asarray(image_metrics.psnr(r01, x01))))
@@ -156,10 +172,78 @@ def inversion_attack(train_x, train_images, train_y, test_x, test_images, test_y
   return out
 
 
+class People(NamedTuple):
+  """People the decoder never saw: the attacker's labelled photos of them (features
+  it computes itself, `photo_x`, labels `photo_y`) and their released features
+  (`released_x`, from `released_images`, labels `released_y`); labels in
+  [0, num_classes)."""
+  photo_x: np.ndarray
+  photo_y: np.ndarray
+  released_x: np.ndarray
+  released_images: np.ndarray
+  released_y: np.ndarray
+  num_classes: int
+
+
+def _check_people(people: People, dim: int, image_shape) -> None:
+  n = people.num_classes
+  for name, y in (("photo_y", people.photo_y), ("released_y", people.released_y)):
+    y = np.asarray(y)
+    if len(y) and (y.min() < 0 or y.max() >= n):
+      raise ValueError(f"inversion_attack: people.{name} outside [0, {n})")
+  for name, x, y in (("photo", people.photo_x, people.photo_y),
+                     ("released", people.released_x, people.released_y)):
+    if np.ndim(x) != 2 or np.shape(x)[1] != dim or len(x) != len(y):
+      raise ValueError(f"inversion_attack: people.{name}_x has shape {np.shape(x)}, "
+                       f"expected [{len(y)}, {dim}]")
+  if np.shape(people.released_images) != (len(people.released_x), *image_shape):
+    raise ValueError(f"inversion_attack: people.released_images has shape "
+                     f"{np.shape(people.released_images)}, expected "
+                     f"{(len(people.released_x), *image_shape)}")
+
+
+def _people_attack(people: People, invert, standardise, key, *, num_classes: int,
+                   classifier_steps: int, classifier_width: int, classifier_stages: int,
+                   batch_size: int, lr: float, mean, std, seed: int, conv_impl: str):
+  """Classifier on the reconstructions of the photos, scored on the released ones."""
+  mu, sd = standardise
+  photo_x = (np.asarray(people.photo_x, np.float32) - mu) / sd
+  released_x = (np.asarray(people.released_x, np.float32) - mu) / sd
+  photo_y, released_y = (np.asarray(y, np.int32) for y in (people.photo_y, people.released_y))
+  images = np.asarray(people.released_images, np.float32)
+  photo_rec = _predict(invert, photo_x, 64)
+  released_rec = _predict(invert, released_x, 64)
+  out = {"people_chance": 1.0 / num_classes, "people_num_images": float(len(released_x))}
+  if classifier_steps:
+    clf = adversary_lib.ImageIdentityClassifier(num_classes, width=classifier_width,
+                                                num_stages=classifier_stages,
+                                                conv_impl=conv_impl)
+    v = clf.init(jax.random.fold_in(key, 1), jnp.asarray(photo_rec[:2]), train=False)
+
+    def clf_loss(p, s, img, y):
+      logits, upd = clf.apply({"params": p, "batch_stats": s}, img, train=True,
+                              mutable=["batch_stats"])
+      return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), \
+          upd["batch_stats"]
+
+    cp, cs, _ = fitting.fit(clf_loss, v["params"], v["batch_stats"], (photo_rec, photo_y),
+                            steps=classifier_steps, tx=optax.adam(lr),
+                            batch_size=batch_size, seed=seed + 2)
+    classify = jax.jit(lambda x: clf.apply({"params": cp, "batch_stats": cs}, x,
+                                           train=False))
+    pred = np.argmax(_predict(classify, released_rec, 64), -1)
+    out["people_id_acc"] = float(np.mean(pred == released_y))
+  x01 = normalize.to_unit(images, mean, std)
+  r01 = normalize.to_unit(released_rec, mean, std)
+  out["people_psnr_input"] = float(np.mean(np.asarray(image_metrics.psnr(r01, x01))))
+  return out
+
+
 def inversion_row(result: dict[str, Any]) -> dict[str, float]:
   """The scalar metrics of `inversion_attack`'s result (for eval_metrics.jsonl)."""
   row = {k: float(v) for k, v in result.items()
-         if k in ("id_acc", "probe_acc", "chance", "psnr_input", "ssim_input", "num_images")}
+         if k in ("id_acc", "probe_acc", "chance", "psnr_input", "ssim_input", "num_images")
+         or k.startswith("people_")}
   for k in ("decoder_loss", "classifier_loss"):
     if k in result and len(result[k]):
       tail = max(1, len(result[k]) // 10)

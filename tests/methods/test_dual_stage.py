@@ -226,6 +226,11 @@ def test_two_step_alternating_run_writes_oo_probe_and_dp_rows(tmp_path):
   inv = by["attack:inversion"]
   assert {"id_acc", "probe_acc", "psnr_input", "chance"} <= set(inv)
   assert inv["num_images"] == by["id_probe:recon"]["num_images"]
+  # ... and on the test identities: their released gallery features, named by a
+  # classifier trained on the reconstructions of the query photos.
+  assert inv["people_chance"] == pytest.approx(link["chance"])
+  assert 0.0 <= inv["people_id_acc"] <= 1.0 and np.isfinite(inv["people_psnr_input"])
+  assert inv["people_num_images"] > 0
   for name in ("recon_grid.png", "inversion_grid.png"):
     assert os.path.getsize(os.path.join(workdir, name)) > 0
   saved = np.load(os.path.join(workdir, dual_evaluators.FEATURES_FILE))

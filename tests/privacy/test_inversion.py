@@ -89,3 +89,45 @@ def test_bad_shapes_fail_with_one_line():
     inversion.inversion_attack(x, np.zeros((3, H, W, 3)), np.zeros(4, int), x,
                                np.zeros((4, H, W, 3)), np.zeros(4, int), num_classes=2)
   assert inversion.vector_map_hw(128, 64) == (4, 2)
+
+
+def _people_split(feats, images, y):
+  """Decoder on identities 0-2; people 3-5 never trained on: half of each
+  person's images are the attacker's labelled photos, half the released ones."""
+  train = y < 3
+  ppl = np.flatnonzero(~train)
+  photo, released = ppl[::2], ppl[1::2]
+  people = inversion.People(feats[photo], y[photo] - 3, feats[released], images[released],
+                            y[released] - 3, num_classes=3)
+  return train, people
+
+
+@pytest.mark.parametrize("informative", [True, False])
+def test_people_never_trained_on_are_named_from_their_released_features(data, informative):
+  images, y, feats = data
+  if not informative:
+    feats = np.random.default_rng(3).normal(size=feats.shape).astype(np.float32)
+  train, people = _people_split(feats, images, y)
+  out = inversion.inversion_attack(
+      feats[train], images[train], y[train], feats[train], images[train], y[train],
+      num_classes=3, steps=120, classifier_steps=120, widths=(16, 8), classifier_width=4,
+      classifier_stages=2, batch_size=24, lr=3e-3, seed=0, people=people)
+  assert out["people_chance"] == pytest.approx(1 / 3)
+  assert out["people_num_images"] == len(people.released_y)
+  if informative:
+    assert out["people_id_acc"] > 0.8
+  else:
+    assert out["people_id_acc"] < 1 / 3 + 0.3
+  row = inversion.inversion_row(out)
+  assert {"people_id_acc", "people_chance", "people_psnr_input"} <= set(row)
+
+
+def test_people_labels_outside_their_classes_fail_with_one_line(data):
+  images, y, feats = data
+  train, people = _people_split(feats, images, y)
+  bad = people._replace(photo_y=people.photo_y + 1)
+  with pytest.raises(ValueError, match=r"people.photo_y outside \[0, 3\)"):
+    inversion.inversion_attack(feats[train], images[train], y[train], feats[train],
+                               images[train], y[train], num_classes=3, steps=2,
+                               classifier_steps=2, widths=(16, 8), batch_size=24,
+                               people=bad)

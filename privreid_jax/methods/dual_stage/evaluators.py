@@ -29,6 +29,7 @@ import numpy as np
 
 from privreid_jax import sharding
 from privreid_jax.data import pipeline
+from privreid_jax.data.split_types import Subset
 from privreid_jax.evaluation import ranking
 from privreid_jax.ops import image_metrics, normalize
 from privreid_jax.privacy import dp, feature_attack, holdout, inversion
@@ -245,22 +246,51 @@ class FeatureAttack:
     return {"attack:feature_classifier": row}
 
 
+def _images(source, data) -> np.ndarray:
+  """Every image of `source` through the eval pipeline (normalised), in order."""
+  images = np.zeros((len(source), data.height, data.width, 3), np.float32)
+  for batch in pipeline.eval_loader(source, data):
+    mask = batch["mask"]
+    images[batch["index"][mask]] = batch["image"][mask]
+  return images
+
+
 class Inversion:
   """Row attack:inversion: the attacker's decoder and classifier, trained on the
   images the ID probe trains on, scored on its held-out ones; `probe_acc` is the
-  clean ID probe on the attacker's reconstructions."""
+  clean ID probe on the attacker's reconstructions. The `people_*` values are the
+  same decoder on the test identities (never trained on): it inverts their
+  released gallery features (noised at `epsilon`), and a classifier trained on
+  the reconstructions of the attacker's labelled photos of them (the query
+  split, embedded with the model) names the reconstructions (`people_id_acc`
+  against `people_chance`)."""
 
   def __init__(self, method, ctx, ev_cfg):
     self.method, self.ctx, self.cfg = method, ctx, ev_cfg
+
+  def _test_people(self, state, epsilon) -> inversion.People:
+    d, ctx = self.method.d, self.ctx
+    q, g = ctx.splits.query, ctx.splits.gallery
+    q_pids, g_pids = np.asarray(q.pids), np.asarray(g.pids)
+    people = np.unique(q_pids[q_pids > 0])
+    label = {p: i for i, p in enumerate(people)}
+    photos = np.flatnonzero(q_pids > 0)
+    theirs = np.flatnonzero(np.isin(g_pids, people))
+    qf = np.asarray(dp.l2_normalize(ctx.evaluator.features(state, "query", "raw")))
+    gf = np.asarray(ctx.evaluator.features(state, "gallery", "raw"), np.float32)[theirs]
+    key = None if _is_clean(epsilon) else _release_key(d, 0, 0, salt=13)
+    released = feature_attack.release(gf, None if _is_clean(epsilon) else float(epsilon),
+                                      d.delta, key)
+    images = _images(Subset(g.source, theirs), ctx.config.data)
+    return inversion.People(qf[photos], np.array([label[p] for p in q_pids[photos]]),
+                            np.asarray(released), images,
+                            np.array([label[p] for p in g_pids[theirs]]), len(people))
 
   def run(self, state, step: int):
     m, ctx, cfg = self.method, self.ctx, self.cfg
     d, data = m.d, ctx.config.data
     released, pids, held = released_train_features(m, state, ctx, cfg.epsilon, 11)
-    images = np.zeros((len(pids), data.height, data.width, 3), np.float32)
-    for batch in pipeline.eval_loader(ctx.splits.train.source, data):
-      mask = batch["mask"]
-      images[batch["index"][mask]] = batch["image"][mask]
+    images = _images(ctx.splits.train.source, data)
     p, s = state.params["id_probe"], state.batch_stats["id_probe"]
 
     # The attack runs on host-local arrays (one process; the probe's params are
@@ -275,7 +305,8 @@ class Inversion:
         classifier_steps=int(cfg.classifier_steps), widths=tuple(cfg.widths),
         classifier_width=d.probe_width, classifier_stages=d.probe_stages,
         batch_size=data.batch_size, mean=data.mean, std=data.std,
-        seed=max(d.dp_seed, 0), probe_fn=probe, conv_impl=ctx.config.model.conv_impl)
+        seed=max(d.dp_seed, 0), probe_fn=probe, conv_impl=ctx.config.model.conv_impl,
+        people=self._test_people(state, cfg.epsilon))
     save_grid(ctx, step, "inversion_grid", result["examples"])
     row = inversion.inversion_row(result)
     if not _is_clean(cfg.epsilon):
