@@ -433,7 +433,10 @@ def _run(config, workdir: str, options: dict,
             if last or epoch % config.checkpoint.every_epochs == 0:
               save(done_steps)
         if boundary:
-          results = evaluate(done_steps, last) or results
+          # A stop the method requested (method A's stage upgrade) ends this run but
+          # not the training: end-of-training evaluators (every_epochs=0, the test
+          # split's rows in a reported run) wait for the real end.
+          results = evaluate(done_steps, last and not stop) or results
           if stop:
             logging.info("stopping after epoch %d at the method's request", epoch)
             break

@@ -45,6 +45,7 @@ def staged(tmp_path_factory):
   root = tmp_path_factory.mktemp("staged_data")
   workdir = str(tmp_path_factory.mktemp("staged_run"))
   config = staged_config(root)
+  config.evals.reid.every_epochs = 0      # the test split's rows at the end only
   results = progressive.run(config, workdir).metrics
   return config, workdir, results
 
@@ -82,6 +83,12 @@ def test_stage_zero_passes_saves_teacher_and_stops(staged):
   assert len(checks) == 1 and checks[0]["passed"] == 1.0 and checks[0]["stage"] == 0
   assert checks[0]["rank1"] == pytest.approx(info["rank1"])
   assert {r["step"] for r in rows} == {2}        # stopped after epoch 1 of 2
+  # The upgrade stops the stage, not the training: end-of-training evaluators (here
+  # the test split's rows) wait for the last stage; the validation rows do not.
+  settings = {r["setting"] for r in rows}
+  assert "O->O" not in settings and "val/O->O" in settings
+  assert "O->O" in {r["setting"] for r in metric_writers.read_eval_rows(
+      progressive.stage_dir(workdir, 1))}
   teacher = checkpoint.load_tree(info["teacher"])
   state = checkpoint.restore_run(s0, "stage 0")[0]
   np.testing.assert_array_equal(
