@@ -13,7 +13,7 @@ Outputs in `--out` (default ROOT/report):
   `evaluations.csv`: every evaluation row; `train_scalars.csv`: the training
   scalars read from the TensorBoard event files.
 - `tables.md`: a generic table (run x setting: Rank-1 / mAP); mean ± std over
-  seeds of runs named NAME_s<seed>; the method-A
+  seeds of runs named NAME_s<seed> (also in the method tables, one row per NAME); the method-A
   table (O->O, O->P, P->O, P->P Rank-1 and PSNR/SSIM from "image_quality");
   the method-B table (Rank-1, mAP, mINP, ID accuracy from "id_probe:*",
   attacker accuracy from "attack:*", PSNR/SSIM of the decoder's and the
@@ -45,9 +45,11 @@ RANK_KEYS = ("rank1", "rank5", "rank10", "mAP", "mINP")
 METHOD_A_SETTINGS = ("O->O", "O->P", "P->O", "P->P", "R->O")
 ACCURACY_KEYS = ("id_acc", "accuracy", "acc", "top1", "rank1")   # preferred, in order
 PERCENT_KEYS = {"rank1", "rank5", "rank10", "mAP", "mINP", "id_acc", "accuracy", "acc",
-                "top1", "chance", "probe_acc"}
+                "top1", "chance", "probe_acc", "classifier_acc", "people_id_acc",
+                "people_chance"}
 MISSING = "–"
-METHOD_B_EXTRA = (("attack:inversion", "probe_acc"), ("recon:quality", "psnr_input"),
+LINKAGE = "attack:linkage@eps="
+METHOD_B_EXTRA = (("attack:inversion", "people_id_acc"), ("attack:inversion", "probe_acc"), ("recon:quality", "psnr_input"),
                   ("recon:quality", "ssim_input"), ("attack:inversion", "psnr_input"),
                   ("attack:inversion", "ssim_input"))
 
@@ -208,6 +210,28 @@ def seed_table(runs: Sequence[Run]) -> tuple[list[str], list[list[str]]] | None:
   return (["runs", "setting", "Rank-1", "mAP", "seeds"], rows) if rows else None
 
 
+def seed_groups(runs: Sequence[Run]) -> list[tuple[str, list[Run]]]:
+  """[(label, runs)]: runs named NAME_s<seed> joined under "NAME (N seeds)" (in the
+  order of their first member), every other run alone under its name."""
+  groups: dict[str, list[Run]] = {}
+  for run in runs:
+    match = re.fullmatch(r"(.+)_s\d+", run.name)
+    groups.setdefault(match.group(1) if match else run.name, []).append(run)
+  return [(name if len(members) == 1 and members[0].name == name
+           else f"{name} ({len(members)} seed{'s' * (len(members) > 1)})", members)
+          for name, members in groups.items()]
+
+
+def cell(members: Sequence[Run], setting: str, key: str) -> str:
+  """One table cell: the value, or mean ± std (population) over seeds."""
+  values = [v for v in (r.value(setting, key) for r in members) if v is not None]
+  if not values:
+    return MISSING
+  mean = sum(values) / len(values)
+  std = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+  return fmt(key, mean, std if len(values) > 1 else None)
+
+
 def _quality_header(key: str) -> str:
   kind, _, what = key.partition("_")
   return f"{kind.upper()} {what}".strip()
@@ -221,15 +245,16 @@ def method_a_table(runs: Sequence[Run]) -> tuple[list[str], list[list[str]]] | N
   settings = [s for s in METHOD_A_SETTINGS[:4]]
   settings += [s for s in METHOD_A_SETTINGS[4:] if any(s in r.last for r in chosen)]
   third = sorted({s for r in chosen for s in r.settings("3rd:")})
+  third += sorted({s for r in chosen for s in r.settings("3rd-ft:") if "->" in s})
   quality = sorted({k for r in chosen for k in r.last.get("image_quality", {})
                     if k not in ROW_KEYS},
                    key=lambda k: (not k.startswith("psnr"), k))
   headers = (["run"] + [f"{s} R1" for s in settings + third]
              + [_quality_header(k) for k in quality])
   rows = []
-  for r in chosen:
-    rows.append([r.name] + [fmt("rank1", r.value(s, "rank1")) for s in settings + third]
-                + [fmt(k, r.value("image_quality", k)) for k in quality])
+  for label, members in seed_groups(chosen):
+    rows.append([label] + [cell(members, s, "rank1") for s in settings + third]
+                + [cell(members, "image_quality", k) for k in quality])
   return headers, rows
 
 
@@ -248,7 +273,9 @@ def method_b_table(runs: Sequence[Run]) -> tuple[list[str], list[list[str]]] | N
   chosen = [r for r in runs if r.settings("id_probe:") or r.settings("attack:")]
   if not chosen:
     return None
-  columns = _accuracy_columns(chosen, "id_probe:") + _accuracy_columns(chosen, "attack:")
+  columns = _accuracy_columns(chosen, "id_probe:") + [
+      c for c in _accuracy_columns(chosen, "attack:")
+      if not c[0].startswith(LINKAGE)]          # linkage: in the epsilon table
   # Image quality of the decoder's and the inversion attacker's reconstructions
   # (vs the input), and the clean ID probe on the attacker's reconstructions.
   columns += [(s, k) for s, k in METHOD_B_EXTRA if any(r.value(s, k) is not None
@@ -261,9 +288,9 @@ def method_b_table(runs: Sequence[Run]) -> tuple[list[str], list[list[str]]] | N
 
   headers = ["run", "Rank-1", "mAP", "mINP"] + [header(s, k) for s, k in columns]
   rows = []
-  for r in chosen:
-    rows.append([r.name] + [fmt(k, r.value("O->O", k)) for k in ("rank1", "mAP", "mINP")]
-                + [fmt(k, r.value(s, k)) for s, k in columns])
+  for label, members in seed_groups(chosen):
+    rows.append([label] + [cell(members, "O->O", k) for k in ("rank1", "mAP", "mINP")]
+                + [cell(members, s, k) for s, k in columns])
   return headers, rows
 
 
@@ -282,13 +309,28 @@ def epsilon_table(runs: Sequence[Run]) -> tuple[list[str], list[list[str]]] | No
   if not chosen:
     return None
   rows = []
-  for r in chosen:
-    for eps, row in epsilon_points(r):
-      rows.append([r.name, "inf" if math.isinf(eps) else f"{eps:g}",
-                   fmt("eps_identity", row.get("eps_identity")), fmt("sigma", row.get("sigma")),
-                   fmt("rank1", row.get("rank1"), row.get("rank1_std")),
-                   fmt("mAP", row.get("mAP"), row.get("mAP_std"))])
-  return ["run", "epsilon (image)", "epsilon (identity)", "sigma", "Rank-1", "mAP"], rows
+  linkage = any(r.settings(LINKAGE) for r in chosen)
+  for label, members in seed_groups(chosen):
+    for eps, row in epsilon_points(members[0]):
+      name = "inf" if math.isinf(eps) else f"{eps:g}"
+      dp_setting, attack = f"dp:eps={name}", f"{LINKAGE}{name}"
+      if len(members) > 1:   # mean ± std over seeds of each seed's mean over draws
+        utility = [cell(members, dp_setting, k) for k in ("rank1", "mAP")]
+      else:                  # mean ± std over noise draws
+        utility = [fmt("rank1", row.get("rank1"), row.get("rank1_std")),
+                   fmt("mAP", row.get("mAP"), row.get("mAP_std"))]
+      out = [label, name, fmt("eps_identity", row.get("eps_identity")),
+             fmt("eps_identity_median", row.get("eps_identity_median")),
+             fmt("sigma", row.get("sigma"))] + utility
+      if linkage:
+        out += [cell(members, attack, k) for k in ("rank1", "mAP", "classifier_acc", "chance")]
+      rows.append(out)
+  headers = ["run", "epsilon (image)", "epsilon (identity, largest k)",
+             "epsilon (identity, median k)", "sigma", "Rank-1", "mAP"]
+  if linkage:
+    headers += ["attack: linkage Rank-1", "attack: linkage mAP",
+                "attack: classifier on released", "chance"]
+  return headers, rows
 
 
 def tables_markdown(runs: Sequence[Run]) -> str:

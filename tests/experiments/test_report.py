@@ -114,8 +114,39 @@ def test_epsilon_table_is_ordered_by_epsilon_with_noise_spread(root):
                          "Method B stage 2")
   assert header[:2] == ["run", "epsilon (image)"]
   assert [r[1] for r in rows] == ["10", "100", "inf"]
-  assert rows[0][2:] == ["40.5", "0.9", "50.0 ± 1.3", "40.0 ± 2.0"]   # step 30, not 15
-  assert rows[2][4:] == ["90.0", "80.0"]
+  assert rows[0][2:] == ["40.5", "–", "0.9", "50.0 ± 1.3", "40.0 ± 2.0"]   # step 30, not 15
+  assert rows[2][5:] == ["90.0", "80.0"]
+
+
+def _seeded_dual(seed, r1, link_r1):
+  return [(30, "O->O", {"rank1": r1, "mAP": 0.5, "mINP": 0.2}),
+          (30, "id_probe:recon", {"id_acc": 0.1, "chance": 0.01}),
+          (30, "dp:eps=inf", {"rank1": r1, "mAP": 0.5, "sigma": 0.0}),
+          (30, "dp:eps=10", {"rank1": r1 / 2, "mAP": 0.2, "sigma": 0.9, "eps_identity": 40.0,
+                             "eps_identity_median": 20.0}),
+          (30, "attack:linkage@eps=inf", {"rank1": r1, "mAP": 0.5, "classifier_acc": 0.9,
+                                          "chance": 0.02}),
+          (30, "attack:linkage@eps=10", {"rank1": link_r1, "mAP": 0.1, "classifier_acc": 0.3,
+                                         "chance": 0.02})]
+
+
+def test_seeds_are_one_row_with_mean_and_std_and_linkage_sits_with_epsilon(tmp_path):
+  root = tmp_path / "seeds"
+  write_run(root, "twostage_s0", _seeded_dual(0, 0.6, 0.2), index=0)
+  write_run(root, "twostage_s1", _seeded_dual(1, 0.8, 0.4), index=1)
+  md = report.tables_markdown(report.find_runs(str(root)))
+  header, rows = section(md, "Method B stage 2")
+  assert [r[:2] for r in rows] == [["twostage (2 seeds)", "10"], ["twostage (2 seeds)", "inf"]]
+  by = dict(zip(header, rows[0]))
+  assert by["epsilon (identity, largest k)"] == "40"
+  assert by["epsilon (identity, median k)"] == "20"
+  assert by["Rank-1"] == "35.0 ± 5.0"                      # (30, 40): mean ± population std
+  assert by["attack: linkage Rank-1"] == "30.0 ± 10.0"
+  assert by["attack: classifier on released"] == "30.0"
+  header, rows = section(md, "Method B:")
+  assert [r[0] for r in rows] == ["twostage (2 seeds)"]
+  assert rows[0][1] == "70.0 ± 10.0"
+  assert not any("linkage" in h for h in header)
 
 
 def test_tables_only_for_methods_present(tmp_path):
