@@ -8,7 +8,9 @@ at the end of a reported run, and is a fresh one no choice has seen:
           never read (evals.reid, evals.outsider and the attackers off).
   REPORT  overrides of a reported run: the same 80% of training identities (so
           every row of a table trains on the same people), the test split read
-          once at the end (evals.reid.every_epochs=0).
+          once at the end (eval.every_epochs=0: every evaluator that follows
+          it, the test split's rows, the attackers and the validation rows,
+          runs once, after the last epoch).
 
 Both use the synthetic generator with `test_seed=TEST_SEED`: the same training
 people, cameras and generator as seed 0, and test people drawn from a seed
@@ -23,7 +25,7 @@ SEEDS = (0, 1, 2)
 _DATA = {"data.synthetic.test_seed": TEST_SEED, "data.val_fraction": VAL_FRACTION}
 
 SELECT = {**_DATA, "evals.reid.enabled": False, "evals.val.every_epochs": -1}
-REPORT = {**_DATA, "evals.reid.every_epochs": 0, "evals.val.every_epochs": 0}
+REPORT = {**_DATA, "eval.every_epochs": 0}   # every evaluator at the end only
 
 
 def select(extra=None, *, method_a=False):
@@ -34,9 +36,6 @@ def select(extra=None, *, method_a=False):
   return {**out, **(extra or {})}
 
 
-def report(extra=None, *, method_a=False):
-  """A reported run's overrides (+ method A's PSNR/SSIM on test query images at the end)."""
-  out = dict(REPORT)
-  if method_a:
-    out["evals.image_quality.every_epochs"] = 0
-  return {**out, **(extra or {})}
+def report(extra=None):
+  """A reported run's overrides."""
+  return {**REPORT, **(extra or {})}

@@ -4,11 +4,17 @@
   python -m experiments.ablate --sweep experiments/sweeps/anon_synthetic.py:tiny --root /tmp/smoke
   python -m experiments.report --root /tmp/anon_sweep
 
-First `third_party`: the baseline Re-ID model trained on raw images only
-(`configs/synthetic.py` at method A's image size and data), the outsider whose
-matching of anonymized images every row reports ("3rd:P->O" etc.). Then nine
-runs of `configs/anon_synthetic.py`: for each desensitization used as the
-initial supervision (mosaic, blur, noise), the paper's three rows:
+Reported runs under the results protocol (`_protocol.py`): every run trains on
+the same 80% of the training identities and reads the fresh test split once,
+at the end. The learning rate and the noise supervision's L1 weight are the
+ones chosen on validation identities by `anon_synthetic_select.py` (LR,
+NOISE_L1 below); the other sizes are configs/anon_synthetic.py's.
+
+Per seed, first `third_party_s<seed>`: the baseline Re-ID model trained on raw
+images only (`configs/synthetic.py` at method A's image size and data), the
+outsider every row reports ("3rd:P->O" etc.), also fine-tuned by each learned
+row with the released G ("3rd-ft:*", `adaptive_outsider.py`). Then, for each
+desensitization used as the initial supervision, the paper's three rows:
 
   base  "Base": the Re-ID model alone, trained on raw plus desensitized images
         (variant `base,<d>`); its anonymized images are the desensitized ones;
@@ -17,14 +23,18 @@ initial supervision (mosaic, blur, noise), the paper's three rows:
   full  the full method: the same plus the progressive supervision upgrade
         (variant FULL_VARIANT, `<d>,stages`, method A's staged driver).
 
-The runs are ordered by desensitization (mosaic first, the paper's main
-setting), so a sweep cut short still gives complete groups. With `--shard`,
-the machine without `third_party` needs its finished folder copied into its
-root first (the rows check for it before training). `:tiny` runs the same grid
-on the `tiny` variants as a smoke test.
+Seed 0 runs mosaic, blur and noise (a complete table first); seeds 1 and 2
+repeat mosaic and blur, the headline rows (`experiments.report` shows mean ±
+std over runs named NAME_s<seed>). With `--shard`, a machine needs the
+`third_party_s<seed>` folders its rows point to. `:tiny` runs seed 0's grid on
+the `tiny` variants as a smoke test.
 """
 
+from experiments.sweeps import _protocol
+from experiments.sweeps import anon_synthetic_select as select
+
 DESENSITIZE = ("mosaic", "blur", "noise")
+HEADLINE = ("mosaic", "blur")          # with every seed of _protocol.SEEDS
 # Variant templates per row; {d} is the desensitization.
 ROWS = (
     ("base", "base,{d}"),
@@ -34,25 +44,37 @@ ROWS = (
 FULL_VARIANT = dict(ROWS)["full"]
 CONFIG = "configs/anon_synthetic.py"
 THIRD_PARTY = "third_party"
+LR = select.CHOSEN_LR or 7e-4            # chosen on validation (anon_synthetic_select.py)
+NOISE_L1 = select.CHOSEN_NOISE_L1 or 100.0
 # configs/synthetic.py brought to configs/anon_synthetic.py's data, image size and
 # Re-ID model (tests/experiments/test_sweep_files.py checks they agree).
 THIRD_PARTY_OVERRIDES = {
     "data.synthetic.num_ids": 200, "data.height": 64, "data.width": 32, "data.pad": 3,
     "model.width": 16, "optim.epochs": 32, "optim.warmup_epochs": 2,
-    "optim.milestones": (24,), "eval.every_epochs": 32, "checkpoint.every_epochs": 8,
+    "optim.milestones": (24,), "checkpoint.every_epochs": 8,
 }
+
+
+def third_party_name(seed: int) -> str:
+  return f"{THIRD_PARTY}_s{seed}"
 
 
 def get_sweep(arg=None):
   if arg not in (None, "tiny"):
     raise ValueError(f"anon_synthetic.py: unknown argument {arg!r} (expected 'tiny')")
   tiny = arg == "tiny"
-  runs = [{"name": THIRD_PARTY,
-           "config": "configs/synthetic.py" + (":tiny" if tiny else ""),
-           "overrides": {} if tiny else dict(THIRD_PARTY_OVERRIDES)}]
-  for d in DESENSITIZE:
-    for row, template in ROWS:
-      variant = template.format(d=d) + (",tiny" if tiny else "")
-      runs.append({"name": f"{row}_{d}", "config": f"{CONFIG}:{variant}",
-                   "overrides": {"evals.outsider.workdir": "{root}/" + THIRD_PARTY}})
+  runs = []
+  for seed in (0,) if tiny else _protocol.SEEDS:
+    tp = third_party_name(seed)
+    runs.append({"name": tp, "config": "configs/synthetic.py" + (":tiny" if tiny else ""),
+                 "overrides": _protocol.report(
+                     {**({} if tiny else THIRD_PARTY_OVERRIDES), "seed": seed})})
+    for d in DESENSITIZE if seed == 0 else HEADLINE:
+      extra = {"seed": seed, "optim.lr": LR, "evals.outsider.workdir": "{root}/" + tp}
+      if d == "noise":
+        extra.update({"anon.weights.l1_anon": NOISE_L1, "anon.weights.l1_rec": NOISE_L1})
+      for row, template in ROWS:
+        variant = template.format(d=d) + (",tiny" if tiny else "")
+        runs.append({"name": f"{row}_{d}_s{seed}", "config": f"{CONFIG}:{variant}",
+                     "overrides": _protocol.report(extra)})
   return runs

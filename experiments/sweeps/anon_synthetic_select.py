@@ -22,7 +22,8 @@ split is never read. What is chosen, and by which rule (fixed before the runs):
          the upgrade rule's quality bar; the reference's 100 stays the default
          when none passes.
 
-`:tiny` runs both grids on the `tiny` variant (2 steps) as a smoke test.
+No argument runs both grids; `:tiny` runs them on the `tiny` variant (2 steps)
+as a smoke test.
 """
 
 from experiments.sweeps import _protocol
@@ -31,6 +32,7 @@ CONFIG = "configs/anon_synthetic.py"
 LRS = (3.5e-4, 7e-4, 1.4e-3)        # the paper's, ours until now, twice ours
 L1_WEIGHTS = (100.0, 25.0, 6.25)    # the reference's, then GAN's share x4, x16
 CHOSEN_LR = None                    # set from the `lr` sweep's result (README)
+CHOSEN_NOISE_L1 = None              # set from the `noise` sweep's result (README)
 EVERY = 4                           # val evaluation every 4 epochs
 
 
@@ -41,9 +43,11 @@ def _lr_name(lr: float) -> str:
 def get_sweep(arg=None):
   names = [a for a in (arg or "").split(",") if a]
   unknown = set(names) - {"lr", "noise", "tiny"}
-  if unknown or not set(names) & {"lr", "noise"}:
-    raise ValueError(f"anon_synthetic_select.py: argument {arg!r}: expected lr or noise "
-                     "(and optionally tiny), e.g. :lr or :noise,tiny")
+  if unknown:
+    raise ValueError(f"anon_synthetic_select.py: argument {arg!r}: expected lr and/or "
+                     "noise (and optionally tiny), e.g. :lr or :noise,tiny")
+  if not set(names) & {"lr", "noise"}:
+    names += ["lr", "noise"]
   tiny = ",tiny" if "tiny" in names else ""
   runs = []
   if "lr" in names:

@@ -241,8 +241,10 @@ def test_baseline_synthetic_sweep_resolves():
   raw = ablate.load_sweep(
       os.path.join(ablate.REPO, "experiments/sweeps/baseline_synthetic.py") + ":tiny")
   runs = [ablate.resolve(r, i, "baseline_synthetic.py") for i, r in enumerate(raw)]
-  assert len({r.name for r in runs}) == len(runs) == 12
+  assert len({r.name for r in runs}) == len(runs) == 8     # bot x 3 seeds + 5 variants
   triplets = {r.resolved.loss.triplet for r in runs}
   assert triplets == {"batch_hard", "soft_margin", "weighted", "none"}
-  assert {r.resolved.seed for r in runs} == {0, 1}
+  assert [r.resolved.seed for r in runs if r.name.startswith("bot_")] == [0, 1, 2]
   assert all(r.resolved.optim.epochs == 2 for r in runs)
+  assert all(r.resolved.data.val_fraction == 0.2 and r.resolved.eval.every_epochs == 0
+             and r.resolved.data.synthetic.test_seed == 1 for r in runs)

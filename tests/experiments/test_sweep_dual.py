@@ -22,9 +22,14 @@ def test_full_and_tiny_sweeps_resolve_with_both_attackers(tmp_path):
   assert code == 0, out
   names = [line.split("]")[1].split(":")[0].strip() for line in out.splitlines()
            if line.startswith("[")]
-  assert names == ["baseline", "mosaic", "twostage", "clean", "advid", "blur", "noise",
-                   "onestage"]
-  assert out.count("--config.evals.inversion.enabled=true") == 8
+  rows = ["baseline", "mosaic", "twostage", "clean", "advid", "blur", "noise", "onestage"]
+  assert names == ([f"{r}_s0" for r in rows] + ["baseline_s1", "twostage_s1",
+                                                "baseline_s2", "twostage_s2"])
+  assert out.count("--config.evals.inversion.enabled=true") == 12
+  # The results protocol: same training ids, fresh test split read at the end only.
+  assert out.count("--config.data.val_fraction=0.2") == 12
+  assert out.count("--config.data.synthetic.test_seed=1") == 12
+  assert out.count("--config.eval.every_epochs=0") == 12
   assert "dual_synthetic.py:mosaic " in out and "dual_synthetic.py --config" in out
   code, out = dry_run(":tiny", tmp_path / "tiny")
   assert code == 0, out

@@ -18,7 +18,8 @@ FILES = sorted(p for p in glob.glob(os.path.join(SWEEPS, "*.py"))
                if not os.path.basename(p).startswith("_"))
 # Arguments a sweep takes besides none, checked too.
 ARGS = {"baseline_synthetic.py": ("tiny",), "anon_synthetic.py": ("tiny",),
-        "dual_synthetic.py": ("tiny",), "anon_market.py": ("mosaic",)}
+        "dual_synthetic.py": ("tiny",), "anon_market.py": ("mosaic",),
+        "anon_synthetic_select.py": ("lr", "noise,tiny")}
 MARKET_ROOT = {"data.root": "/data/Market-1501-v15.09.15"}   # --set, as the docs say
 SWEEP_ROOT = "/runs/sweep"                                     # --root
 
@@ -86,31 +87,63 @@ def test_run_config_and_overrides_build(run):
     assert config.model.backbone == "resnet50"
 
 
-@pytest.mark.parametrize("sweep", ["anon_synthetic.py", "anon_market.py"])
-def test_method_a_sweeps_have_the_papers_rows(sweep):
-  module = ablate._load_module(os.path.join(SWEEPS, sweep), sweep)
-  raw = module.get_sweep()
-  assert [r["name"] for r in raw] == ["third_party"] + [
-      f"{row}_{d}" for d in ("mosaic", "blur", "noise") for row in ("base", "wo", "full")]
-  assert all(r["overrides"]["evals.outsider.workdir"] == "{root}/third_party"
-             for r in raw[1:])
-  by_name = {r["name"]: r for r in raw}
-  assert by_name["base_blur"]["config"].split(":")[1].startswith("base,blur")
-  assert by_name["wo_noise"]["config"].split(":")[1].split(",")[0] == "noise"
-  full = by_name["full_mosaic"]["config"].split(":")[1]
-  assert full == module.FULL_VARIANT.format(d="mosaic") and _is_stages(by_name["full_mosaic"])
+def _row_names(seed_suffix: str, desensitize=("mosaic", "blur", "noise")):
+  return [f"{row}_{d}{seed_suffix}" for d in desensitize for row in ("base", "wo", "full")]
+
+
+def _check_rows(module, raw, third_party):
+  assert all(r["overrides"]["evals.outsider.workdir"] == "{root}/" + third_party
+             for r in raw)
+  for r in raw:
+    variant = [v for v in r["config"].split(":")[1].split(",") if v not in ("agw", "tiny")]
+    row, d = r["name"].split("_")[:2]
+    assert variant == (["base", d] if row == "base" else [d, "stages"] if row == "full"
+                       else [d]), r
+  full = [r for r in raw if r["name"].startswith("full_")]
+  assert all(_is_stages(r) for r in full)
   assert not any(_is_stages(r) for r in raw if not r["name"].startswith("full_"))
+
+
+def test_method_a_market_sweep_has_the_papers_rows():
+  module = ablate._load_module(os.path.join(SWEEPS, "anon_market.py"), "anon_market.py")
+  raw = module.get_sweep()
+  assert [r["name"] for r in raw] == ["third_party"] + _row_names("")
+  _check_rows(module, raw[1:], "third_party")
+
+
+def test_method_a_synthetic_sweep_has_the_papers_rows_with_seeds_on_the_headline():
+  from experiments.sweeps import _protocol
+  module = ablate._load_module(os.path.join(SWEEPS, "anon_synthetic.py"), "anon_synthetic.py")
+  raw = module.get_sweep()
+  expected = ["third_party_s0"] + _row_names("_s0")
+  for seed in _protocol.SEEDS[1:]:
+    expected += [f"third_party_s{seed}"] + _row_names(f"_s{seed}", module.HEADLINE)
+  assert [r["name"] for r in raw] == expected and len(_protocol.SEEDS) == 3
+  for seed in _protocol.SEEDS:
+    rows = [r for r in raw if r["name"].endswith(f"_s{seed}")]
+    _check_rows(module, rows[1:], f"third_party_s{seed}")
+    assert all(r["overrides"]["seed"] == seed for r in rows)
+  # The results protocol: every run on the same training ids and the fresh test split,
+  # read once at the end; the learned rows at the lr chosen on validation.
+  for r in raw:
+    o = r["overrides"]
+    assert o["data.val_fraction"] == _protocol.VAL_FRACTION
+    assert o["data.synthetic.test_seed"] == _protocol.TEST_SEED
+    assert o["eval.every_epochs"] == 0
+    if not r["name"].startswith("third_party"):
+      assert o["optim.lr"] == module.LR
 
 
 def test_method_a_rows_set_the_mode_and_the_supervision():
   spec = os.path.join(SWEEPS, "anon_synthetic.py")
   for index, raw in enumerate(ablate.load_sweep(spec)):
-    if _is_stages(raw) or raw["name"] == "third_party":
+    if _is_stages(raw) or raw["name"].startswith("third_party"):
       continue
     config = ablate.resolve(raw, index, spec, root=SWEEP_ROOT).resolved
-    row, d = raw["name"].split("_")
+    row, d = raw["name"].split("_")[:2]
     assert config.anon.mode == ("base" if row == "base" else "learned")
     assert config.anon.desensitize == d
+    assert config.data.val_fraction == 0.2 and config.eval.every_epochs == 0
 
 
 def test_market_sweeps_need_the_dataset_root_from_set():
@@ -124,13 +157,19 @@ def test_market_sweeps_need_the_dataset_root_from_set():
                                           ("anon_market.py", MARKET_ROOT)])
 def test_method_a_third_party_matches_the_rows_data_and_image_size(sweep, extra):
   spec = os.path.join(SWEEPS, sweep)
-  runs = [ablate.resolve(r, i, spec, extra, SWEEP_ROOT)
+  runs = [(r["name"], ablate.resolve(r, i, spec, extra, SWEEP_ROOT))
           for i, r in enumerate(ablate.load_sweep(spec)) if not _is_stages(r)]
-  third, rows = runs[0].resolved, [r.resolved for r in runs[1:]]
-  assert third.method == "baseline"
-  for row in rows:
-    assert row.evals.outsider.workdir == os.path.join(SWEEP_ROOT, "third_party")
-    for key in ("name", "height", "width", "root"):
+  thirds = {name: run.resolved for name, run in runs if name.startswith("third_party")}
+  for name, run in runs:
+    if name.startswith("third_party"):
+      assert run.resolved.method == "baseline"
+      continue
+    row = run.resolved
+    tp_name = os.path.basename(row.evals.outsider.workdir)
+    assert row.evals.outsider.workdir == os.path.join(SWEEP_ROOT, tp_name)
+    third = thirds[tp_name]
+    assert third.seed == row.seed
+    for key in ("name", "height", "width", "root", "val_fraction"):
       assert third.data[key] == row.data[key], key
     if third.data.name == "synthetic":
       assert third.data.synthetic == row.data.synthetic
