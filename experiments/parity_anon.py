@@ -47,10 +47,10 @@ builds and `tensor_cuda_shim` while it steps:
     normal(0, 0.02) `init_weights`, the centers CenterLoss's torch.randn.
 
 Known deviations (docs/method_a.md, "Fidelity"):
-  nonlocal_width (always applied) The reference's Non_local has
-             `inter_channels = reduc_ratio // reduc_ratio` = 1 channel; ours
-             C/2 (models/non_local.py). The weights cannot be copied otherwise,
-             so our C is built with NonLocal(inter_channels=1) in this harness.
+  nonlocal_width (fixed) The reference's Non_local has `inter_channels =
+             reduc_ratio // reduc_ratio` = 1 channel; ours was C/2. Now
+             `config.model.non_local_inter_channels = 1` in config_base.make_agw
+             (AGW's code, the default), 0 for the non-local paper's C/2.
 `align` (diagnosis only):
   d_bn_g_step   the reference's G step runs D1/D2 in train mode, which also
                 updates their BN running statistics (3 updates per step; ours
@@ -418,24 +418,6 @@ def make_anon_batches(images8, *, mean, std, block: int, ref_mosaic=None,
 # ----------------------------------------------------------------------------
 # Our side.
 # ----------------------------------------------------------------------------
-@contextlib.contextmanager
-def nonlocal_width_one():
-  """Our NonLocal with AGW's code width (inter_channels=1) while this is active."""
-  from privreid_jax.models import non_local  # pylint: disable=import-outside-toplevel
-  original = non_local.NonLocal
-  cls = getattr(nonlocal_width_one, "_cls", None)
-  if cls is None:
-    class NonLocalWidth1(original):  # pylint: disable=too-few-public-methods
-      inter_channels: int | None = 1
-    NonLocalWidth1.__name__ = "NonLocal"
-    cls = nonlocal_width_one._cls = NonLocalWidth1  # pylint: disable=protected-access
-  non_local.NonLocal = cls
-  try:
-    yield
-  finally:
-    non_local.NonLocal = original
-
-
 def _fake_first_method(base_cls):
   """Method A whose D loss runs the fake pair before the real one (the reference's
   order of D's BN-statistics updates); the loss value is the same."""
@@ -460,8 +442,7 @@ class AnonJaxSide:
     from privreid_jax.methods import anonymization  # pylint: disable=import-outside-toplevel
     self.jax = jax
     cls = _fake_first_method(anonymization.Method) if fake_first else anonymization.Method
-    with nonlocal_width_one():
-      self.method = cls(config, num_classes=num_classes, steps_per_epoch=steps_per_epoch)
+    self.method = cls(config, num_classes=num_classes, steps_per_epoch=steps_per_epoch)
     self.layout = layout
     self.name = self.method.reid.name
     self.center_name = f"{self.name}_centers"
@@ -475,15 +456,13 @@ class AnonJaxSide:
             "pid": jnp.asarray(batch.pids)}
 
   def init_from(self, named, batch: AnonBatch, seed: int = 0):
-    with nonlocal_width_one():
-      state = self.method.init(self.jax.random.PRNGKey(seed), self._batch(batch))
+    state = self.method.init(self.jax.random.PRNGKey(seed), self._batch(batch))
     params, stats = named_to_anon(named, state.params, state.batch_stats, self.layout,
                                   reid_name=self.name)
     self.state = state.replace(params=params, batch_stats=stats)
 
   def step(self, batch: AnonBatch) -> dict[str, float]:
-    with nonlocal_width_one():
-      self.state, metrics = self._step(self.state, self._batch(batch))
+    self.state, metrics = self._step(self.state, self._batch(batch))
     return {k: float(v) for k, v in self.jax.device_get(metrics).items()}
 
   def snapshot(self) -> parity.Snapshot:
@@ -699,6 +678,7 @@ def map_config(cfg, num_downs: int):
   c.model.backbone = "resnet50"
   c.model.last_stride = int(m.LAST_STRIDE)
   c.model.pooling, c.model.non_local, c.model.stem_relu = "gem", True, False
+  c.model.non_local_inter_channels = 1                # AGW's code: 1 channel
   c.model.dtype = "float32"
   c.model.pretrained = ""
   c.optim.lr = float(s.BASE_LR)

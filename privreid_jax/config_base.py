@@ -71,6 +71,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.pooling = "avg"        # avg (BoT) | gem (AGW, learnable p)
   c.model.gem_p = 3.0
   c.model.non_local = False      # AGW non-local blocks after layer2/layer3 blocks
+  # Their embedding width: 0 = half the channels (the non-local paper), 1 = AGW's
+  # released code (`reduc_ratio // reduc_ratio`), which make_agw follows.
+  c.model.non_local_inter_channels = 0
   c.model.dtype = "float32"      # compute dtype; bfloat16 keeps float32 params
   c.model.conv_impl = "auto"     # auto (matmul on CPU, XLA conv elsewhere) | xla | matmul
   c.model.pretrained = ""        # local torchvision ResNet weights (.safetensors/.npz/.pth)
@@ -148,6 +151,7 @@ def make_agw(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   triplet, milestones 40/80."""
   c.model.pooling = "gem"
   c.model.non_local = True
+  c.model.non_local_inter_channels = 1   # AGW's code (and privacy-reid's C): 1 channel
   c.loss.triplet = "weighted"
   c.optim.milestones = (40, 80)
   return c

@@ -6,9 +6,11 @@ with theta, phi, g 1x1 convolutions (with bias) from C to C/reduc_ratio channels
 1x1 convolution back to C followed by a BatchNorm whose scale and bias start at zero,
 so the block is the identity at initialisation and a pretrained backbone is unchanged.
 
-Note: AGW's public code computes `inter_channels = reduc_ratio // reduc_ratio` (= 1
-channel), an apparent typo; here the inner width is `C // reduc_ratio` as in the
-non-local paper (set `inter_channels=1` to reproduce AGW's code exactly).
+AGW's released code (and privacy-reid's copy of it) computes `inter_channels =
+reduc_ratio // reduc_ratio`, i.e. 1 channel, an apparent typo that its reported
+numbers nevertheless come with. `inter_channels=None` gives the non-local paper's
+`C // reduc_ratio`; the configs follow AGW's code (`config.model.
+non_local_inter_channels = 1` in `config_base.make_agw`, 0 for the paper's width).
 """
 
 from __future__ import annotations

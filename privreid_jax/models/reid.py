@@ -38,6 +38,7 @@ class ReidModel(nn.Module):
   pooling: str = "avg"
   gem_p: float = 3.0
   non_local: bool = False
+  non_local_inter_channels: int = 0
   stem_relu: bool = True
   dtype: Any = jnp.float32
   conv_impl: str = "auto"
@@ -54,7 +55,7 @@ class ReidModel(nn.Module):
         depth=BACKBONES[self.backbone], width=self.width,
         last_stride=self.last_stride,
         non_local_layers=resnet.AGW_NON_LOCAL_LAYERS if self.non_local else None,
-        stem_relu=self.stem_relu, dtype=self.dtype, conv_impl=self.conv_impl, name="backbone")(x, train)
+        non_local_inter_channels=self.non_local_inter_channels, stem_relu=self.stem_relu, dtype=self.dtype, conv_impl=self.conv_impl, name="backbone")(x, train)
     if self.pooling == "gem":
       feat_pre = reid_head.GeM(p_init=self.gem_p, name="pool")(fmap)
     else:
@@ -90,6 +91,8 @@ def build_reid_model(model_cfg, num_classes: int) -> ReidModel:
       num_classes=int(num_classes), backbone=model_cfg.backbone,
       width=int(model_cfg.width), last_stride=int(model_cfg.last_stride),
       pooling=model_cfg.pooling, gem_p=float(model_cfg.gem_p),
-      non_local=bool(model_cfg.non_local), stem_relu=bool(model_cfg.get("stem_relu", True)),
+      non_local=bool(model_cfg.non_local),
+      non_local_inter_channels=int(model_cfg.get("non_local_inter_channels", 0)),
+      stem_relu=bool(model_cfg.get("stem_relu", True)),
       dtype=parse_dtype(model_cfg.dtype),
       conv_impl=model_cfg.conv_impl)

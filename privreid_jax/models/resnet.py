@@ -114,6 +114,8 @@ class ResNet(_Layers):
     last_stride: stride of layer4 (1 keeps a 16 x 8 map at 256 x 128).
     non_local_layers: per stage, how many trailing blocks get a non-local block
       after them (AGW: (0, 2, 3, 0)); None or all zeros disables them.
+    non_local_inter_channels: the non-local blocks' embedding width; 0: half the
+      block's channels (the non-local paper), 1: AGW's released code.
     zero_init_residual: zero-init the last BN scale of each residual branch.
     stem_relu: torchvision's ReLU after the stem BN (False: BoT's ResNet).
     dtype: compute dtype (params stay float32).
@@ -123,6 +125,7 @@ class ResNet(_Layers):
   width: int = 64
   last_stride: int = 1
   non_local_layers: Sequence[int] | None = None
+  non_local_inter_channels: int = 0
   zero_init_residual: bool = False
   stem_relu: bool = True
 
@@ -155,6 +158,7 @@ class ResNet(_Layers):
                       zero_init_residual=self.zero_init_residual, dtype=self.dtype,
                       conv_impl=self.conv_impl, name=f"layer{s + 1}_{b}")(x, train)
         if b in nl_after:
-          x = non_local.NonLocal(dtype=self.dtype, conv_impl=self.conv_impl,
+          x = non_local.NonLocal(inter_channels=self.non_local_inter_channels or None,
+                                 dtype=self.dtype, conv_impl=self.conv_impl,
                                  name=f"nl{s + 1}_{b}")(x, train)
     return x

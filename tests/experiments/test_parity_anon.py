@@ -113,15 +113,16 @@ def _tiny_agw_config():
   return c
 
 
-def test_nonlocal_width_one_is_scoped_and_the_reid_tree_round_trips():
-  model = reid.build_reid_model(_tiny_agw_config().model, 5)
+def test_agw_nonlocal_width_is_the_references_and_the_reid_tree_round_trips():
+  config = _tiny_agw_config()
+  config.model.non_local_inter_channels = 1          # as map_config / make_agw
+  model = reid.build_reid_model(config.model, 5)
   x = jnp.zeros((2, 32, 16, 3))
-  with pa.nonlocal_width_one():
-    v = model.init(jax.random.PRNGKey(0), x, train=False)
+  v = model.init(jax.random.PRNGKey(0), x, train=False)
   assert v["params"]["backbone"]["nl2_1"]["theta"]["kernel"].shape == (1, 1, 8, 1)
-  wide = model.init(jax.random.PRNGKey(0), x, train=False)
+  config.model.non_local_inter_channels = 0          # the non-local paper's C/2
+  wide = reid.build_reid_model(config.model, 5).init(jax.random.PRNGKey(0), x, train=False)
   assert wide["params"]["backbone"]["nl2_1"]["theta"]["kernel"].shape == (1, 1, 8, 4)
-  assert non_local.NonLocal.__module__ == "privreid_jax.models.non_local"
   # resnet18 stages (2, 2, 2, 2): AGW's (0, 2, 3, 0) non-local blocks after every block
   entries = pa.agw_extra_entries("base.", "global_pool.p", stages=(2, 2, 2, 2))
   params, stats = _randomize(v["params"], 5), _randomize(v["batch_stats"], 6)
@@ -317,9 +318,8 @@ def test_non_local_width_one_matches_a_torch_twin_of_agw_non_local():
   sd = {("NL_2.0." + k): v.numpy() for k, v in twin.state_dict().items()
         if not k.endswith("num_batches_tracked")}
   x = np.random.default_rng(2).normal(size=(2, 4, 2, 8)).astype(np.float32)
-  with pa.nonlocal_width_one():
-    block = non_local.NonLocal(name="nl2_0")
-    v = block.init(jax.random.PRNGKey(0), jnp.asarray(x), train=False)
+  block = non_local.NonLocal(inter_channels=1, name="nl2_0")
+  v = block.init(jax.random.PRNGKey(0), jnp.asarray(x), train=False)
   # a one-block "backbone" tree so the AGW entries apply as they do to C
   entries = [e for e in pa.agw_extra_entries("", "", stages=(2, 2, 2, 2))
              if e[0].startswith("NL_2.0.")]

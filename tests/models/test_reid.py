@@ -158,6 +158,24 @@ def test_build_from_config():
   assert v["params"]["classifier"]["kernel"].shape == (128, 7)
 
 
+@pytest.mark.parametrize("inter, width", [(None, "one"), (0, "half")])
+def test_agw_non_local_width_follows_agws_code_by_default(inter, width):
+  """AGW's code (and privacy-reid's C) embeds in 1 channel; 0 = the paper's C/2."""
+  c = config_base.base_config()
+  config_base.make_agw(c)
+  c.model.backbone, c.model.width = "resnet18", 16
+  if inter is not None:
+    c.model.non_local_inter_channels = inter
+  m = reid.build_reid_model(c.model, 3)
+  v = jax.eval_shape(lambda: m.init(jax.random.key(0), jnp.zeros((1, 64, 32, 3)),
+                                    train=False))
+  blocks = {k: p for k, p in v["params"]["backbone"].items() if k.startswith("nl")}
+  assert len(blocks) == 4                        # resnet18: 2 blocks per stage, 2 + 2
+  for name, p in blocks.items():
+    channels = p["W_0"]["kernel"].shape[-1]
+    assert p["theta"]["kernel"].shape[-1] == (1 if width == "one" else channels // 2), name
+
+
 @pytest.mark.parametrize("field,value", [
     ("backbone", "resnet101"), ("pooling", "max"), ("dtype", "float8"),
     ("conv_impl", "cudnn"), ("last_stride", 3)])
