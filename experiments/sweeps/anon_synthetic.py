@@ -23,7 +23,9 @@ desensitization used as the initial supervision, the paper's three rows:
   full  the full method: the same plus the progressive supervision upgrade
         (variant FULL_VARIANT, `<d>,stages`, method A's staged driver).
 
-Seed 0 runs mosaic, blur and noise (a complete table first); seeds 1 and 2
+Seed 0 runs mosaic, blur and noise (a complete table first), then "w/o
+upgrade" with noise at the selection grid's other L1 weights (the PSNR against
+Rank-1 trade-off curve); seeds 1 and 2
 repeat mosaic and blur, the headline rows (`experiments.report` shows mean ±
 std over runs named NAME_s<seed>). With `--shard`, a machine needs the
 `third_party_s<seed>` folders its rows point to. `:tiny` runs seed 0's grid on
@@ -77,4 +79,14 @@ def get_sweep(arg=None):
         variant = template.format(d=d) + (",tiny" if tiny else "")
         runs.append({"name": f"{row}_{d}_s{seed}", "config": f"{CONFIG}:{variant}",
                      "overrides": _protocol.report(extra)})
+    if seed == 0:
+      # The noise trade-off curve: "w/o upgrade" at the other L1 weights of the
+      # selection grid (PSNR(O,P) against the authorized and the outsiders' Rank-1).
+      for w in select.L1_WEIGHTS:
+        if w != NOISE_L1:
+          runs.append({"name": f"wo_noise_l1w{w:g}_s0",
+                       "config": f"{CONFIG}:noise" + (",tiny" if tiny else ""),
+                       "overrides": _protocol.report(
+                           {"seed": 0, "optim.lr": LR, "evals.outsider.workdir": "{root}/" + tp,
+                            "anon.weights.l1_anon": w, "anon.weights.l1_rec": w})})
   return runs

@@ -115,7 +115,8 @@ def test_method_a_synthetic_sweep_has_the_papers_rows_with_seeds_on_the_headline
   from experiments.sweeps import _protocol
   module = ablate._load_module(os.path.join(SWEEPS, "anon_synthetic.py"), "anon_synthetic.py")
   raw = module.get_sweep()
-  expected = ["third_party_s0"] + _row_names("_s0")
+  expected = ["third_party_s0"] + _row_names("_s0") + [
+      f"wo_noise_l1w{w:g}_s0" for w in module.select.L1_WEIGHTS if w != module.NOISE_L1]
   for seed in _protocol.SEEDS[1:]:
     expected += [f"third_party_s{seed}"] + _row_names(f"_s{seed}", module.HEADLINE)
   assert [r["name"] for r in raw] == expected and len(_protocol.SEEDS) == 3
