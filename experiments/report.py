@@ -212,14 +212,13 @@ def seed_table(runs: Sequence[Run]) -> tuple[list[str], list[list[str]]] | None:
 
 def seed_groups(runs: Sequence[Run]) -> list[tuple[str, list[Run]]]:
   """[(label, runs)]: runs named NAME_s<seed> joined under "NAME (N seeds)" (in the
-  order of their first member), every other run alone under its name."""
+  order of their first member); a run without another seed stays under its name."""
   groups: dict[str, list[Run]] = {}
   for run in runs:
     match = re.fullmatch(r"(.+)_s\d+", run.name)
     groups.setdefault(match.group(1) if match else run.name, []).append(run)
-  return [(name if len(members) == 1 and members[0].name == name
-           else f"{name} ({len(members)} seed{'s' * (len(members) > 1)})", members)
-          for name, members in groups.items()]
+  return [(members[0].name if len(members) == 1 else f"{name} ({len(members)} seeds)",
+           members) for name, members in groups.items()]
 
 
 def cell(members: Sequence[Run], setting: str, key: str) -> str:
