@@ -601,6 +601,21 @@ def _flax_snapshot(params, stats, opt_state, name: str, center_name: str,
   return Snapshot(params_named, bn, adam_m, adam_v, int(adam.count))
 
 
+def replay_update(txs):
+  """jit((params, opt_state, grads) -> (params, opt_state)): each network's optax
+  transformation applied to the gradients given for it (a replay of the reference's)."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import optax  # pylint: disable=import-outside-toplevel
+
+  def update(params, opt_state, grads):
+    params, opt_state = dict(params), dict(opt_state)
+    for k, g in grads.items():
+      upd, opt_state[k] = txs[k].update(g, opt_state[k], params[k])
+      params[k] = optax.apply_updates(params[k], upd)
+    return params, opt_state
+  return jax.jit(update)
+
+
 class OptimizerReplay:
   """Our optimizers fed the REFERENCE's gradients, from the reference's weights.
 
@@ -614,21 +629,13 @@ class OptimizerReplay:
 
   def __init__(self, ours: JaxSide):
     import jax  # pylint: disable=import-outside-toplevel
-    import optax  # pylint: disable=import-outside-toplevel
     self.jax, self.layout = jax, ours.layout
     self.name, self.center_name = ours.name, ours.center_name
     self.txs = ours.method.txs
     self.params = dict(ours.state.params)
     self.stats_template = ours.state.batch_stats[self.name]
     self.opt_state = {k: self.txs[k].init(v) for k, v in self.params.items()}
-
-    def update(params, opt_state, grads):
-      params, opt_state = dict(params), dict(opt_state)
-      for k, g in grads.items():
-        upd, opt_state[k] = self.txs[k].update(g, opt_state[k], params[k])
-        params[k] = optax.apply_updates(params[k], upd)
-      return params, opt_state
-    self._update = jax.jit(update)
+    self._update = replay_update(self.txs)
 
   def step(self, grads: Mapping[str, np.ndarray], buffers: Mapping[str, np.ndarray]):
     """`grads`: the reference's parameter gradients by name (centers unscaled);

@@ -494,20 +494,12 @@ class AnonReplay:
 
   def __init__(self, ours: AnonJaxSide):
     import jax  # pylint: disable=import-outside-toplevel
-    import optax  # pylint: disable=import-outside-toplevel
     self.jax, self.layout, self.name = jax, ours.layout, ours.name
     self.txs = ours.method.txs
     self.params = dict(ours.state.params)
     self.stats_template = ours.state.batch_stats
     self.opt_state = {k: self.txs[k].init(v) for k, v in self.params.items()}
-
-    def update(params, opt_state, grads):
-      params, opt_state = dict(params), dict(opt_state)
-      for k, g in grads.items():
-        upd, opt_state[k] = self.txs[k].update(g, opt_state[k], params[k])
-        params[k] = optax.apply_updates(params[k], upd)
-      return params, opt_state
-    self._update = jax.jit(update)
+    self._update = parity.replay_update(self.txs)
 
   def step(self, grads: Mapping[str, np.ndarray], buffers: Mapping[str, np.ndarray]):
     tree, _ = named_to_anon({**grads, **buffers}, self.params, self.stats_template,
