@@ -109,6 +109,7 @@ def find_runs(root: str) -> list[Run]:
                          and d not in ("checkpoints", "tensorboard"))
     if EVAL_FILE not in filenames:
       continue
+    dirnames[:] = []       # a run's own subfolders (method A's stage_<s>) are part of it
     rel = os.path.relpath(dirpath, root)
     name = os.path.basename(os.path.abspath(root)) if rel == "." else rel
     try:

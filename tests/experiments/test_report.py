@@ -149,6 +149,13 @@ def test_seeds_are_one_row_with_mean_and_std_and_linkage_sits_with_epsilon(tmp_p
   assert not any("linkage" in h for h in header)
 
 
+def test_a_runs_stage_folders_are_not_runs_of_their_own(tmp_path):
+  root = tmp_path / "staged"
+  write_run(root, "full_mosaic_s0", ANON, index=0)
+  write_run(root / "full_mosaic_s0", "stage_1", ANON)       # the staged driver's stage runs
+  assert [r.name for r in report.find_runs(str(root))] == ["full_mosaic_s0"]
+
+
 def test_tables_only_for_methods_present(tmp_path):
   write_run(tmp_path / "only", "base", BASE)
   md = report.tables_markdown(report.find_runs(str(tmp_path / "only")))
