@@ -545,12 +545,13 @@ class JaxSide:
   """Our method on the given batches; snapshots in the reference's layout."""
 
   def __init__(self, config, *, num_classes: int, steps_per_epoch: int,
-               layout: Layout, method: str = "baseline"):
+               layout: Layout, method: str | type = "baseline"):
+    """`method`: a method's name under privreid_jax.methods, or its Method class."""
     import jax  # pylint: disable=import-outside-toplevel
     self.jax = jax
-    module = importlib.import_module(f"privreid_jax.methods.{method}")
-    self.method = module.Method(config, num_classes=num_classes,
-                                steps_per_epoch=steps_per_epoch)
+    cls = (importlib.import_module(f"privreid_jax.methods.{method}").Method
+           if isinstance(method, str) else method)
+    self.method = cls(config, num_classes=num_classes, steps_per_epoch=steps_per_epoch)
     self.layout = layout
     self.name = self.method.reid.name
     self.center_name = f"{self.name}_centers"

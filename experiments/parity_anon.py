@@ -433,21 +433,15 @@ def _fake_first_method(base_cls):
   return FakeFirst
 
 
-class AnonJaxSide:
+class AnonJaxSide(parity.JaxSide):
   """privreid_jax.methods.anonymization.Method stepped with jax.jit(train_step)."""
 
   def __init__(self, config, *, num_classes: int, steps_per_epoch: int,
                layout: AnonLayout, fake_first: bool = False):
-    import jax  # pylint: disable=import-outside-toplevel
     from privreid_jax.methods import anonymization  # pylint: disable=import-outside-toplevel
-    self.jax = jax
     cls = _fake_first_method(anonymization.Method) if fake_first else anonymization.Method
-    self.method = cls(config, num_classes=num_classes, steps_per_epoch=steps_per_epoch)
-    self.layout = layout
-    self.name = self.method.reid.name
-    self.center_name = f"{self.name}_centers"
-    self.state = None
-    self._step = jax.jit(self.method.train_step)
+    super().__init__(config, num_classes=num_classes, steps_per_epoch=steps_per_epoch,
+                     layout=layout, method=cls)
 
   @staticmethod
   def _batch(batch: AnonBatch):
