@@ -188,26 +188,16 @@ def generic_table(runs: Sequence[Run]) -> tuple[list[str], list[list[str]]]:
 
 def seed_table(runs: Sequence[Run]) -> tuple[list[str], list[list[str]]] | None:
   """Runs named NAME_s<seed> grouped by NAME (2+ seeds): mean ± std per setting."""
-  groups: dict[str, list[Run]] = {}
-  for run in runs:
-    match = re.fullmatch(r"(.+)_s\d+", run.name)
-    if match:
-      groups.setdefault(match.group(1), []).append(run)
   rows = []
-  for group, members in groups.items():
+  for label, members in seed_groups(runs):
     if len(members) < 2:
       continue
+    group = label.rsplit(" (", 1)[0]
     settings = [s for s in members[0].last if "rank1" in members[0].last[s]
                 and not s.startswith("dp:")]
     for setting in settings:
-      cells = [group, setting]
-      for key in ("rank1", "mAP"):
-        values = [v for v in (r.value(setting, key) for r in members) if v is not None]
-        mean = sum(values) / len(values) if values else None
-        std = (math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
-               if values else None)
-        cells.append(fmt(key, mean, std))
-      rows.append(cells + [str(len(members))])
+      rows.append([group, setting] + [cell(members, setting, k) for k in ("rank1", "mAP")]
+                  + [str(len(members))])
   return (["runs", "setting", "Rank-1", "mAP", "seeds"], rows) if rows else None
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from absl import logging
 
 from privreid_jax.data import pipeline
@@ -61,8 +62,6 @@ class AdaptiveOutsider:
     self.method, self.ctx, self.ev_cfg = method, ctx, ev_cfg
     workdir = ctx.config.evals.outsider.workdir
     self.base = third_party.ThirdParty.load(workdir, method, ctx.config.data)
-    from privreid_jax import checkpoint
-    _, self.tp_cfg, _ = checkpoint.restore_run(workdir, "config.evals.outsider.workdir")
     self.train = ctx.splits.train
 
   def _finetuned(self, state):
@@ -71,7 +70,7 @@ class AdaptiveOutsider:
     seed = int(self.ctx.config.seed) + 7919
     loader = pipeline.train_loader(self.train.source, self.train.pids, data_cfg, seed=seed)
     spe = int(self.ctx.config.optim.steps_per_epoch) or loader.steps_per_epoch  # as the trainer
-    cfg = _finetune_config(self.tp_cfg, ev, spe)
+    cfg = _finetune_config(self.base.config, ev, spe)
     learner = reid_learner.ReidLearner(cfg, int(self.train.pids.max()) + 1, spe,
                                        name="reid")
     m = self.method
@@ -96,7 +95,7 @@ class AdaptiveOutsider:
       new_params, new_opt = {}, {}
       for k in tx:
         upd, new_opt[k] = tx[k].update(grads[k], opt[k], params[k])
-        new_params[k] = jax.tree.map(lambda p, u: p + u, params[k], upd)
+        new_params[k] = optax.apply_updates(params[k], upd)
       return new_params, {**stats, **new_stats}, new_opt, loss
 
     steps = int(ev.epochs) * spe

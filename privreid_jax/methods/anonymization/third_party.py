@@ -40,9 +40,10 @@ class ThirdParty:
 
   eval_settings = SETTINGS
 
-  def __init__(self, method, model, variables, mean, std):
+  def __init__(self, method, model, variables, mean, std, config=None):
     self.method, self.model, self.variables = method, model, variables
     self.mean, self.std = tuple(mean), tuple(std)
+    self.config = config          # the outsider run's config, when loaded from a run
 
   @classmethod
   def load(cls, workdir: str, method, data_cfg) -> ThirdParty:
@@ -64,7 +65,7 @@ class ThirdParty:
     logging.info("third-party Re-ID model: %s step %d (%s)", workdir, step,
                  cfg.model.backbone)
     variables = jax.tree.map(jnp.asarray, variables)
-    return cls(method, model, variables, cfg.data.mean, cfg.data.std)
+    return cls(method, model, variables, cfg.data.mean, cfg.data.std, cfg)
 
   def embed(self, states, images, kind):
     ours, variables = states
