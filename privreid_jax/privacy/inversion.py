@@ -134,22 +134,10 @@ def inversion_attack(train_x, train_images, train_y, test_x, test_images, test_y
   out: dict[str, Any] = {"chance": 1.0 / num_classes, "num_images": float(len(test_x)),
                          "decoder_loss": dec_hist}
   if classifier_steps:
-    clf = adversary_lib.ImageIdentityClassifier(num_classes, width=classifier_width,
-                                                num_stages=classifier_stages,
-                                                conv_impl=conv_impl)
-    v = clf.init(k_cls, jnp.asarray(train_rec[:2]), train=False)
-
-    def clf_loss(p, s, img, y):
-      logits, upd = clf.apply({"params": p, "batch_stats": s}, img, train=True,
-                              mutable=["batch_stats"])
-      return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), \
-          upd["batch_stats"]
-
-    cp, cs, cls_hist = fitting.fit(clf_loss, v["params"], v["batch_stats"],
-                                   (train_rec, train_y), steps=classifier_steps,
-                                   tx=optax.adam(lr), batch_size=batch_size, seed=seed + 1)
-    classify = jax.jit(lambda x: clf.apply({"params": cp, "batch_stats": cs}, x,
-                                           train=False))
+    classify, cls_hist = _train_classifier(
+        train_rec, train_y, k_cls, num_classes=num_classes, steps=classifier_steps,
+        width=classifier_width, stages=classifier_stages, batch_size=batch_size, lr=lr,
+        seed=seed + 1, conv_impl=conv_impl)
     out["id_acc"] = float(np.mean(np.argmax(_predict(classify, test_rec, 64), -1) == test_y))
     out["classifier_loss"] = cls_hist
   if probe_fn is not None:
@@ -185,6 +173,26 @@ class People(NamedTuple):
   num_classes: int
 
 
+def _train_classifier(images, labels, key, *, num_classes: int, steps: int, width: int,
+                      stages: int, batch_size: int, lr: float, seed: int, conv_impl: str):
+  """The attacker's identity classifier on (reconstructed) images: (classify, losses)."""
+  clf = adversary_lib.ImageIdentityClassifier(num_classes, width=width, num_stages=stages,
+                                              conv_impl=conv_impl)
+  v = clf.init(key, jnp.asarray(images[:2]), train=False)
+
+  def clf_loss(p, s, img, y):
+    logits, upd = clf.apply({"params": p, "batch_stats": s}, img, train=True,
+                            mutable=["batch_stats"])
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), \
+        upd["batch_stats"]
+
+  cp, cs, history = fitting.fit(clf_loss, v["params"], v["batch_stats"], (images, labels),
+                                steps=steps, tx=optax.adam(lr), batch_size=batch_size,
+                                seed=seed)
+  classify = jax.jit(lambda x: clf.apply({"params": cp, "batch_stats": cs}, x, train=False))
+  return classify, history
+
+
 def _check_people(people: People, dim: int, image_shape) -> None:
   n = people.num_classes
   for name, y in (("photo_y", people.photo_y), ("released_y", people.released_y)):
@@ -215,22 +223,10 @@ def _people_attack(people: People, invert, standardise, key, *, num_classes: int
   released_rec = _predict(invert, released_x, 64)
   out = {"people_chance": 1.0 / num_classes, "people_num_images": float(len(released_x))}
   if classifier_steps:
-    clf = adversary_lib.ImageIdentityClassifier(num_classes, width=classifier_width,
-                                                num_stages=classifier_stages,
-                                                conv_impl=conv_impl)
-    v = clf.init(jax.random.fold_in(key, 1), jnp.asarray(photo_rec[:2]), train=False)
-
-    def clf_loss(p, s, img, y):
-      logits, upd = clf.apply({"params": p, "batch_stats": s}, img, train=True,
-                              mutable=["batch_stats"])
-      return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), \
-          upd["batch_stats"]
-
-    cp, cs, _ = fitting.fit(clf_loss, v["params"], v["batch_stats"], (photo_rec, photo_y),
-                            steps=classifier_steps, tx=optax.adam(lr),
-                            batch_size=batch_size, seed=seed + 2)
-    classify = jax.jit(lambda x: clf.apply({"params": cp, "batch_stats": cs}, x,
-                                           train=False))
+    classify, _ = _train_classifier(
+        photo_rec, photo_y, jax.random.fold_in(key, 1), num_classes=num_classes,
+        steps=classifier_steps, width=classifier_width, stages=classifier_stages,
+        batch_size=batch_size, lr=lr, seed=seed + 2, conv_impl=conv_impl)
     pred = np.argmax(_predict(classify, released_rec, 64), -1)
     out["people_id_acc"] = float(np.mean(pred == released_y))
   x01 = normalize.to_unit(images, mean, std)
