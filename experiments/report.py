@@ -108,6 +108,8 @@ def find_runs(root: str) -> list[Run]:
     dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
                          and d not in ("checkpoints", "tensorboard"))
     if EVAL_FILE not in filenames:
+      if ablate.RUN_FILE in filenames:
+        dirnames[:] = []   # a sweep run still training: its stage_<s> folders are not runs
       continue
     dirnames[:] = []       # a run's own subfolders (method A's stage_<s>) are part of it
     rel = os.path.relpath(dirpath, root)

@@ -156,6 +156,17 @@ def test_a_runs_stage_folders_are_not_runs_of_their_own(tmp_path):
   assert [r.name for r in report.find_runs(str(root))] == ["full_mosaic_s0"]
 
 
+def test_a_staged_run_still_training_is_not_reported_through_its_stage_folder(tmp_path):
+  root = tmp_path / "staged"
+  write_run(root, "wo_mosaic_s0", ANON, index=0)
+  running = root / "full_mosaic_s0"        # run.json written, stage 0 evaluated, no run rows yet
+  running.mkdir()
+  ablate.write_status(str(running), {"name": "full_mosaic_s0", "sweep_index": 1,
+                                     "status": "running"})
+  write_run(running, "stage_0", [(148, "stage_check", {"rank1": 0.3, "passed": 0.0})])
+  assert [r.name for r in report.find_runs(str(root))] == ["wo_mosaic_s0"]
+
+
 def test_tables_only_for_methods_present(tmp_path):
   write_run(tmp_path / "only", "base", BASE)
   md = report.tables_markdown(report.find_runs(str(tmp_path / "only")))
