@@ -396,7 +396,7 @@ def compare_snapshots(ours: Snapshot, ref: Snapshot, init: Snapshot | None = Non
 
 def verdict(reports: Sequence[StepReport], tol: float, *, factor: float = FLOOR_FACTOR,
             bn_group: str = "bn_stats", step1_floor: bool = False) -> tuple[bool, str]:
-  """PASS or FAIL, with the figures that decided it.
+  """PASS or FAIL of one run (one seed), with the figures that decided it.
 
   Always: the lr of every step within LR_TOL, every loss term of step 1
   (identical weights and batch: a pure forward comparison) within `tol`, and
@@ -413,62 +413,117 @@ def verdict(reports: Sequence[StepReport], tol: float, *, factor: float = FLOOR_
   OURS is within `tol` of the float64 value (the reference's own float32 value
   can be further off: AGW's weighted triplet at random init, ~1e-4).
   """
-  if not reports:
+  return verdict_seeds([reports], tol, factor=factor, bn_group=bn_group,
+                       step1_floor=step1_floor)
+
+
+def verdict_seeds(runs: Sequence[Sequence[StepReport]], tol: float, *,
+                  factor: float = FLOOR_FACTOR, bn_group: str = "bn_stats",
+                  step1_floor: bool = False) -> tuple[bool, str]:
+  """`verdict` over runs from several seeds (each: its own weights and batches).
+
+  The exact checks (lr, step-1 losses, optimizer replay, and everything when
+  there is no float64 run) must hold in every run. A quantity judged against
+  the reference's own float32 error is pooled: its ratio d / max(tol, factor x
+  floor) at each step is averaged over the runs geometrically and must be <= 1.
+  The reason: after step 1 the float32 error is one draw of a chaotic process
+  and varies by 10-20x between seeds for the same quantity (anon at 64x32,
+  id_P at step 3: the reference's own float32 error 7.1e-5 / 1.5e-3 / 7.9e-4
+  for seeds 0 / 1 / 2), so a single run's 4x bound fails an equally exact
+  float32 implementation now and then, while a systematic deviation shows in
+  every seed. With one run this is exactly `verdict`'s rule.
+  """
+  if not runs or not all(runs):
     return False, "FAIL: no steps ran"
-  floor = "ref~ref64" in reports[-1].groups
-  failures, worst = [], {}
-  lr_rel = max(scalar_rel_diff(*r.lr) for r in reports)
-  if lr_rel > LR_TOL:
-    bad = next(r.step for r in reports if scalar_rel_diff(*r.lr) > LR_TOL)
-    failures.append(f"lr (rel {lr_rel:.1e}, first at step {bad})")
-  for name in reports[0].terms:
-    d = reports[0].term_rel(name)
-    if step1_floor and floor and reports[0].term_rel(name, "ours~ref64") <= tol:
-      continue
-    if not d <= tol:
-      failures.append(f"step-1 loss {name} (rel {d:.1e})")
+  failures = []
+  # (quantity, step) -> [(ratio, d, allowed), ...] over runs; pooled or exact
+  pooled: dict[tuple[str, int], list[tuple[float, float, float]]] = {}
+  exact: dict[str, tuple[float, float, float, int, int]] = {}
   groups = ("params", "adam_m", "adam_v", bn_group)
   replay_groups = ("opt_params", "opt_adam_m", "opt_adam_v")
 
-  def check(quantity: str, d: float, floor_d: float | None, step: int):
-    allowed = tol if floor_d is None else max(tol, factor * floor_d)
-    ratio = d / allowed if allowed > 0 else math.inf
-    if quantity not in worst or ratio > worst[quantity][0]:
-      worst[quantity] = (ratio, d, allowed, step)
+  def ratio_of(d: float, allowed: float) -> float:
+    return d / allowed if allowed > 0 else math.inf
 
-  for r in reports:
-    for name in r.terms:
-      if floor and name in DERIVED_TERMS:
-        continue   # judged through its terms (see DERIVED_TERMS)
-      if floor:
-        check(f"loss {name}", r.term_rel(name, "ours~ref64"), r.term_rel(name, "ref~ref64"),
-              r.step)
-      else:
-        check(f"loss {name}", r.term_rel(name), None, r.step)
-    for g in replay_groups:
-      if g in r.groups["ours~ref"]:
-        check(g, r.groups["ours~ref"][g].value, None, r.step)
-    for g in groups:
-      if g not in r.groups["ours~ref"]:
+  for k, reports in enumerate(runs):
+    floor = "ref~ref64" in reports[-1].groups
+    lr_rel = max(scalar_rel_diff(*r.lr) for r in reports)
+    if lr_rel > LR_TOL:
+      bad = next(r.step for r in reports if scalar_rel_diff(*r.lr) > LR_TOL)
+      failures.append(f"lr (rel {lr_rel:.1e}, first at step {bad})")
+    for name in reports[0].terms:
+      d = reports[0].term_rel(name)
+      if step1_floor and floor and reports[0].term_rel(name, "ours~ref64") <= tol:
         continue
-      if floor:
-        check(g, r.groups["ours~ref64"][g].value, r.groups["ref~ref64"][g].value, r.step)
+      if not d <= tol:
+        failures.append(f"step-1 loss {name} (rel {d:.1e})")
+
+    def check(quantity: str, d: float, floor_d: float | None, step: int):
+      if floor_d is None:
+        ratio = ratio_of(d, tol)
+        if quantity not in exact or ratio > exact[quantity][0]:
+          exact[quantity] = (ratio, d, tol, step, k)
       else:
-        check(g, r.groups["ours~ref"][g].value, None, r.step)
-  for quantity, (ratio, d, allowed, step) in worst.items():
+        allowed = max(tol, factor * floor_d)
+        pooled.setdefault((quantity, step), []).append((ratio_of(d, allowed), d, allowed))
+
+    for r in reports:
+      for name in r.terms:
+        if floor and name in DERIVED_TERMS:
+          continue   # judged through its terms (see DERIVED_TERMS)
+        if floor:
+          check(f"loss {name}", r.term_rel(name, "ours~ref64"),
+                r.term_rel(name, "ref~ref64"), r.step)
+        else:
+          check(f"loss {name}", r.term_rel(name), None, r.step)
+      for g in replay_groups:
+        if g in r.groups["ours~ref"]:
+          check(g, r.groups["ours~ref"][g].value, None, r.step)
+      for g in groups:
+        if g not in r.groups["ours~ref"]:
+          continue
+        if floor:
+          check(g, r.groups["ours~ref64"][g].value, r.groups["ref~ref64"][g].value, r.step)
+        else:
+          check(g, r.groups["ours~ref"][g].value, None, r.step)
+  seed_word = "" if len(runs) == 1 else f" of run {{}}"
+  for quantity, (ratio, d, allowed, step, k) in exact.items():
     if not ratio <= 1.0:
-      failures.append(f"{quantity} (rel {d:.1e} > allowed {allowed:.1e} at step {step})")
-  missing = sorted({m for g in groups if g in reports[-1].groups["ours~ref"]
-                    for m in reports[-1].groups["ours~ref"][g].missing})
+      failures.append(f"{quantity} (rel {d:.1e} > allowed {allowed:.1e} at step {step}"
+                      f"{seed_word.format(k)})")
+  worst: dict[str, tuple[float, int, list]] = {}
+  for (quantity, step), items in pooled.items():
+    ratios = [r for r, _, _ in items]
+    mean = (math.inf if any(math.isinf(r) or math.isnan(r) for r in ratios) else
+            math.exp(sum(math.log(max(r, 1e-300)) for r in ratios) / len(ratios)))
+    if quantity not in worst or mean > worst[quantity][0]:
+      worst[quantity] = (mean, step, items)
+  for quantity, (mean, step, items) in worst.items():
+    if not mean <= 1.0:
+      if len(items) == 1:
+        _, d, allowed = items[0]
+        failures.append(f"{quantity} (rel {d:.1e} > allowed {allowed:.1e} at step {step})")
+      else:
+        failures.append(f"{quantity} (geometric mean over {len(items)} runs of rel / allowed "
+                        f"{mean:.2f} > 1 at step {step}: "
+                        + ", ".join(f"{d:.1e} / {a:.1e}" for _, d, a in items) + ")")
+  last = runs[-1][-1]
+  missing = sorted({m for g in groups if g in last.groups["ours~ref"]
+                    for m in last.groups["ours~ref"][g].missing})
   if missing:
     failures.append(f"keys on one side only: {', '.join(missing[:5])}")
+  floor = "ref~ref64" in last.groups
   basis = (f"ours vs the float64 reference within max({tol:.0e}, {factor:g} x the "
            "reference's float32 error)" if floor else f"tolerance {tol:.0e}")
-  last = reports[-1]
-  shown = ", ".join(f"{g} {last.groups['ours~ref'][g].value:.2e}" for g in groups
-                    if g in last.groups["ours~ref"])
+  if len(runs) > 1:
+    basis += f", geometric mean over {len(runs)} runs"
+  lr_rel = max(scalar_rel_diff(*r.lr) for reports in runs for r in reports)
+  shown = ", ".join(
+      f"{g} {max(rs[-1].groups['ours~ref'][g].value for rs in runs):.2e}" for g in groups
+      if g in last.groups["ours~ref"])
   summary = (f"after {last.step} steps, ours vs reference (float32): losses "
-             f"{max(r.loss_rel for r in reports):.2e}, {shown}; lr {lr_rel:.1e}")
+             f"{max(r.loss_rel for reports in runs for r in reports):.2e}, {shown}; "
+             f"lr {lr_rel:.1e}")
   if failures:
     return False, f"FAIL ({basis}): {summary}. Failed: " + "; ".join(failures)
   return True, f"PASS ({basis}): {summary}"
@@ -914,6 +969,9 @@ def _define(fv):
                        flag_values=fv)
   flags.DEFINE_integer("seed", 0, "Seed of the reference's init and of the batches.",
                        flag_values=fv)
+  flags.DEFINE_list("seeds", [], "Several seeds, one complete run each, judged together "
+                    "(verdict_seeds: the float32-noise comparisons pooled over runs); "
+                    "replaces --seed.", flag_values=fv)
   flags.DEFINE_float("tol", DEFAULT_TOL, "Relative tolerance.", flag_values=fv)
   flags.DEFINE_boolean("float64_floor", True, "Also run the reference in float64 and "
                        "judge against it.", flag_values=fv)
@@ -935,20 +993,22 @@ def parse_args(argv=None):
   return fv
 
 
-def main(argv=None) -> int:
-  args = parse_args(argv)
+def run_seed(args, seed: int) -> tuple[list[StepReport], bool]:
+  """One complete parity run (reference, optional float64 floor, ours) at `seed`:
+  its reports and whether the reference asks for verdict's step-1 floor."""
+  args.seed = seed
   ref = build_reference(args)
   floor = build_reference(args, "float64") if args.float64_floor else None
-  print(f"reference: {ref.description}")
+  print(f"reference: {ref.description}; seed {seed}")
   if hasattr(ref, "jax_side"):     # anon: its own method, batches with targets
     ours = ref.jax_side()
     batches = ref.make_batches(args.steps, args.batch, args.num_instances, args.height,
-                               args.width, seed=args.seed)
+                               args.width, seed=seed)
   else:
     ours = JaxSide(ref.config, num_classes=ref.num_classes,
                    steps_per_epoch=ref.steps_per_epoch, layout=ref.layout)
     batches = make_batches(args.steps, args.batch, args.num_instances, ref.num_classes,
-                           args.height, args.width, seed=args.seed)
+                           args.height, args.width, seed=seed)
   print(f"batches: {args.steps} x {args.batch} images "
         f"({args.batch // args.num_instances} ids x {args.num_instances}) at "
         f"{args.height}x{args.width}, {ref.num_classes} classes, "
@@ -957,9 +1017,27 @@ def main(argv=None) -> int:
   reports = run_parity(ref, ours, batches, floor=floor)
   print()
   print(format_table(reports))
+  return reports, bool(getattr(ref, "step1_floor", False))
+
+
+def main(argv=None) -> int:
+  args = parse_args(argv)
+  try:
+    seeds = [int(s) for s in args.seeds] or [args.seed]
+  except ValueError:
+    print(f"error: --seeds {','.join(args.seeds)}: expected integers, e.g. 0,1,2",
+          file=sys.stderr)
+    return 2
   bn_group = "bn_stats_unbiased" if "bn_unbiased" in args.align.split(",") else "bn_stats"
-  ok, text = verdict(reports, args.tol, bn_group=bn_group,
-                     step1_floor=bool(getattr(ref, "step1_floor", False)))
+  runs, step1_floor = [], False
+  for seed in seeds:
+    reports, step1_floor = run_seed(args, seed)
+    runs.append(reports)
+    if len(seeds) > 1:
+      print(f"seed {seed} alone: " + verdict(runs[-1], args.tol, bn_group=bn_group,
+                                             step1_floor=step1_floor)[1])
+      print()
+  ok, text = verdict_seeds(runs, args.tol, bn_group=bn_group, step1_floor=step1_floor)
   print(text)
   return 0 if ok else 1
 

@@ -182,6 +182,26 @@ def test_verdict_with_a_float64_run_allows_the_references_own_float32_error():
   assert parity.verdict(reports, 1e-4, bn_group="bn_stats_unbiased")[0]
 
 
+def test_verdict_seeds_pools_the_float32_noise_comparisons_and_keeps_exact_checks_per_run():
+  # seed 0 alone: ours 15x the reference's own error (fails); seeds 1 and 2: 0.3x and 1.5x
+  runs = [[_report(1, floor=(1e-3, 1.5e-2, 1.0))], [_report(1, floor=(1e-2, 3e-3, 1.0))],
+          [_report(1, floor=(5e-3, 7.5e-3, 1.0))]]
+  assert not parity.verdict(runs[0], 1e-4)[0]
+  ok, text = parity.verdict_seeds(runs, 1e-4)
+  assert ok and "geometric mean over 3 runs" in text, text
+  # a deviation in every seed is systematic: 6x in each fails pooled
+  bad = [[_report(1, floor=(f, 6 * f, 1.0))] for f in (1e-3, 1e-2, 5e-3)]
+  ok, text = parity.verdict_seeds(bad, 1e-4)
+  assert not ok and "geometric mean over 3 runs of rel / allowed 1.50" in text, text
+  # exact checks (here the optimizer replay) must hold in every run, not on average
+  runs[1][0].groups["ours~ref"]["opt_params"] = _gd(3e-4)
+  ok, text = parity.verdict_seeds(runs, 1e-4)
+  assert not ok and "opt_params" in text and "of run 1" in text, text
+  # one run: exactly verdict's rule and wording
+  assert parity.verdict_seeds([runs[0]], 1e-4) == parity.verdict(runs[0], 1e-4)
+  assert not parity.verdict_seeds([], 1e-4)[0]
+
+
 def test_verdict_flags_keys_on_one_side_only():
   r = _report(1)
   r.groups["ours~ref"]["params"] = parity.GroupDiff(0.0, "t", 1, ("extra.weight",))
@@ -203,6 +223,8 @@ def test_flags_defaults_and_bad_flags():
   assert (args.reference, args.reference_dir, args.steps) == ("bot", "/x", 3)
   assert (args.batch, args.num_instances, args.height, args.width) == (16, 4, 256, 128)
   assert args.float64_floor and args.tol == parity.DEFAULT_TOL and args.align == ""
+  assert args.seeds == [] and parity.parse_args(
+      ["--reference=anon", "--seeds=0,1,2"]).seeds == ["0", "1", "2"]
   assert not parity.parse_args(["--reference=twin", "--nofloat64_floor"]).float64_floor
   for bad in (["--reference=nope"], ["--reference=bot", "--stepz=2"], []):
     with pytest.raises(SystemExit) as e:
