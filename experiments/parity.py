@@ -55,12 +55,17 @@ to 1e-4 on parameters or optimizer state after the first step. So by default
 and every later quantity is judged by how far OUR float32 run is from that
 float64 run, against max(tol, FLOOR_FACTOR x the reference's own float32
 distance from it); the lr of every step must match to 1e-6. Without the
-float64 run (`--nofloat64_floor`) everything is held to `--tol`.
+float64 run (`--nofloat64_floor`) everything is held to `--tol`. The float64
+run goes first, alone, and is replayed from a temporary folder (RecordedSide),
+so at most two models are in memory at once. After step 1 that float32 error
+is one draw of a chaotic process: `--seeds 0,1,2` runs the comparison once per
+seed and pools those comparisons over the runs (verdict_seeds).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import gc
 import importlib
 import importlib.util
 import math
@@ -796,6 +801,68 @@ class TwinReference(ReferenceSide):
     return _torch_grads(self.net)
 
 
+class RecordedSide:
+  """A reference run replayed from disk: its initial weights, per-step terms and
+  snapshots, written by `record`. The float64 floor runs first and alone this
+  way, so it never holds memory beside the two float32 sides (paper-size anon:
+  the three together did not fit in 24 GB)."""
+
+  GROUPS = ("params", "bn", "adam_m", "adam_v")
+
+  def __init__(self, folder: str):
+    self.folder = folder
+    self._step = 0
+
+  @classmethod
+  def record(cls, side: ReferenceSide, batches: Sequence[Batch], folder: str,
+             log: Callable[[str], None] = print) -> "RecordedSide":
+    import json  # pylint: disable=import-outside-toplevel
+    cls._save(os.path.join(folder, "init"), side.initial_weights())
+    for i, batch in enumerate(batches, 1):
+      terms = side.step(batch)
+      snap = side.snapshot()
+      base = os.path.join(folder, f"step_{i}")
+      for g in cls.GROUPS:
+        cls._save(os.path.join(base, g), getattr(snap, g))
+      with open(os.path.join(base, "terms.json"), "w") as f:
+        json.dump({"terms": terms, "adam_count": snap.adam_count}, f)
+      log(f"  float64 reference: step {i} recorded")
+    return cls(folder)
+
+  @staticmethod
+  def _save(folder: str, arrays: Mapping[str, np.ndarray]) -> None:
+    os.makedirs(folder, exist_ok=True)
+    names = sorted(arrays)
+    for j, k in enumerate(names):
+      np.save(os.path.join(folder, f"{j}.npy"), np.asarray(arrays[k]))
+    with open(os.path.join(folder, "names.txt"), "w") as f:
+      f.write("\n".join(names))
+
+  @staticmethod
+  def _load(folder: str) -> dict[str, np.ndarray]:
+    with open(os.path.join(folder, "names.txt")) as f:
+      names = [n for n in f.read().split("\n") if n]
+    return {k: np.load(os.path.join(folder, f"{j}.npy"), mmap_mode="r")
+            for j, k in enumerate(names)}
+
+  def initial_weights(self) -> dict[str, np.ndarray]:
+    return self._load(os.path.join(self.folder, "init"))
+
+  def step(self, batch: Batch) -> dict[str, float]:
+    import json  # pylint: disable=import-outside-toplevel
+    del batch   # recorded for these batches
+    self._step += 1
+    with open(os.path.join(self.folder, f"step_{self._step}", "terms.json")) as f:
+      return json.load(f)["terms"]
+
+  def snapshot(self) -> Snapshot:
+    import json  # pylint: disable=import-outside-toplevel
+    base = os.path.join(self.folder, f"step_{self._step}")
+    with open(os.path.join(base, "terms.json")) as f:
+      count = json.load(f)["adam_count"]
+    return Snapshot(*(self._load(os.path.join(base, g)) for g in self.GROUPS), count)
+
+
 def _bn_counter(module) -> dict[str, int]:
   """Registers hooks that record, per BN module, the elements per channel it sees."""
   import torch  # pylint: disable=import-outside-toplevel
@@ -997,24 +1064,39 @@ def run_seed(args, seed: int) -> tuple[list[StepReport], bool]:
   """One complete parity run (reference, optional float64 floor, ours) at `seed`:
   its reports and whether the reference asks for verdict's step-1 floor."""
   args.seed = seed
-  ref = build_reference(args)
-  floor = build_reference(args, "float64") if args.float64_floor else None
-  print(f"reference: {ref.description}; seed {seed}")
-  if hasattr(ref, "jax_side"):     # anon: its own method, batches with targets
-    ours = ref.jax_side()
-    batches = ref.make_batches(args.steps, args.batch, args.num_instances, args.height,
+
+  def batches_for(side):
+    if hasattr(side, "jax_side"):     # anon: its own method, batches with targets
+      return side.make_batches(args.steps, args.batch, args.num_instances, args.height,
                                args.width, seed=seed)
+    return make_batches(args.steps, args.batch, args.num_instances, side.num_classes,
+                        args.height, args.width, seed=seed)
+
+  ref = build_reference(args)
+  print(f"reference: {ref.description}; seed {seed}")
+  batches = batches_for(ref)
+  floor, tmp = None, None
+  if args.float64_floor:       # before ours, alone, recorded to disk (RecordedSide)
+    ref64 = build_reference(args, "float64")
+    tmp = tempfile.TemporaryDirectory(prefix="parity_float64_")
+    floor = RecordedSide.record(ref64, batches, tmp.name)
+    del ref64
+    gc.collect()
+  if hasattr(ref, "jax_side"):
+    ours = ref.jax_side()
   else:
     ours = JaxSide(ref.config, num_classes=ref.num_classes,
                    steps_per_epoch=ref.steps_per_epoch, layout=ref.layout)
-    batches = make_batches(args.steps, args.batch, args.num_instances, ref.num_classes,
-                           args.height, args.width, seed=seed)
   print(f"batches: {args.steps} x {args.batch} images "
         f"({args.batch // args.num_instances} ids x {args.num_instances}) at "
         f"{args.height}x{args.width}, {ref.num_classes} classes, "
         f"{ref.steps_per_epoch} steps per epoch, augmentation off"
         + ("; float64 run of the reference as the float32 noise floor" if floor else ""))
-  reports = run_parity(ref, ours, batches, floor=floor)
+  try:
+    reports = run_parity(ref, ours, batches, floor=floor)
+  finally:
+    if tmp is not None:
+      tmp.cleanup()
   print()
   print(format_table(reports))
   return reports, bool(getattr(ref, "step1_floor", False))

@@ -202,6 +202,47 @@ def test_verdict_seeds_pools_the_float32_noise_comparisons_and_keeps_exact_check
   assert not parity.verdict_seeds([], 1e-4)[0]
 
 
+class _CountingSide(parity.ReferenceSide):
+  """A float64 stand-in: its weights move by the step number each step."""
+
+  def __init__(self):
+    self.w = {"conv.weight": np.arange(6, dtype=np.float64).reshape(2, 3),
+              "bn.running_var": np.ones(3)}
+    self.t = 0
+
+  def initial_weights(self):
+    return {k: v.copy() for k, v in self.w.items()}
+
+  def step(self, batch):
+    self.t += 1
+    self.w["conv.weight"] = self.w["conv.weight"] + self.t + batch
+    return {"id": 1.0 / self.t, "lr": 1e-4 * self.t}
+
+  def snapshot(self):
+    return parity.Snapshot({"conv.weight": self.w["conv.weight"].copy()},
+                           {"bn.running_var": self.w["bn.running_var"] * self.t},
+                           {"conv.weight": np.full((2, 3), 0.1 * self.t)},
+                           {"conv.weight": np.full((2, 3), 0.01 * self.t)}, self.t)
+
+
+def test_recorded_side_replays_the_float64_run_from_disk(tmp_path):
+  live, batches = _CountingSide(), [0.5, 0.25, 2.0]
+  recorded = parity.RecordedSide.record(_CountingSide(), batches, str(tmp_path),
+                                        log=lambda _: None)
+  for k, v in live.initial_weights().items():
+    np.testing.assert_array_equal(recorded.initial_weights()[k], v)
+  for b in batches:
+    assert recorded.step(b) == live.step(b)
+    got, want = recorded.snapshot(), live.snapshot()
+    for g in parity.RecordedSide.GROUPS:
+      assert set(getattr(got, g)) == set(getattr(want, g))
+      for k in getattr(want, g):
+        np.testing.assert_array_equal(getattr(got, g)[k], getattr(want, g)[k])
+    assert got.adam_count == want.adam_count
+  # each step's snapshot is its own, not the last one's
+  assert parity.RecordedSide(str(tmp_path)).step(None)["id"] == 1.0
+
+
 def test_verdict_flags_keys_on_one_side_only():
   r = _report(1)
   r.groups["ours~ref"]["params"] = parity.GroupDiff(0.0, "t", 1, ("extra.weight",))
@@ -349,3 +390,13 @@ def test_two_step_parity_run_against_the_twin():
   assert not ok and "bn_stats" in text
   ok, text = parity.verdict(reports, 1e-4, bn_group="bn_stats_unbiased")
   assert ok, text
+
+
+def test_main_runs_each_seed_with_the_recorded_float64_floor_and_pools_them(capsys):
+  pytest.importorskip("torch")
+  code = parity.main(["--reference=twin", "--steps=2", "--batch=8", "--height=32",
+                      "--width=16", "--num_classes=8", "--seeds=0,1", "--align=bn_unbiased"])
+  out = capsys.readouterr().out
+  assert out.count("float64 reference: step 2 recorded") == 2
+  assert "seed 0 alone: PASS" in out and "seed 1 alone: PASS" in out, out[-2000:]
+  assert "geometric mean over 2 runs" in out.splitlines()[-1] and code == 0
