@@ -45,7 +45,8 @@ def hold_out_validation(train: Split, fraction: float, seed: int
   held out; the remaining training identities are relabelled 0..n-1 in their
   original order. Of the held-out images, one per (identity, camera), drawn
   with the same seed, is a val query and the rest the val gallery, so every
-  query whose identity appears under another camera has a match.
+  query whose identity appears under another camera has a match; an identity
+  with one image per camera keeps its last camera's image in the gallery.
   """
   where = f"config.data.val_fraction={fraction}"
   if not 0.0 < fraction < 1.0:
@@ -68,7 +69,15 @@ def hold_out_validation(train: Split, fraction: float, seed: int
       group = held[(train.pids[held] == pid) & (train.camids[held] == cam)]
       if len(group):
         query.append(int(rng.choice(group)))
-  query = np.sort(np.asarray(query, np.int64))
+  # An identity with one image per camera (VIPeR, GRID, PRID, i-LIDS) would have
+  # every image made a query and none left to find: its last query goes back to
+  # the gallery. With two or more images in some camera nothing changes.
+  query = np.asarray(query, np.int64)
+  for pid in val_ids:
+    mine = np.flatnonzero(train.pids[query] == pid)
+    if len(mine) == int(np.sum(train.pids[held] == pid)) and len(mine) > 1:
+      query = np.delete(query, mine[-1])
+  query = np.sort(query)
   gallery = np.setdiff1d(held, query)
   return new_train, _take(train, query), _take(train, gallery)
 

@@ -40,6 +40,21 @@ def test_val_ids_are_disjoint_seeded_and_train_is_relabelled():
   assert len(others) > 1
 
 
+def test_one_image_per_camera_leaves_every_val_identity_a_gallery_image():
+  # VIPeR-like: two cameras, one image each; i-LIDS-like: four cameras, one image each
+  for per_id, cams in ((2, 2), (4, 4)):
+    full = _train(num_ids=20, per_id=per_id, cams=cams)
+    _, vq, vg = splits.hold_out_validation(full, 0.2, seed=1)
+    assert set(vq.pids) == set(vg.pids) and len(set(vq.pids)) == 4
+    assert len(vq) == 4 * (cams - 1) and len(vg) == 4
+    for pid in set(vq.pids):   # every query can be matched under another camera
+      g_cams = set(vg.camids[vg.pids == pid])
+      assert all(c not in g_cams for c in vq.camids[vq.pids == pid])
+  # several images per camera: one query per (identity, camera), as before
+  _, vq, _ = splits.hold_out_validation(_train(num_ids=20, per_id=6, cams=3), 0.2, seed=1)
+  assert len(vq) == 4 * 3
+
+
 @pytest.mark.parametrize("fraction", [1.0, -0.1, 0.99])
 def test_bad_fraction_names_the_key(fraction):
   with pytest.raises(ValueError, match="config.data.val_fraction"):
