@@ -65,19 +65,18 @@ def hold_out_validation(train: Split, fraction: float, seed: int
   held = np.flatnonzero(is_val)
   query = []
   for pid in val_ids:
+    mine = held[train.pids[held] == pid]
+    picked = []
     for cam in np.unique(train.camids[held]):
-      group = held[(train.pids[held] == pid) & (train.camids[held] == cam)]
+      group = mine[train.camids[mine] == cam]
       if len(group):
-        query.append(int(rng.choice(group)))
-  # An identity with one image per camera (VIPeR, GRID, PRID, i-LIDS) would have
-  # every image made a query and none left to find: its last query goes back to
-  # the gallery. With two or more images in some camera nothing changes.
-  query = np.asarray(query, np.int64)
-  for pid in val_ids:
-    mine = np.flatnonzero(train.pids[query] == pid)
-    if len(mine) == int(np.sum(train.pids[held] == pid)) and len(mine) > 1:
-      query = np.delete(query, mine[-1])
-  query = np.sort(query)
+        picked.append(int(rng.choice(group)))
+    # One image per camera (VIPeR, GRID, PRID, i-LIDS): every image would be a
+    # query with none left to find, so the last one stays in the gallery.
+    if len(picked) == len(mine) and len(picked) > 1:
+      picked.pop()
+    query += picked
+  query = np.sort(np.asarray(query, np.int64))
   gallery = np.setdiff1d(held, query)
   return new_train, _take(train, query), _take(train, gallery)
 
