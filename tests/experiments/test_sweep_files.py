@@ -19,8 +19,9 @@ FILES = sorted(p for p in glob.glob(os.path.join(SWEEPS, "*.py"))
 # Arguments a sweep takes besides none, checked too.
 ARGS = {"baseline_synthetic.py": ("tiny",), "anon_synthetic.py": ("tiny",),
         "dual_synthetic.py": ("tiny",), "anon_market.py": ("mosaic",),
-        "anon_synthetic_select.py": ("lr", "noise,tiny")}
+        "anon_synthetic_select.py": ("lr", "noise,tiny"), "real_small_select.py": ("tiny",)}
 MARKET_ROOT = {"data.root": "/data/Market-1501-v15.09.15"}   # --set, as the docs say
+SMALL_ROOT = {"data.root": "/data/small_reid"}                 # the real_small sweeps' --set
 SWEEP_ROOT = "/runs/sweep"                                     # --root
 
 
@@ -65,7 +66,8 @@ def test_sweep_loads_with_unique_folder_names(spec):
 def test_run_config_and_overrides_build(run):
   spec, index, raw = run
   sweep_file = spec.partition(":")[0]
-  extra = MARKET_ROOT if "market" in os.path.basename(sweep_file) else {}
+  base = os.path.basename(sweep_file)
+  extra = MARKET_ROOT if "market" in base else SMALL_ROOT if "real_small" in base else {}
   try:
     resolved = ablate.resolve(raw, index, sweep_file, extra, SWEEP_ROOT)
   except ablate.SweepError as e:
@@ -174,3 +176,21 @@ def test_method_a_third_party_matches_the_rows_data_and_image_size(sweep, extra)
       assert third.data[key] == row.data[key], key
     if third.data.name == "synthetic":
       assert third.data.synthetic == row.data.synthetic
+
+
+def test_real_small_selection_never_reads_the_test_splits():
+  spec = os.path.join(SWEEPS, "real_small_select.py")
+  raw = ablate.load_sweep(spec)
+  for index, r in enumerate(raw):
+    config = ablate.resolve(r, index, spec, SMALL_ROOT, SWEEP_ROOT).resolved
+    assert not config.evals.targets.enabled and not config.evals.reid.enabled
+    assert config.data.val_fraction == 0.2 and config.evals.val.enabled
+    assert config.data.root == SMALL_ROOT["data.root"]
+  # one change at a time from the config's own guess (the first row)
+  base = ablate.resolve(raw[0], 0, spec, SMALL_ROOT, SWEEP_ROOT).resolved
+  for index, r in enumerate(raw[1:], 1):
+    config = ablate.resolve(r, index, spec, SMALL_ROOT, SWEEP_ROOT).resolved
+    changed = [k for k in ("model.width", "data.erasing_prob", "optim.lr", "optim.epochs")
+               if config[k.split(".")[0]][k.split(".")[1]]
+               != base[k.split(".")[0]][k.split(".")[1]]]
+    assert len(changed) == 1, (r["name"], changed)
