@@ -269,6 +269,8 @@ from experiments.parity_verdict import (  # pylint: disable=unused-import
     verdict_seeds,
     format_step,
     format_table,
+    format_gradient_rows,
+    gradient_rows,
 )
 
 # ----------------------------------------------------------------------------
@@ -604,12 +606,14 @@ def _terms(ref: ReferenceSide, ours: Mapping[str, float], *refs: Mapping[str, fl
 
 def run_parity(ref: ReferenceSide, ours: JaxSide, batches: Sequence[Batch],
                floor: ReferenceSide | None = None,
-               log: Callable[[str], None] = print) -> list[StepReport]:
+               log: Callable[[str], None] = print,
+               grads_top: int = 0) -> list[StepReport]:
   """Copies the reference's initial weights into ours, steps both, compares.
 
   `floor`: the same reference in float64 from the same initial weights; its
   distance from the float32 reference is the float32 error the reference
-  itself makes (reported, and used by `verdict`).
+  itself makes (reported, and used by `verdict`). `grads_top` > 0 (with a
+  floor): after step 1, the per-tensor gradient table (`gradient_rows`).
   """
   init = ref.initial_weights()
   ours.init_from(init, batches[0])
@@ -654,6 +658,9 @@ def run_parity(ref: ReferenceSide, ours: JaxSide, batches: Sequence[Batch],
       groups["ref~ref64"]["bn_stats_unbiased"] = groups["ref~ref64"]["bn_stats"]
       groups["ours~ref64"] = compare_snapshots(s_ours, s_floor, start_ref,
                                                ref.bn_counts, updates=updates)
+      if i == 1 and grads_top:
+        log(format_gradient_rows(gradient_rows(s_ours.adam_m, s_ref.adam_m,
+                                               s_floor.adam_m), grads_top))
     else:
       terms = _terms(ref, o_terms, r_terms)
     report = StepReport(i, (o_terms.get("lr", math.nan), r_terms["lr"]), terms, groups)
@@ -725,6 +732,10 @@ def _define(fv):
   flags.DEFINE_float("tol", DEFAULT_TOL, "Relative tolerance.", flag_values=fv)
   flags.DEFINE_boolean("float64_floor", True, "Also run the reference in float64 and "
                        "judge against it.", flag_values=fv)
+  flags.DEFINE_integer("grads_top", 0, "With the float64 floor: after step 1, a "
+                       "per-tensor table of the gradients (Adam's first moment), each "
+                       "float32 side's distance from float64, this many worst rows.",
+                       flag_values=fv)
   flags.DEFINE_string("align", "", "Comma-separated known deviations to neutralise "
                       "(diagnosis): bn_unbiased (any reference: judge BN variances after "
                       "converting ours to torch's unbiased update); bot: schedule, "
@@ -776,7 +787,7 @@ def run_seed(args, seed: int) -> tuple[list[StepReport], bool]:
         f"{ref.steps_per_epoch} steps per epoch, augmentation off"
         + ("; float64 run of the reference as the float32 noise floor" if floor else ""))
   try:
-    reports = run_parity(ref, ours, batches, floor=floor)
+    reports = run_parity(ref, ours, batches, floor=floor, grads_top=args.grads_top)
   finally:
     if tmp is not None:
       tmp.cleanup()

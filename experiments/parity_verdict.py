@@ -347,3 +347,63 @@ def format_table(reports: Sequence[StepReport]) -> str:
           f" {f_ours.value:.2e} |" if f_ours else " |")
     rows.append(row)
   return "\n".join(rows)
+
+
+# ----------------------------------------------------------------------------
+# Step-1 gradients, tensor by tensor.
+# ----------------------------------------------------------------------------
+@dataclasses.dataclass
+class GradRow:
+  """One tensor's step-1 gradient: each float32 side's distance from float64."""
+  key: str
+  norm: float       # ||m64||, the float64 reference's first moment
+  ours: float       # ||m_ours - m64|| / ||m64||
+  ref: float        # ||m_ref - m64|| / ||m64||
+
+  @property
+  def ratio(self) -> float:
+    return self.ours / max(self.ref, _TINY)
+
+
+def _norm_rel(a, b) -> float:
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  scale = float(np.linalg.norm(b))
+  return float(np.linalg.norm(a - b)) / scale if scale > _TINY else 0.0
+
+
+def gradient_rows(ours_m: Mapping[str, np.ndarray], ref_m: Mapping[str, np.ndarray],
+                  floor_m: Mapping[str, np.ndarray], prefix: str = "") -> list[GradRow]:
+  """Per tensor (keys starting with `prefix`), Adam's first moment after step 1.
+
+  After one step m = (1 - beta1) (g + wd p0) with the same p0 on every side, so
+  m's differences are the gradients' differences. Each float32 side's distance
+  from the float64 run is relative to the tensor's own norm (not the largest
+  element, as rel_diff): a tensor whose true gradient is zero (a bias before a
+  BatchNorm) shows ~1 on both sides and ratio ~1.
+  """
+  keys = sorted(k for k in set(ours_m) & set(ref_m) & set(floor_m) if k.startswith(prefix))
+  return [GradRow(k, float(np.linalg.norm(np.asarray(floor_m[k], np.float64))),
+                  _norm_rel(ours_m[k], floor_m[k]), _norm_rel(ref_m[k], floor_m[k]))
+          for k in keys]
+
+
+def format_gradient_rows(rows: Sequence[GradRow], top: int = 15) -> str:
+  """Summary (geometric mean and spread of ours/ref over tensors whose gradient
+  is not float noise on the reference's side, i.e. ref < 0.1) and the `top`
+  tensors with the largest ratio."""
+  if not rows:
+    return "step-1 gradients: no shared tensors"
+  signal = [r for r in rows if r.ref < 0.1 and r.ours > 0]
+  lines = []
+  if signal:
+    logs = np.log([max(r.ratio, 1e-12) for r in signal])
+    q = np.exp(np.percentile(logs, [10, 50, 90]))
+    lines.append(
+        f"step-1 gradients, {len(signal)} of {len(rows)} tensors above float noise: "
+        f"ours/ref distance from float64, geometric mean {math.exp(logs.mean()):.2f}, "
+        f"p10/p50/p90 {q[0]:.2f}/{q[1]:.2f}/{q[2]:.2f}, "
+        f"{sum(r.ratio > 4 for r in signal)} above 4x")
+  lines.append(f"  {'tensor':<44} {'|m64|':>9} {'ours~64':>9} {'ref~64':>9} {'ratio':>7}")
+  for r in sorted(rows, key=lambda r: -r.ratio)[:top]:
+    lines.append(f"  {r.key:<44} {r.norm:9.2e} {r.ours:9.2e} {r.ref:9.2e} {r.ratio:7.2f}")
+  return "\n".join(lines)

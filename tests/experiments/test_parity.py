@@ -400,3 +400,23 @@ def test_main_runs_each_seed_with_the_recorded_float64_floor_and_pools_them(caps
   assert out.count("float64 reference: step 2 recorded") == 2
   assert "seed 0 alone: PASS" in out and "seed 1 alone: PASS" in out, out[-2000:]
   assert "geometric mean over 2 runs" in out.splitlines()[-1] and code == 0
+
+
+def test_gradient_rows_single_out_a_tensor_off_by_more_than_rounding():
+  rng = np.random.default_rng(0)
+  floor = {f"c.w{i}": rng.normal(size=(8, 8)) for i in range(6)}
+  floor["c.bias_before_bn"] = rng.normal(size=8) * 1e-9     # true gradient ~0
+  ref = {k: v + rng.normal(size=v.shape) * 1e-6 * (np.abs(v).max() if "bias" not in k
+                                                   else 1e-3) for k, v in floor.items()}
+  ours = {k: v + rng.normal(size=v.shape) * 1.5e-6 * (np.abs(v).max() if "bias" not in k
+                                                      else 1e-3) for k, v in floor.items()}
+  ours["c.w3"] = floor["c.w3"] * (1 + 1e-3)              # a formula difference
+  ours["d.other"] = ref["d.other"] = floor["d.other"] = np.ones(3)
+  rows = parity.gradient_rows(ours, ref, floor, prefix="c.")
+  assert [r.key for r in rows] == sorted(k for k in floor if k.startswith("c."))
+  by_key = {r.key: r for r in rows}
+  assert by_key["c.w3"].ratio > 100
+  assert all(0.5 < r.ratio < 4 for k, r in by_key.items() if k != "c.w3")
+  text = parity.format_gradient_rows(rows, top=2)
+  assert "6 of 7 tensors above float noise" in text and "1 above 4x" in text
+  assert text.splitlines()[2].split()[0] == "c.w3"
