@@ -19,7 +19,6 @@ person), 40 epochs, random erasing on.
 """
 
 from privreid_jax import config_base
-from privreid_jax.data import small_datasets
 
 VARIANTS = ("val", "tiny")
 
@@ -27,11 +26,9 @@ VARIANTS = ("val", "tiny")
 def get_config(arg=None):
   names = config_base.variants(arg, VARIANTS, "configs/real_small.py")
   c = config_base.base_config()
-  c.data.name = ""              # the test split of the first source found
-  c.data.sources = small_datasets.SMALL_DATASETS
+  # Every dataset present trains together and is scored on its own test split.
+  config_base.make_small_real(c, primary="viper", targets="all")
   c.data.height, c.data.width, c.data.pad = 128, 64, 5
-  c.data.batch_size = 32        # P=16 ids x K=2
-  c.data.num_instances = 2
   c.data.eval_batch_size = 64
   c.model.backbone = "resnet18"
   c.model.width = 32
@@ -42,9 +39,6 @@ def get_config(arg=None):
   c.eval.every_epochs = 40
   c.checkpoint.every_epochs = 5
   c.log.every_steps = 20
-  c.evals.reid.enabled = False  # the first source's rows come from evals.targets
-  c.evals.targets.datasets = small_datasets.SMALL_DATASETS
-  c.evals.targets.skip_missing = True
   if "val" in names:
     c.data.val_fraction = 0.2
   if "tiny" in names:

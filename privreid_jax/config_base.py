@@ -7,6 +7,7 @@ configs are locked, so a misspelt key is an error.
 
 import ml_collections
 
+from privreid_jax.data import records
 from privreid_jax.evaluation import base as eval_base
 
 
@@ -177,6 +178,34 @@ def make_small_synthetic(c: ml_collections.ConfigDict) -> ml_collections.ConfigD
   c.eval.every_epochs = 16
   c.checkpoint.every_epochs = 4
   c.log.every_steps = 20
+  return c
+
+
+def make_small_real(c: ml_collections.ConfigDict, *, primary: str = "cuhk01",
+                    targets: str = "others") -> ml_collections.ConfigDict:
+  """Real pedestrians: the joined training splits of the small public datasets.
+
+  Whichever of VIPeR, GRID, PRID 2011, CUHK01 and i-LIDS are under
+  `--config.data.root=PARENT` (missing ones skipped with a line saying so) train
+  together, identities and cameras kept apart, in P16 x K2 batches (most of them
+  hold two images per person). `primary` is listed first, so its test split is the
+  run's own query/gallery when present (the rows "O->O", ... and the privacy
+  evaluators'); `targets="others"` evaluates every other dataset on its own test
+  split ("viper/O->O", ...), `"all"` every dataset with the run's own rows off
+  (configs/real_small.py).
+  """
+  c.data.name = ""               # the first source found
+  c.data.sources = (primary,) + tuple(n for n in records.SMALL_DATASETS if n != primary)
+  c.data.batch_size = 32
+  c.data.num_instances = 2
+  c.evals.targets.skip_missing = True
+  if targets == "all":
+    c.evals.targets.datasets = c.data.sources
+    c.evals.reid.enabled = False
+  elif targets == "others":
+    c.evals.targets.datasets = c.data.sources[1:]
+  else:
+    raise ValueError(f"make_small_real: targets={targets!r}: expected 'others' or 'all'")
   return c
 
 

@@ -161,7 +161,9 @@ def test_every_config_and_variant_loads_from_its_path():
               "anon_synthetic": anon_config.VARIANTS + ("tiny",),
               "anon_market": anon_config.VARIANTS,
               "dual_synthetic": dual_config.VARIANTS + ("tiny",),
-              "dual_market": dual_config.VARIANTS, "real_small": ("val", "tiny")}
+              "dual_market": dual_config.VARIANTS, "real_small": ("val", "tiny"),
+              "anon_real_small": anon_config.VARIANTS + ("tiny",),
+              "dual_real_small": dual_config.VARIANTS + ("tiny",)}
   for path in sorted((ROOT / "configs").glob("*.py")):
     spec = importlib.util.spec_from_file_location(f"_cfg_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)

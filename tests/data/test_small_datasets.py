@@ -6,11 +6,14 @@ files and never open them.
 
 import logging
 import os
+import shutil
 
 import numpy as np
 import pytest
 
+from configs import anon_real_small, dual_real_small, real_small
 from configs import market as market_config
+from privreid_jax import config_base
 from privreid_jax.data import catalog
 from privreid_jax.data import datasets
 from privreid_jax.data import multi_source
@@ -576,3 +579,33 @@ def test_hidden_files_do_not_make_synthetic_data_look_incomplete(tmp_path):
     _touch(tmp_path / "synth" / folder, _HIDDEN)
   again = splits.open_splits(config.data)      # no "incomplete" error, same split
   assert [r.path for r in again.train.source] == [r.path for r in first.train.source]
+
+
+
+@pytest.mark.parametrize("config_module", [anon_real_small, dual_real_small])
+def test_method_configs_on_real_data_score_cuhk01_and_the_others_as_targets(tmp_path,
+                                                                             config_module):
+  _viper(tmp_path)
+  _cuhk01(tmp_path)
+  c = config_module.get_config("tiny")
+  c.data.root = str(tmp_path)
+  assert c.data.sources[0] == "cuhk01" and set(c.data.sources) == set(small_datasets.SMALL_DATASETS)
+  assert c.evals.reid.enabled and c.evals.targets.skip_missing
+  assert tuple(c.evals.targets.datasets) == tuple(c.data.sources[1:])
+  s = splits.open_splits(c.data)
+  cuhk01 = catalog.load("cuhk01", str(tmp_path))
+  viper = catalog.load("viper", str(tmp_path))
+  assert list(s.query.pids) == [r.pid for r in cuhk01.query]   # the run's own rows
+  assert s.num_train_pids == cuhk01.num_train_pids + viper.num_train_pids
+  # Without CUHK01 the first dataset found is the run's own test split.
+  shutil.rmtree(os.path.join(tmp_path, "cuhk01"))
+  s = splits.open_splits(c.data)
+  assert list(s.query.pids) == [r.pid for r in viper.query]
+
+
+def test_real_small_scores_every_dataset_as_a_target():
+  c = real_small.get_config()
+  assert tuple(c.data.sources) == tuple(c.evals.targets.datasets) == small_datasets.SMALL_DATASETS
+  assert not c.evals.reid.enabled
+  with pytest.raises(ValueError, match="targets='some'"):
+    config_base.make_small_real(c, targets="some")

@@ -85,6 +85,66 @@ def add_to(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   return c
 
 
+def cpu_config(names, *, real: bool = False) -> ml_collections.ConfigDict:
+  """The 2-core CPU method-A config with variants `names`: synthetic pedestrians
+  (configs/anon_synthetic.py) or, with `real`, the small public datasets
+  (configs/anon_real_small.py, config_base.make_small_real with CUHK01's test split
+  as the run's own)."""
+  c = config_base.base_config()
+  config_base.make_small_synthetic(c)     # the CPU sizes (and the synthetic data)
+  if real:
+    config_base.make_small_real(c, primary="cuhk01")
+  add_to(c)
+  cpu_sized(c)
+  apply_variants(c, names)
+  if "tiny" in names:
+    make_tiny(c)
+  return c
+
+
+def cpu_sized(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The 2-core CPU size of a method-A config (after config_base.make_small_synthetic:
+  64x32 images, a width-16 ResNet-18 as C), with U-Nets and PatchGANs of width 16.
+
+  So the runs of the paper's table fit in an afternoon (experiments/sweeps/
+  anon_synthetic.py). At 128x64 with a width-32 C the joint step ran at ~2 img/s
+  on the loaded machine: hours per run. All five networks train from scratch at
+  lr 7e-4, twice the paper's 3.5e-4: at 3.5e-4 Base on synthetic mosaic reached
+  O->O Rank-1 16.2% against 45.6% for the raw-only baseline at 7e-4 (the sweeps
+  use the lr chosen on validation, anon_synthetic_select.py).
+  """
+  # 32 epochs, not the shared 16: at 16 the authorized C matched mosaic-anonymized
+  # synthetic queries (P->O) at 21% Rank-1, the level an outsider reaches from coarse
+  # cues; wo_mosaic at 32 epochs reached 39.2% against the outsider's 22.7%.
+  c.optim.epochs = 32
+  c.optim.milestones = (24,)
+  c.eval.every_epochs = 32
+  c.checkpoint.every_epochs = 8
+  c.anon.ngf = 16
+  c.anon.ndf = 16
+  c.anon.stages.check_every_epochs = 4
+  # [ours] The paper gives no Rank-1 threshold. Calibrated on synthetic data: the first
+  # check of the mosaic stage-0 run (epoch 4) measured val Rank-1 0.167, the raw-only
+  # baseline at this size reaches 0.456 test Rank-1; 0.5 would never upgrade.
+  c.anon.stages.min_rank1 = 0.2
+  return c
+
+
+def make_tiny(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The `tiny` variant of a method-A config: tests and smoke runs."""
+  config_base.make_tiny(c)
+  c.anon.ngf = 4
+  c.anon.ndf = 4
+  c.anon.num_downs = 3        # small U-Nets and PatchGANs compile fast
+  c.anon.d_layers = 1
+  c.evals.image_quality.images = 16
+  c.anon.stages.check_every_epochs = 1
+  c.anon.stages.quality_images = 16
+  c.evals.adaptive_outsider.epochs = 3
+  c.log.tensorboard = False
+  return c
+
+
 def apply_variants(c: ml_collections.ConfigDict, names) -> None:
   """Applies the shared variant names (see the module docstring) to a method-A config."""
   methods = [n for n in names if n in ("mosaic", "blur", "noise")]

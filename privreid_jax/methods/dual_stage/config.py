@@ -16,6 +16,7 @@ import numbers
 
 import ml_collections
 
+from privreid_jax import config_base
 from privreid_jax.errors import ConfigError
 from privreid_jax.evaluation import base as eval_base
 
@@ -92,6 +93,51 @@ def add_to(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   # WORKDIR/features_test.npz: the first `count` query features (L2-normalised) with
   # pids, for t-SNE across runs.
   c.evals.features = eval_base.section(count=300)
+  return c
+
+
+def cpu_config(names, *, real: bool = False) -> ml_collections.ConfigDict:
+  """The 2-core CPU method-B config with variants `names`: synthetic pedestrians
+  (configs/dual_synthetic.py) or, with `real`, the small public datasets
+  (configs/dual_real_small.py, config_base.make_small_real with CUHK01's test split
+  as the run's own and the released gallery the attacks target).
+
+  The 128x64 images are read at 64x32 (a 4x2 feature map, 4 decoder stages) with a
+  ResNet-18 of width 16, 16 epochs (720 steps on the synthetic data, ~1 s/step on
+  the loaded CPU) at configs/synthetic.py's from-scratch lr. 128x64 at width 32 ran
+  at 7.6 s/step on the same loaded machine: too slow for an ablation of eight rows.
+  """
+  c = config_base.base_config()
+  config_base.make_small_synthetic(c)     # the CPU sizes (and the synthetic data)
+  if real:
+    config_base.make_small_real(c, primary="cuhk01")
+  add_to(c)
+  c.evals.feature_attack.enabled = True     # both attackers, at the end of training
+  c.evals.inversion.enabled = True
+  apply_variants(c, names)
+  if "tiny" in names:
+    make_tiny(c, names)
+  return c
+
+
+def make_tiny(c: ml_collections.ConfigDict, names) -> ml_collections.ConfigDict:
+  """The `tiny` variant of a method-B config (after apply_variants): tests and smoke
+  runs; the attackers are off (tests switch them on where they check them)."""
+  config_base.make_tiny(c, steps_per_epoch=1, every_epochs=2)
+  d = c.dual
+  d.decoder_widths = (16, 8)
+  d.adv_width = d.probe_width = 4
+  d.adv_hidden = 16
+  d.noise_draws = 2
+  d.epsilons = (float("inf"), 100.0)
+  if "onestage" in names:
+    d.epsilons = ()
+  c.evals.feature_attack.steps = 20
+  c.evals.linkage.steps = 20
+  c.evals.feature_attack.enabled = c.evals.inversion.enabled = False
+  c.evals.inversion.steps = c.evals.inversion.classifier_steps = 10
+  c.evals.inversion.widths = (8, 4)
+  c.evals.features.count = 40
   return c
 
 
