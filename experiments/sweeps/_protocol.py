@@ -1,4 +1,4 @@
-"""The results protocol shared by the synthetic sweeps (the README's tables).
+"""The results protocol shared by the sweeps of the README's tables.
 
 Choices are made on validation identities only; the test split is read once,
 at the end of a reported run, and is a fresh one no choice has seen:
@@ -16,6 +16,12 @@ Both use the synthetic generator with `test_seed=TEST_SEED`: the same training
 people, cameras and generator as seed 0, and test people drawn from a seed
 that no earlier choice looked at (the project's earlier tables and choices
 used seed 0's own test people).
+
+The real-data sweeps (`*_real*.py`, the small public datasets under
+`--set data.root=PARENT`) follow the same rules on their own splits:
+SELECT_REAL holds out the same 20% of the joined training identities and reads
+no test split (the per-dataset targets and the run's own rows off); REPORT_REAL
+trains on the same 80% and reads every test split once, at the end.
 """
 
 TEST_SEED = 1
@@ -26,6 +32,11 @@ _DATA = {"data.synthetic.test_seed": TEST_SEED, "data.val_fraction": VAL_FRACTIO
 
 SELECT = {**_DATA, "evals.reid.enabled": False, "evals.val.every_epochs": -1}
 REPORT = {**_DATA, "eval.every_epochs": 0}   # every evaluator at the end only
+
+
+SELECT_REAL = {"data.val_fraction": VAL_FRACTION, "evals.reid.enabled": False,
+               "evals.targets.enabled": False, "evals.val.every_epochs": -1}
+REPORT_REAL = {"data.val_fraction": VAL_FRACTION, "eval.every_epochs": 0}
 
 
 def select(extra=None, *, method_a=False):
@@ -39,3 +50,13 @@ def select(extra=None, *, method_a=False):
 def report(extra=None):
   """A reported run's overrides."""
   return {**REPORT, **(extra or {})}
+
+
+def select_real(extra=None):
+  """A real-data selection run's overrides (no test split read)."""
+  return {**SELECT_REAL, **(extra or {})}
+
+
+def report_real(extra=None):
+  """A real-data reported run's overrides."""
+  return {**REPORT_REAL, **(extra or {})}

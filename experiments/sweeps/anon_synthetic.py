@@ -61,6 +61,23 @@ def third_party_name(seed: int) -> str:
   return f"{THIRD_PARTY}_s{seed}"
 
 
+def seed_rows(config: str, seed: int, desensitize, third_party: str, extra=None, *,
+              tiny: bool = False, protocol=_protocol.report) -> list[dict]:
+  """The paper's three rows (ROWS) for each of `desensitize` at `seed`, `config`'s
+  variants, the outsider in {root}/`third_party` (also used by anon_real.py)."""
+  runs = []
+  for d in desensitize:
+    over = {"seed": seed, "optim.lr": LR, "evals.outsider.workdir": "{root}/" + third_party,
+            **(extra or {})}
+    if d == "noise":
+      over.update({"anon.weights.l1_anon": NOISE_L1, "anon.weights.l1_rec": NOISE_L1})
+    for row, template in ROWS:
+      variant = template.format(d=d) + (",tiny" if tiny else "")
+      runs.append({"name": f"{row}_{d}_s{seed}", "config": f"{config}:{variant}",
+                   "overrides": protocol(over)})
+  return runs
+
+
 def get_sweep(arg=None):
   if arg not in (None, "tiny"):
     raise ValueError(f"anon_synthetic.py: unknown argument {arg!r} (expected 'tiny')")
@@ -71,14 +88,7 @@ def get_sweep(arg=None):
     runs.append({"name": tp, "config": "configs/synthetic.py" + (":tiny" if tiny else ""),
                  "overrides": _protocol.report(
                      {**({} if tiny else THIRD_PARTY_OVERRIDES), "seed": seed})})
-    for d in DESENSITIZE if seed == 0 else HEADLINE:
-      extra = {"seed": seed, "optim.lr": LR, "evals.outsider.workdir": "{root}/" + tp}
-      if d == "noise":
-        extra.update({"anon.weights.l1_anon": NOISE_L1, "anon.weights.l1_rec": NOISE_L1})
-      for row, template in ROWS:
-        variant = template.format(d=d) + (",tiny" if tiny else "")
-        runs.append({"name": f"{row}_{d}_s{seed}", "config": f"{CONFIG}:{variant}",
-                     "overrides": _protocol.report(extra)})
+    runs += seed_rows(CONFIG, seed, DESENSITIZE if seed == 0 else HEADLINE, tp, tiny=tiny)
     if seed == 0:
       # The noise trade-off curve: "w/o upgrade" at the other L1 weights of the
       # selection grid (PSNR(O,P) against the authorized and the outsiders' Rank-1).

@@ -19,7 +19,8 @@ FILES = sorted(p for p in glob.glob(os.path.join(SWEEPS, "*.py"))
 # Arguments a sweep takes besides none, checked too.
 ARGS = {"baseline_synthetic.py": ("tiny",), "anon_synthetic.py": ("tiny",),
         "dual_synthetic.py": ("tiny",), "anon_market.py": ("mosaic",),
-        "anon_synthetic_select.py": ("lr", "noise,tiny"), "real_small_select.py": ("tiny",)}
+        "anon_synthetic_select.py": ("lr", "noise,tiny"), "real_small_select.py": ("tiny",),
+        "anon_real.py": ("tiny",), "dual_real.py": ("tiny",)}
 MARKET_ROOT = {"data.root": "/data/Market-1501-v15.09.15"}   # --set, as the docs say
 SMALL_ROOT = {"data.root": "/data/small_reid"}                 # the real_small sweeps' --set
 SWEEP_ROOT = "/runs/sweep"                                     # --root
@@ -67,7 +68,7 @@ def test_run_config_and_overrides_build(run):
   spec, index, raw = run
   sweep_file = spec.partition(":")[0]
   base = os.path.basename(sweep_file)
-  extra = MARKET_ROOT if "market" in base else SMALL_ROOT if "real_small" in base else {}
+  extra = MARKET_ROOT if "market" in base else SMALL_ROOT if "real" in base else {}
   try:
     resolved = ablate.resolve(raw, index, sweep_file, extra, SWEEP_ROOT)
   except ablate.SweepError as e:
@@ -157,7 +158,8 @@ def test_market_sweeps_need_the_dataset_root_from_set():
 
 
 @pytest.mark.parametrize("sweep, extra", [("anon_synthetic.py", {}),
-                                          ("anon_market.py", MARKET_ROOT)])
+                                          ("anon_market.py", MARKET_ROOT),
+                                          ("anon_real.py", SMALL_ROOT)])
 def test_method_a_third_party_matches_the_rows_data_and_image_size(sweep, extra):
   spec = os.path.join(SWEEPS, sweep)
   runs = [(r["name"], ablate.resolve(r, i, spec, extra, SWEEP_ROOT))
@@ -172,8 +174,12 @@ def test_method_a_third_party_matches_the_rows_data_and_image_size(sweep, extra)
     assert row.evals.outsider.workdir == os.path.join(SWEEP_ROOT, tp_name)
     third = thirds[tp_name]
     assert third.seed == row.seed
-    for key in ("name", "height", "width", "root", "val_fraction"):
+    for key in ("name", "height", "width", "root", "val_fraction", "sources"):
       assert third.data[key] == row.data[key], key
+    for key in ("backbone", "width"):
+      assert third.model[key] == row.model[key], key
+    assert third.optim.epochs == row.optim.epochs
+    assert tuple(third.evals.targets.datasets) == tuple(row.evals.targets.datasets)
     if third.data.name == "synthetic":
       assert third.data.synthetic == row.data.synthetic
 
@@ -194,3 +200,17 @@ def test_real_small_selection_never_reads_the_test_splits():
                if config[k.split(".")[0]][k.split(".")[1]]
                != base[k.split(".")[0]][k.split(".")[1]]]
     assert len(changed) == 1, (r["name"], changed)
+
+
+@pytest.mark.parametrize("sweep", ["anon_real.py", "dual_real.py"])
+def test_real_method_sweeps_train_on_the_same_ids_and_read_the_tests_once(sweep):
+  spec = os.path.join(SWEEPS, sweep)
+  raw = ablate.load_sweep(spec)
+  from experiments.sweeps import _protocol
+  per_seed = len(raw) // len(_protocol.SEEDS)
+  assert all(r["name"].endswith("_s0") for r in raw[:per_seed])    # a whole table first
+  for index, r in enumerate(raw):
+    config = ablate.resolve(r, index, spec, SMALL_ROOT, SWEEP_ROOT).resolved
+    assert config.data.val_fraction == 0.2 and config.eval.every_epochs == 0
+    assert config.data.sources[0] == "cuhk01" and config.evals.reid.enabled
+    assert "synthetic" not in str(r["overrides"])
