@@ -224,6 +224,38 @@ def cell(members: Sequence[Run], setting: str, key: str) -> str:
   return fmt(key, mean, std if len(values) > 1 else None)
 
 
+NOT_DATASETS = ("val", "dp", "attack", "recon", "id_probe")   # prefixes that are not datasets
+
+
+def target_datasets(runs: Sequence[Run]) -> list[str]:
+  """The datasets of rows "DATASET/O->O" (evals.targets), in order of appearance."""
+  names: list[str] = []
+  for run in runs:
+    for setting in run.last:
+      prefix, sep, rest = setting.partition("/")
+      if sep and rest == "O->O" and prefix not in NOT_DATASETS and prefix not in names:
+        names.append(prefix)
+  return names
+
+
+def dataset_table(runs: Sequence[Run]) -> tuple[list[str], list[list[str]]] | None:
+  """Per target dataset (rows "DATASET/O->O"): Rank-1 / mAP of each run or seed group,
+  with the run's own test split ("O->O") first where it has one."""
+  names = target_datasets(runs)
+  if not names:
+    return None
+  own = any("O->O" in r.last for r in runs)
+  header = ["runs"] + (["own test split"] if own else []) + names
+  rows = []
+  for label, members in seed_groups(runs):
+    if not any(f"{n}/O->O" in m.last for m in members for n in names):
+      continue
+    settings = (["O->O"] if own else []) + [f"{n}/O->O" for n in names]
+    pairs = [(cell(members, s, "rank1"), cell(members, s, "mAP")) for s in settings]
+    rows.append([label] + [MISSING if r == MISSING else f"{r} / {m}" for r, m in pairs])
+  return header, rows
+
+
 def _quality_header(key: str) -> str:
   kind, _, what = key.partition("_")
   return f"{kind.upper()} {what}".strip()
@@ -330,6 +362,8 @@ def tables_markdown(runs: Sequence[Run]) -> str:
            "Last evaluation of every run; Rank-1, mAP and accuracies in %.", ""]
   sections = (("All runs", generic_table(runs)),
               ("Mean ± std over seeds (runs named NAME_s<seed>)", seed_table(runs)),
+              ("Per dataset: Rank-1 / mAP on each dataset's own test split",
+               dataset_table(runs)),
               ("Method A: reversible anonymization (Rank-1 per setting, image quality)",
                method_a_table(runs)),
               ("Method B: dual-stage (utility and identity leakage)", method_b_table(runs)),

@@ -263,3 +263,19 @@ def test_seed_table_averages_runs_named_by_seed(tmp_path):
   header, rows = section(report.tables_markdown(report.find_runs(str(root))), "Mean")
   assert header == ["runs", "setting", "Rank-1", "mAP", "seeds"]
   assert rows == [["bot", "O->O", "60.0 ± 10.0", "30.0 ± 10.0", "2"]]
+
+
+def test_dataset_table_has_a_column_per_target_dataset_with_seeds_pooled(tmp_path):
+  root = tmp_path / "real"
+  for seed, r1 in ((0, 0.30), (1, 0.40)):
+    write_run(root, f"bot_s{seed}", [
+        (50, "viper/O->O", {"rank1": r1, "mAP": 0.2}),
+        (50, "cuhk01/O->O", {"rank1": r1 + 0.2, "mAP": 0.5}),
+        (50, "val/O->O", {"rank1": 0.9, "mAP": 0.9}),
+        (50, "viper/P->O", {"rank1": 0.1, "mAP": 0.1})], index=seed)
+  write_run(root, "other", BASE, index=2)          # no target rows: not in the table
+  md = report.tables_markdown(report.find_runs(str(root)))
+  header, rows = section(md, "Per dataset")
+  assert header == ["runs", "own test split", "viper", "cuhk01"]
+  assert rows == [["bot (2 seeds)", "–", "35.0 ± 5.0 / 20.0", "55.0 ± 5.0 / 50.0"]]
+  assert report.dataset_table(report.find_runs(str(tmp_path / "real" / "other"))) is None
