@@ -500,7 +500,8 @@ class RecordedSide:
 
   @classmethod
   def record(cls, side: ReferenceSide, batches: Sequence[Batch], folder: str,
-             log: Callable[[str], None] = print) -> "RecordedSide":
+             log: Callable[[str], None] = print,
+             label: str = "float64 reference") -> "RecordedSide":
     import json  # pylint: disable=import-outside-toplevel
     cls._save(os.path.join(folder, "init"), side.initial_weights())
     for i, batch in enumerate(batches, 1):
@@ -511,7 +512,7 @@ class RecordedSide:
         cls._save(os.path.join(base, g), getattr(snap, g))
       with open(os.path.join(base, "terms.json"), "w") as f:
         json.dump({"terms": terms, "adam_count": snap.adam_count}, f)
-      log(f"  float64 reference: step {i} recorded")
+      log(f"  {label}: step {i} recorded")
     return cls(folder)
 
   @staticmethod
@@ -736,6 +737,10 @@ def _define(fv):
                        "per-tensor table of the gradients (Adam's first moment), each "
                        "float32 side's distance from float64, this many worst rows.",
                        flag_values=fv)
+  flags.DEFINE_boolean("grads_only", False, "Only step 1's gradients, tensor by tensor "
+                       "(--grads_top rows, default 20), with one model in memory at a time: "
+                       "the reference in float32 and float64 recorded to disk, then ours.",
+                       flag_values=fv)
   flags.DEFINE_string("align", "", "Comma-separated known deviations to neutralise "
                       "(diagnosis): bn_unbiased (any reference: judge BN variances after "
                       "converting ours to torch's unbiased update); bot: schedule, "
@@ -754,21 +759,28 @@ def parse_args(argv=None):
   return fv
 
 
+def _batches_for(args, side, seed: int) -> list[Batch]:
+  if hasattr(side, "jax_side"):     # anon: its own method, batches with targets
+    return side.make_batches(args.steps, args.batch, args.num_instances, args.height,
+                             args.width, seed=seed)
+  return make_batches(args.steps, args.batch, args.num_instances, side.num_classes,
+                      args.height, args.width, seed=seed)
+
+
+def _our_side(ref: ReferenceSide) -> JaxSide:
+  if hasattr(ref, "jax_side"):
+    return ref.jax_side()
+  return JaxSide(ref.config, num_classes=ref.num_classes,
+                 steps_per_epoch=ref.steps_per_epoch, layout=ref.layout)
+
+
 def run_seed(args, seed: int) -> tuple[list[StepReport], bool]:
   """One complete parity run (reference, optional float64 floor, ours) at `seed`:
   its reports and whether the reference asks for verdict's step-1 floor."""
   args.seed = seed
-
-  def batches_for(side):
-    if hasattr(side, "jax_side"):     # anon: its own method, batches with targets
-      return side.make_batches(args.steps, args.batch, args.num_instances, args.height,
-                               args.width, seed=seed)
-    return make_batches(args.steps, args.batch, args.num_instances, side.num_classes,
-                        args.height, args.width, seed=seed)
-
   ref = build_reference(args)
   print(f"reference: {ref.description}; seed {seed}")
-  batches = batches_for(ref)
+  batches = _batches_for(args, ref, seed)
   floor, tmp = None, None
   if args.float64_floor:       # before ours, alone, recorded to disk (RecordedSide)
     ref64 = build_reference(args, "float64")
@@ -776,11 +788,7 @@ def run_seed(args, seed: int) -> tuple[list[StepReport], bool]:
     floor = RecordedSide.record(ref64, batches, tmp.name)
     del ref64
     gc.collect()
-  if hasattr(ref, "jax_side"):
-    ours = ref.jax_side()
-  else:
-    ours = JaxSide(ref.config, num_classes=ref.num_classes,
-                   steps_per_epoch=ref.steps_per_epoch, layout=ref.layout)
+  ours = _our_side(ref)
   print(f"batches: {args.steps} x {args.batch} images "
         f"({args.batch // args.num_instances} ids x {args.num_instances}) at "
         f"{args.height}x{args.width}, {ref.num_classes} classes, "
@@ -796,6 +804,39 @@ def run_seed(args, seed: int) -> tuple[list[StepReport], bool]:
   return reports, bool(getattr(ref, "step1_floor", False))
 
 
+def run_grads(args, seed: int, top: int) -> list:
+  """Step 1's gradients only, one model in memory at a time (the reference in
+  float32, then in float64, are recorded to disk and freed before ours runs):
+  the per-tensor table of `gradient_rows` and the step-1 loss terms."""
+  args.seed = seed
+  ref = build_reference(args)
+  print(f"reference: {ref.description}; seed {seed}; step-1 gradients only")
+  batches = _batches_for(args, ref, seed)[:1]
+  ours = _our_side(ref)
+  term_map = dict(ref.term_map)
+  with tempfile.TemporaryDirectory(prefix="parity_grads_") as tmp:
+    rec32 = RecordedSide.record(ref, batches, os.path.join(tmp, "f32"),
+                                label="float32 reference")
+    del ref
+    gc.collect()
+    ref64 = build_reference(args, "float64")
+    rec64 = RecordedSide.record(ref64, batches, os.path.join(tmp, "f64"))
+    del ref64
+    gc.collect()
+    ours.init_from(rec32.initial_weights(), batches[0])
+    o_terms = ours.step(batches[0])
+    s_ours = ours.snapshot()
+    r_terms, f_terms = rec32.step(batches[0]), rec64.step(batches[0])
+    for our_name, ref_name in term_map.items():
+      if our_name in o_terms and ref_name in r_terms and ref_name in f_terms:
+        f = f_terms[ref_name]
+        print(f"  loss {ref_name:<9} ours~ref64 {scalar_rel_diff(o_terms[our_name], f):.1e}"
+              f"  ref~ref64 {scalar_rel_diff(r_terms[ref_name], f):.1e}")
+    rows = gradient_rows(s_ours.adam_m, rec32.snapshot().adam_m, rec64.snapshot().adam_m)
+  print(format_gradient_rows(rows, top))
+  return rows
+
+
 def main(argv=None) -> int:
   args = parse_args(argv)
   try:
@@ -804,6 +845,10 @@ def main(argv=None) -> int:
     print(f"error: --seeds {','.join(args.seeds)}: expected integers, e.g. 0,1,2",
           file=sys.stderr)
     return 2
+  if args.grads_only:
+    for seed in seeds:
+      run_grads(args, seed, args.grads_top or 20)
+    return 0
   bn_group = "bn_stats_unbiased" if "bn_unbiased" in args.align.split(",") else "bn_stats"
   runs, step1_floor = [], False
   for seed in seeds:

@@ -420,3 +420,17 @@ def test_gradient_rows_single_out_a_tensor_off_by_more_than_rounding():
   text = parity.format_gradient_rows(rows, top=2)
   assert "6 of 7 tensors above float noise" in text and "1 above 4x" in text
   assert text.splitlines()[2].split()[0] == "c.w3"
+
+
+def test_grads_only_records_both_references_and_compares_step_one(capsys):
+  pytest.importorskip("torch")
+  code = parity.main(["--reference=twin", "--batch=8", "--height=32", "--width=16",
+                      "--num_classes=8", "--grads_only", "--grads_top=3"])
+  out = capsys.readouterr().out
+  assert code == 0
+  assert "float32 reference: step 1 recorded" in out
+  assert "float64 reference: step 1 recorded" in out and "step 2" not in out
+  summary = next(line for line in out.splitlines() if line.startswith("step-1 gradients"))
+  gm = float(summary.split("geometric mean ")[1].split(",")[0])
+  assert 0.2 < gm < 5, summary            # the twin: ours is as near float64 as torch
+  assert "loss" in out and "ours~ref64" in out
