@@ -20,7 +20,7 @@ FILES = sorted(p for p in glob.glob(os.path.join(SWEEPS, "*.py"))
 ARGS = {"baseline_synthetic.py": ("tiny",), "anon_synthetic.py": ("tiny",),
         "dual_synthetic.py": ("tiny",), "anon_market.py": ("mosaic",),
         "anon_synthetic_select.py": ("lr", "noise,tiny"), "real_small_select.py": ("tiny",),
-        "anon_real.py": ("tiny",), "dual_real.py": ("tiny",)}
+        "anon_real.py": ("tiny",), "dual_real.py": ("tiny",), "real_small.py": ("tiny",)}
 MARKET_ROOT = {"data.root": "/data/Market-1501-v15.09.15"}   # --set, as the docs say
 SMALL_ROOT = {"data.root": "/data/small_reid"}                 # the real_small sweeps' --set
 SWEEP_ROOT = "/runs/sweep"                                     # --root
@@ -214,3 +214,18 @@ def test_real_method_sweeps_train_on_the_same_ids_and_read_the_tests_once(sweep)
     assert config.data.val_fraction == 0.2 and config.eval.every_epochs == 0
     assert config.data.sources[0] == "cuhk01" and config.evals.reid.enabled
     assert "synthetic" not in str(r["overrides"])
+
+
+def test_real_small_reports_the_row_chosen_on_validation_with_three_seeds():
+  from experiments.sweeps import _protocol, real_small_select
+  spec = os.path.join(SWEEPS, "real_small.py")
+  raw = ablate.load_sweep(spec)
+  assert [r["name"] for r in raw] == [f"{real_small_select.CHOSEN}_s{s}" for s in _protocol.SEEDS]
+  chosen = real_small_select.GRID[real_small_select.CHOSEN]
+  for index, r in enumerate(raw):
+    config = ablate.resolve(r, index, spec, SMALL_ROOT, SWEEP_ROOT).resolved
+    assert config.eval.every_epochs == 0 and config.data.val_fraction == 0.2
+    assert tuple(config.evals.targets.datasets) == tuple(config.data.sources)
+    for key, value in chosen.items():
+      section, name = key.split(".")
+      assert config[section][name] == value
