@@ -270,6 +270,7 @@ from experiments.parity_verdict import (  # pylint: disable=unused-import
     format_step,
     format_table,
     format_gradient_rows,
+    format_update_signs,
     gradient_rows,
 )
 

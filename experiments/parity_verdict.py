@@ -359,6 +359,9 @@ class GradRow:
   norm: float       # ||m64||, the float64 reference's first moment
   ours: float       # ||m_ours - m64|| / ||m64||
   ref: float        # ||m_ref - m64|| / ||m64||
+  size: int = 0     # elements
+  ours_flips: int = 0   # elements whose sign differs from float64's (Adam's step 1
+  ref_flips: int = 0    # moves each weight by -lr sign(m): these move the other way)
 
   @property
   def ratio(self) -> float:
@@ -383,8 +386,37 @@ def gradient_rows(ours_m: Mapping[str, np.ndarray], ref_m: Mapping[str, np.ndarr
   """
   keys = sorted(k for k in set(ours_m) & set(ref_m) & set(floor_m) if k.startswith(prefix))
   return [GradRow(k, float(np.linalg.norm(np.asarray(floor_m[k], np.float64))),
-                  _norm_rel(ours_m[k], floor_m[k]), _norm_rel(ref_m[k], floor_m[k]))
+                  _norm_rel(ours_m[k], floor_m[k]), _norm_rel(ref_m[k], floor_m[k]),
+                  int(np.size(floor_m[k])), sign_flips(ours_m[k], floor_m[k]),
+                  sign_flips(ref_m[k], floor_m[k]))
           for k in keys]
+
+
+def sign_flips(a, floor) -> int:
+  """Elements of `a` whose sign differs from `floor`'s (both zero counts as agreeing)."""
+  return int(np.sum(np.sign(np.asarray(a, np.float64)) != np.sign(np.asarray(floor, np.float64))))
+
+
+def network_of(key: str) -> str:
+  """The network a parameter belongs to: its first name component ("netD1", "base")."""
+  return key.split(".", 1)[0]
+
+
+def format_update_signs(rows: Sequence[GradRow]) -> str:
+  """Per network: how many elements of Adam's first step move against float64's
+  direction on each float32 side (at step 1 Adam moves every weight by about
+  -lr sign(g + wd p), so a sign that rounding flips is a whole-lr difference)."""
+  nets: dict[str, list[int]] = {}
+  for r in rows:
+    acc = nets.setdefault(network_of(r.key), [0, 0, 0])
+    acc[0] += r.size
+    acc[1] += r.ours_flips
+    acc[2] += r.ref_flips
+  lines = ["step-1 update signs: elements whose first Adam step goes against float64's",
+           f"  {'network':<10} {'elements':>10} {'ours':>7} {'ref':>7}"]
+  for net, (size, ours, ref) in nets.items():
+    lines.append(f"  {net:<10} {size:>10} {ours:>7} {ref:>7}")
+  return "\n".join(lines)
 
 
 def format_gradient_rows(rows: Sequence[GradRow], top: int = 15) -> str:
@@ -406,4 +438,5 @@ def format_gradient_rows(rows: Sequence[GradRow], top: int = 15) -> str:
   lines.append(f"  {'tensor':<44} {'|m64|':>9} {'ours~64':>9} {'ref~64':>9} {'ratio':>7}")
   for r in sorted(rows, key=lambda r: -r.ratio)[:top]:
     lines.append(f"  {r.key:<44} {r.norm:9.2e} {r.ours:9.2e} {r.ref:9.2e} {r.ratio:7.2f}")
+  lines.append(format_update_signs(rows))
   return "\n".join(lines)

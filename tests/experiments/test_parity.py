@@ -422,6 +422,25 @@ def test_gradient_rows_single_out_a_tensor_off_by_more_than_rounding():
   assert text.splitlines()[2].split()[0] == "c.w3"
 
 
+def test_update_signs_count_the_elements_rounding_turned_around():
+  rng = np.random.default_rng(1)
+  floor = {"netC.a": rng.normal(size=(4, 5)), "netC.b": rng.normal(size=7),
+           "netD1.w": rng.normal(size=(3, 3))}
+  floor["netD1.w"][0, 0] = 1e-9                       # a gradient at rounding level
+  ref = {k: v.copy() for k, v in floor.items()}
+  ours = {k: v.copy() for k, v in floor.items()}
+  ours["netD1.w"][0, 0] = -1e-9                       # turned around on our side
+  ours["netC.a"][1, 2] *= -1
+  ours["netC.b"][3] *= -1
+  ref["netC.b"][0] *= -1
+  rows = parity.gradient_rows(ours, ref, floor)
+  assert {r.key: (r.size, r.ours_flips, r.ref_flips) for r in rows} == {
+      "netC.a": (20, 1, 0), "netC.b": (7, 1, 1), "netD1.w": (9, 1, 0)}
+  table = parity.format_update_signs(rows).splitlines()
+  assert table[2].split() == ["netC", "27", "2", "1"]
+  assert table[3].split() == ["netD1", "9", "1", "0"]
+
+
 def test_grads_only_records_both_references_and_compares_step_one(capsys):
   pytest.importorskip("torch")
   code = parity.main(["--reference=twin", "--batch=8", "--height=32", "--width=16",
