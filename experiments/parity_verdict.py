@@ -362,6 +362,9 @@ class GradRow:
   size: int = 0     # elements
   ours_flips: int = 0   # elements whose sign differs from float64's (Adam's step 1
   ref_flips: int = 0    # moves each weight by -lr sign(m): these move the other way)
+  mass: float = 0.0       # sum |m64|
+  ours_flip_mass: float = 0.0   # sum |m64| over ours_flips' elements
+  ref_flip_mass: float = 0.0
 
   @property
   def ratio(self) -> float:
@@ -385,16 +388,25 @@ def gradient_rows(ours_m: Mapping[str, np.ndarray], ref_m: Mapping[str, np.ndarr
   BatchNorm) shows ~1 on both sides and ratio ~1.
   """
   keys = sorted(k for k in set(ours_m) & set(ref_m) & set(floor_m) if k.startswith(prefix))
-  return [GradRow(k, float(np.linalg.norm(np.asarray(floor_m[k], np.float64))),
-                  _norm_rel(ours_m[k], floor_m[k]), _norm_rel(ref_m[k], floor_m[k]),
-                  int(np.size(floor_m[k])), sign_flips(ours_m[k], floor_m[k]),
-                  sign_flips(ref_m[k], floor_m[k]))
-          for k in keys]
+  rows = []
+  for k in keys:
+    f = np.asarray(floor_m[k], np.float64)
+    o_flip, r_flip = _flipped(ours_m[k], f), _flipped(ref_m[k], f)
+    rows.append(GradRow(k, float(np.linalg.norm(f)), _norm_rel(ours_m[k], f),
+                        _norm_rel(ref_m[k], f), int(f.size), int(o_flip.sum()),
+                        int(r_flip.sum()), float(np.abs(f).sum()),
+                        float(np.abs(f[o_flip]).sum()), float(np.abs(f[r_flip]).sum())))
+  return rows
+
+
+def _flipped(a, floor) -> np.ndarray:
+  """Where `a`'s sign differs from `floor`'s (both zero counts as agreeing)."""
+  return np.sign(np.asarray(a, np.float64)) != np.sign(np.asarray(floor, np.float64))
 
 
 def sign_flips(a, floor) -> int:
-  """Elements of `a` whose sign differs from `floor`'s (both zero counts as agreeing)."""
-  return int(np.sum(np.sign(np.asarray(a, np.float64)) != np.sign(np.asarray(floor, np.float64))))
+  """How many elements of `a` have another sign than `floor`'s."""
+  return int(_flipped(a, floor).sum())
 
 
 def network_of(key: str) -> str:
@@ -405,17 +417,21 @@ def network_of(key: str) -> str:
 def format_update_signs(rows: Sequence[GradRow]) -> str:
   """Per network: how many elements of Adam's first step move against float64's
   direction on each float32 side (at step 1 Adam moves every weight by about
-  -lr sign(g + wd p), so a sign that rounding flips is a whole-lr difference)."""
-  nets: dict[str, list[int]] = {}
+  -lr sign(g + wd p), so a sign that rounding flips is a whole-lr difference), and
+  their share of the gradient's L1 mass (what the flips change, to first order, in
+  the next step's loss: elements whose gradient is float noise weigh nothing)."""
+  nets: dict[str, np.ndarray] = {}
   for r in rows:
-    acc = nets.setdefault(network_of(r.key), [0, 0, 0])
-    acc[0] += r.size
-    acc[1] += r.ours_flips
-    acc[2] += r.ref_flips
-  lines = ["step-1 update signs: elements whose first Adam step goes against float64's",
-           f"  {'network':<10} {'elements':>10} {'ours':>7} {'ref':>7}"]
-  for net, (size, ours, ref) in nets.items():
-    lines.append(f"  {net:<10} {size:>10} {ours:>7} {ref:>7}")
+    acc = nets.setdefault(network_of(r.key), np.zeros(6))
+    acc += (r.size, r.ours_flips, r.ref_flips, r.mass, r.ours_flip_mass, r.ref_flip_mass)
+  lines = ["step-1 update signs: elements whose first Adam step goes against float64's, "
+           "and their share of the gradient's L1 mass",
+           f"  {'network':<10} {'elements':>10} {'ours':>7} {'ref':>7} {'mass ours':>10} "
+           f"{'mass ref':>10}"]
+  for net, (size, ours, ref, mass, o_mass, r_mass) in nets.items():
+    scale = mass if mass > 0 else 1.0
+    lines.append(f"  {net:<10} {int(size):>10} {int(ours):>7} {int(ref):>7} "
+                 f"{o_mass / scale:10.1e} {r_mass / scale:10.1e}")
   return "\n".join(lines)
 
 
