@@ -368,3 +368,28 @@ def test_losses_under_data_sharding_match_single_device(axis_type):
   out = subprocess.run([sys.executable, "-c", script], env=env, cwd=root,
                        capture_output=True, text=True, timeout=120)
   assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-2000:]
+
+
+def test_self_distances_are_float64_accurate_where_the_gram_trick_is_not():
+  """The triplet losses' distance matrix: the self-distance is the clamp's 1e-6 (as in
+  float64), and a large common offset costs no accuracy (the batch is centred)."""
+  rng = np.random.default_rng(0)
+  x64 = 50.0 + rng.normal(size=(8, 256)) * 0.05          # |x| ~ 800, distances ~ 1
+  truth = np.sqrt(((x64[:, None] - x64[None]) ** 2).sum(-1))
+  x = jnp.asarray(x64, jnp.float32)
+  ours = np.asarray(losses.self_pairwise_euclidean(x), np.float64)
+  plain = np.asarray(losses.pairwise_euclidean(x, x), np.float64)
+  off = ~np.eye(8, dtype=bool)
+  x32 = np.asarray(x, np.float64)                        # the float32 inputs, exactly
+  truth32 = np.sqrt(((x32[:, None] - x32[None]) ** 2).sum(-1))
+  assert np.max(np.abs(ours - truth32)[off] / truth32[off]) < 1e-5
+  assert np.max(np.abs(plain - truth32)[off] / truth32[off]) > 1e-3   # the plain formula
+  np.testing.assert_array_equal(np.diag(ours), np.float32(1e-6))
+  assert np.max(np.diag(plain)) > 1e-3      # rounding noise under the square root
+  np.testing.assert_allclose(ours[off], truth[off], rtol=1e-3)
+  # the same function of the features: gradients agree with the plain formula's
+  # where that one is accurate (no offset)
+  y = jnp.asarray(rng.normal(size=(8, 16)), jnp.float32)
+  f = lambda fn: jax.grad(lambda v: jnp.sum(fn(v) * (1 - jnp.eye(8))))(y)
+  np.testing.assert_allclose(f(losses.self_pairwise_euclidean),
+                             f(lambda v: losses.pairwise_euclidean(v, v)), rtol=1e-4, atol=1e-5)
