@@ -411,10 +411,14 @@ class ReferenceSide:
   num_classes: int
   steps_per_epoch: int
   term_map: Mapping[str, str]  # our metric name -> reference term name
+  # Reference terms computed after an update inside the step (method A's G_gan_*
+  # against the just-updated discriminators): `--resync` cannot compare them.
+  post_update_terms: tuple[str, ...] = ()
   bn_counts: Mapping[str, int] = {}   # BN module name -> elements per channel
   description: str = ""
 
   def initial_weights(self) -> dict[str, np.ndarray]:
+    """The current weights by name (before the first step: the initial ones)."""
     raise NotImplementedError
 
   def step(self, batch: Batch) -> dict[str, float]:
@@ -742,6 +746,11 @@ def _define(fv):
                        "(--grads_top rows, default 20), with one model in memory at a time: "
                        "the reference in float32 and float64 recorded to disk, then ours.",
                        flag_values=fv)
+  flags.DEFINE_boolean("resync", False, "Before each step after the first, copy the "
+                       "reference's current float32 weights into ours and compare that "
+                       "step's loss terms only (the step function without the trajectory's "
+                       "float32 chaos; one model each in memory, no float64 run).",
+                       flag_values=fv)
   flags.DEFINE_string("align", "", "Comma-separated known deviations to neutralise "
                       "(diagnosis): bn_unbiased (any reference: judge BN variances after "
                       "converting ours to torch's unbiased update); bot: schedule, "
@@ -838,6 +847,35 @@ def run_grads(args, seed: int, top: int) -> list:
   return rows
 
 
+def run_resync(args, seed: int) -> list[dict[str, float]]:
+  """The step function alone, without the trajectory's float32 chaos: before each
+  step after the first, ours is re-initialised from the reference's current float32
+  weights (parameters, BN statistics, centers; our optimizer state starts afresh),
+  and that step's loss terms are compared (relative difference per term; terms
+  computed after an update inside the step are left out)."""
+  args.seed = seed
+  ref = build_reference(args)
+  print(f"reference: {ref.description}; seed {seed}; resync: every step from the "
+        "reference's current weights")
+  batches = _batches_for(args, ref, seed)
+  ours = _our_side(ref)
+  skip = set(getattr(ref, "post_update_terms", ()))
+  rows = []
+  for i, batch in enumerate(batches, 1):
+    ours.state = None
+    gc.collect()
+    ours.init_from(ref.initial_weights(), batch)
+    r_terms, o_terms = ref.step(batch), ours.step(batch)
+    row = {ref_name: scalar_rel_diff(o_terms[our_name], r_terms[ref_name])
+           for our_name, ref_name in ref.term_map.items()
+           if our_name in o_terms and ref_name in r_terms and ref_name not in skip}
+    rows.append(row)
+    worst = max(row, key=row.get)
+    print(f"step {i}: " + "  ".join(f"{k} {v:.1e}" for k, v in row.items())
+          + f"  | largest {worst} {row[worst]:.1e}")
+  return rows
+
+
 def main(argv=None) -> int:
   args = parse_args(argv)
   try:
@@ -850,6 +888,13 @@ def main(argv=None) -> int:
     for seed in seeds:
       run_grads(args, seed, args.grads_top or 20)
     return 0
+  if args.resync:
+    worst = max(max(row.values()) for seed in seeds for row in run_resync(args, seed))
+    ok = worst <= args.tol
+    print(f"{'PASS' if ok else 'FAIL'} (resync: every step from the reference's weights, "
+          f"every loss term within {args.tol:g}): largest {worst:.1e} over seeds "
+          f"{','.join(map(str, seeds))}")
+    return 0 if ok else 1
   bn_group = "bn_stats_unbiased" if "bn_unbiased" in args.align.split(",") else "bn_stats"
   runs, step1_floor = [], False
   for seed in seeds:

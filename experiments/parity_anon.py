@@ -797,6 +797,7 @@ class AnonReference(parity.ReferenceSide):
         "raw_id_loss": "id_O", "raw_tri_loss": "tri_O", "raw_center_loss": "center_O",
         "anon_id_loss": "id_P", "anon_tri_loss": "tri_P", "anon_center_loss": "center_P",
         "loss": "total"}
+    self.post_update_terms = ("G_gan_D1", "G_gan_D2", "total")   # against the updated D
     self.iteration = 0
     self.description = (
         f"anon ({CONFIG_FILE}, GCR both): G, G_R {netg} ({num_downs} downs, ngf {ngf}), "

@@ -458,3 +458,14 @@ def test_grads_only_records_both_references_and_compares_step_one(capsys):
   gm = float(summary.split("geometric mean ")[1].split(",")[0])
   assert 0.2 < gm < 5, summary            # the twin: ours is as near float64 as torch
   assert "loss" in out and "ours~ref64" in out
+
+
+def test_resync_compares_each_step_from_the_references_weights(capsys):
+  pytest.importorskip("torch")
+  code = parity.main(["--reference=twin", "--batch=8", "--height=32", "--width=16",
+                      "--num_classes=8", "--steps=3", "--resync"])
+  out = capsys.readouterr().out
+  steps = [line for line in out.splitlines() if line.startswith("step ")]
+  assert [line.split(":")[0] for line in steps] == ["step 1", "step 2", "step 3"]
+  assert "id " in steps[2] and "triplet " in steps[2]
+  assert code == 0 and "PASS (resync" in out.splitlines()[-1]
