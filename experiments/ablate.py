@@ -16,7 +16,7 @@ point at another's workdir (method A's third-party model: "{root}/third_party").
 
 Every run gets `ROOT/<name>/` (the trainer's workdir) with `run.json` (config,
 overrides, command, status running/done/failed/interrupted, host, attempts,
-wall time) and `ablate.log` (the run's output). A run whose status is done and
+wall time, the git commit of the code per attempt) and `ablate.log` (the run's output). A run whose status is done and
 whose latest checkpoint is at the final epoch is skipped; any other run is
 started, and the trainer resumes from the workdir's checkpoint. All configs
 and overrides are checked before anything runs: a misspelt key or a value of
@@ -368,6 +368,20 @@ def _now() -> str:
   return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
 
 
+def code_version(path: str = os.path.dirname(os.path.abspath(__file__))) -> str:
+  """The git commit of the checkout holding `path` (this tool's, so the package it
+  trains), "+dirty" when tracked files are changed; "" outside a git checkout."""
+  def git(*args: str) -> str:
+    return subprocess.run(["git", "-C", path, *args], capture_output=True, text=True,
+                          check=True, timeout=30).stdout.strip()
+  try:
+    commit = git("rev-parse", "HEAD")
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+  except (OSError, subprocess.SubprocessError):
+    return ""
+  return commit + ("+dirty" if dirty else "")
+
+
 def _tail(path: str, lines: int = 1) -> str:
   try:
     with open(path, errors="replace") as f:
@@ -390,6 +404,8 @@ def execute(run: Run, root: str, sweep_file: str, env: Mapping[str, str]) -> tup
       "attempts": int(old.get("attempts", 0)) + 1, "started": _now(), "finished": None,
       "wall_time_s": float(old.get("wall_time_s", 0.0)), "last_attempt_s": None,
       "returncode": None,
+      # one entry per attempt: a resumed run shows every commit it trained under
+      "code_versions": list(old.get("code_versions", [])) + [code_version()],
       "resolved_config": json.loads(run.resolved.to_json_best_effort()),
   }
   write_status(workdir, status)

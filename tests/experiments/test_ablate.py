@@ -60,6 +60,7 @@ def test_sweep_trains_each_run_in_its_own_workdir(swept):
     assert status["overrides"]["seed"] == seed
     assert status["resolved_config"]["seed"] == seed        # what the subprocess saw
     assert status["resolved_config"]["optim"]["epochs"] == 2
+    assert status["code_versions"] == [ablate.code_version()]   # the code that trained
     step, meta = ablate.latest_checkpoint(workdir)
     assert (step, meta["epoch"], meta["config"]["seed"]) == (2, 2, seed)
     assert [r["step"] for r in eval_rows(workdir)] == [1, 2]
@@ -248,3 +249,21 @@ def test_baseline_synthetic_sweep_resolves():
   assert all(r.resolved.optim.epochs == 2 for r in runs)
   assert all(r.resolved.data.val_fraction == 0.2 and r.resolved.eval.every_epochs == 0
              and r.resolved.data.synthetic.test_seed == 1 for r in runs)
+
+
+def test_code_version_names_the_checkout_and_says_when_it_is_changed(tmp_path):
+  if subprocess.run(["git", "--version"], capture_output=True).returncode != 0:
+    pytest.skip("git not installed")
+  assert ablate.code_version(str(tmp_path)) == ""          # not a checkout
+  repo = tmp_path / "repo"
+  repo.mkdir()
+  git = lambda *a: subprocess.run(["git", "-C", str(repo), *a], check=True,
+                                  capture_output=True, text=True).stdout.strip()
+  git("init", "-q")
+  (repo / "f.py").write_text("x = 1\n")
+  git("add", "f.py")
+  git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one")
+  head = git("rev-parse", "HEAD")
+  assert ablate.code_version(str(repo)) == head
+  (repo / "f.py").write_text("x = 2\n")
+  assert ablate.code_version(str(repo)) == head + "+dirty"
