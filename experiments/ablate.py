@@ -16,7 +16,8 @@ point at another's workdir (method A's third-party model: "{root}/third_party").
 
 Every run gets `ROOT/<name>/` (the trainer's workdir) with `run.json` (config,
 overrides, command, status running/done/failed/interrupted, host, attempts,
-wall time, the git commit of the code per attempt) and `ablate.log` (the run's output). A run whose status is done and
+wall time, the git commit of the code per attempt) and `ablate.log` (the run's
+output). A run whose status is done and
 whose latest checkpoint is at the final epoch is skipped; any other run is
 started, and the trainer resumes from the workdir's checkpoint. All configs
 and overrides are checked before anything runs: a misspelt key or a value of
