@@ -851,6 +851,9 @@ class AnonReference(parity.ReferenceSide):
   def initial_weights(self):
     return self._named()
 
+  def load_weights(self, named):
+    parity._torch_load(self.model, named, {"centers": self.criterion["center"].centers})  # pylint: disable=protected-access
+
   def _named(self) -> dict[str, np.ndarray]:
     return parity._torch_named(  # pylint: disable=protected-access
         self.model, {"centers": self.criterion["center"].centers})

@@ -263,6 +263,9 @@ class BotReference(parity.ReferenceSide):
     return parity._torch_named(  # pylint: disable=protected-access
         self.model, {"centers": self.center_criterion.centers})
 
+  def load_weights(self, named):
+    parity._torch_load(self.model, named, {"centers": self.center_criterion.centers})  # pylint: disable=protected-access
+
   def step(self, batch: parity.Batch) -> dict[str, float]:
     torch = self.torch
     if self.iteration % self.steps_per_epoch == 0:

@@ -456,3 +456,28 @@ def format_gradient_rows(rows: Sequence[GradRow], top: int = 15) -> str:
     lines.append(f"  {r.key:<44} {r.norm:9.2e} {r.ours:9.2e} {r.ref:9.2e} {r.ratio:7.2f}")
   lines.append(format_update_signs(rows))
   return "\n".join(lines)
+
+
+def resync_verdict(runs: Sequence[Sequence[Mapping[str, tuple[float, float]]]], tol: float,
+                   factor: float = FLOOR_FACTOR) -> tuple[bool, str]:
+  """Each (step, term): ours vs ref within max(tol, factor x the reference's own
+  float32 error at that state) (tol alone without a floor), as the ratio's
+  geometric mean over the seeds (a float32 error is one draw, see `verdict_seeds`)."""
+  worst = (0.0, "", 0)
+  for i in range(min(len(r) for r in runs)):
+    for name in runs[0][i]:
+      ratios = []
+      for run in runs:
+        rel, own = run[i][name]
+        allowed = tol if math.isnan(own) else max(tol, factor * own)
+        ratios.append(max(rel, 1e-30) / allowed)
+      g = math.exp(sum(math.log(x) for x in ratios) / len(ratios))
+      if g > worst[0]:
+        worst = (g, name, i + 1)
+  ok = worst[0] <= 1.0
+  rule = (f"max({tol:g}, {factor:g} x the reference's own float32 error at the same weights)"
+          if not any(math.isnan(v[1]) for run in runs for row in run for v in row.values())
+          else f"{tol:g}")
+  return ok, (f"{'PASS' if ok else 'FAIL'} (resync: every step from the reference's weights, "
+              f"every loss term within {rule}, geometric mean over {len(runs)} run(s)): "
+              f"largest ratio {worst[0]:.2f} ({worst[1]} at step {worst[2]})")

@@ -469,3 +469,18 @@ def test_resync_compares_each_step_from_the_references_weights(capsys):
   assert [line.split(":")[0] for line in steps] == ["step 1", "step 2", "step 3"]
   assert "id " in steps[2] and "triplet " in steps[2]
   assert code == 0 and "PASS (resync" in out.splitlines()[-1]
+
+
+def test_resync_verdict_allows_four_times_the_references_own_error_pooled_over_seeds():
+  nan = math.nan
+  # seed 0 and 1 of two steps: {term: (ours vs ref, the reference's own error)}
+  within = [[{"a": (1e-5, 1e-6)}, {"a": (3e-4, 1e-4)}],
+            [{"a": (2e-5, 1e-6)}, {"a": (2e-4, 1e-4)}]]
+  ok, line = parity.resync_verdict(within, tol=1e-4)
+  assert ok and line.startswith("PASS") and "4 x the reference's own" in line
+  outside = [[{"a": (1e-5, 1e-6)}, {"a": (9e-4, 1e-4)}],
+             [{"a": (2e-5, 1e-6)}, {"a": (5e-4, 1e-4)}]]     # gm of 2.25 and 1.25 > 1
+  ok, line = parity.resync_verdict(outside, tol=1e-4)
+  assert not ok and "(a at step 2)" in line
+  ok, line = parity.resync_verdict([[{"a": (2e-4, nan)}]], tol=1e-4)  # no floor: tol
+  assert not ok and "within 0.0001," in line
