@@ -766,11 +766,11 @@ def _define(fv):
                        "(--grads_top rows, default 20), with one model in memory at a time: "
                        "the reference in float32 and float64 recorded to disk, then ours.",
                        flag_values=fv)
-  flags.DEFINE_boolean("resync", False, "Before each step after the first, copy the "
-                       "reference's current float32 weights into ours and compare that "
-                       "step's loss terms only (the step function without the trajectory's "
-                       "float32 chaos; one model each in memory, no float64 run).",
-                       flag_values=fv)
+  flags.DEFINE_boolean("resync", False, "Before each step, copy the reference's current "
+                       "float32 weights into ours and compare that step's loss terms only "
+                       "(the step function without the trajectory's float32 chaos); with "
+                       "the float64 floor the reference in float64 steps from the same "
+                       "weights. One model in memory at a time.", flag_values=fv)
   flags.DEFINE_string("align", "", "Comma-separated known deviations to neutralise "
                       "(diagnosis): bn_unbiased (any reference: judge BN variances after "
                       "converting ours to torch's unbiased update); bot: schedule, "
@@ -869,7 +869,7 @@ def run_grads(args, seed: int, top: int) -> list:
 
 def run_resync(args, seed: int) -> list[dict[str, tuple[float, float]]]:
   """The step function alone, without the trajectory's float32 chaos: before each
-  step after the first, ours is re-initialised from the reference's current float32
+  step ours is re-initialised from the reference's current float32
   weights (parameters, BN statistics, centers; our optimizer state starts afresh)
   and that step's loss terms are compared; terms computed after an update inside
   the step are left out. With the float64 floor the reference in float64 steps

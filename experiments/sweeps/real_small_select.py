@@ -24,7 +24,6 @@ CONFIG = "configs/real_small.py"
 EVERY = 5
 GRID = {
     "w32": {"data.erasing_prob": 0.5},      # the config's first guess
-
     "w32_noerase": {"data.erasing_prob": 0.0},
     "w48": {"model.width": 48, "data.erasing_prob": 0.5},
     "w32_lr1p4em3": {"optim.lr": 1.4e-3, "data.erasing_prob": 0.5},
@@ -42,5 +41,6 @@ def get_sweep(arg=None):
   if arg not in (None, "tiny"):
     raise ValueError(f"real_small_select.py: unknown argument {arg!r} (expected 'tiny')")
   config = f"{CONFIG}:val,tiny" if arg == "tiny" else f"{CONFIG}:val"
-  return [{"name": name, "config": config, "overrides": _protocol.select_real({"eval.every_epochs": EVERY, **extra})}
+  return [{"name": name, "config": config,
+           "overrides": _protocol.select_real({"eval.every_epochs": EVERY, **extra})}
           for name, extra in GRID.items()]
