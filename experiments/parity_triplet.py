@@ -13,6 +13,7 @@ distance matrix carries (float64: the clamp's 1e-6). Torch is needed.
 
 from __future__ import annotations
 
+import os
 import sys
 
 import numpy as np
@@ -22,10 +23,7 @@ SETTINGS = ((1, 0.3), (8, 0.3), (8, 0.05), (80, 0.05), (80, 0.01))   # (norm, sp
 
 def main(argv=None) -> int:
   from absl import flags  # pylint: disable=import-outside-toplevel
-  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  import torch  # pylint: disable=import-outside-toplevel
   from privreid_jax import cli  # pylint: disable=import-outside-toplevel
-  from privreid_jax import losses  # pylint: disable=import-outside-toplevel
   fv = flags.FlagValues()
   flags.DEFINE_string("reference_dir", None, "Local checkout of whuzjw/privacy-reid.",
                       flag_values=fv)
@@ -34,6 +32,14 @@ def main(argv=None) -> int:
   flags.mark_flag_as_required("reference_dir", flag_values=fv)
   argv = list(sys.argv[1:] if argv is None else argv)
   cli.parse_tool_flags(fv, ["python experiments/parity_triplet.py", *argv], __doc__)
+  source = os.path.join(fv.reference_dir, "modeling", "layer", "triplet_loss.py")
+  if not os.path.isfile(source):
+    print(f"error: --reference_dir={fv.reference_dir}: no {source} (expected a checkout of "
+          "whuzjw/privacy-reid)", file=sys.stderr)
+    return 2
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  import torch  # pylint: disable=import-outside-toplevel
+  from privreid_jax import losses  # pylint: disable=import-outside-toplevel
   sys.path.insert(0, fv.reference_dir)
   from modeling.layer import triplet_loss  # pylint: disable=import-outside-toplevel,import-error
   wrt = triplet_loss.WeightedRegularizedTriplet()

@@ -484,3 +484,10 @@ def test_resync_verdict_allows_four_times_the_references_own_error_pooled_over_s
   assert not ok and "(a at step 2)" in line
   ok, line = parity.resync_verdict([[{"a": (2e-4, nan)}]], tol=1e-4)  # no floor: tol
   assert not ok and "within 0.0001," in line
+
+
+def test_parity_triplet_names_the_missing_reference_file(tmp_path, capsys):
+  from experiments import parity_triplet  # pylint: disable=import-outside-toplevel
+  assert parity_triplet.main([f"--reference_dir={tmp_path}"]) == 2
+  err = capsys.readouterr().err
+  assert "triplet_loss.py" in err and str(tmp_path) in err and len(err.splitlines()) == 1
