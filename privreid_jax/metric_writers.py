@@ -32,7 +32,12 @@ class MetricWriter:
     self.active = jax.process_index() == 0
     if self.active:
       _repair(workdir)
-    self._keys = {(r["step"], r["setting"]) for r in read_eval_rows(workdir)}
+    rows = read_eval_rows(workdir)
+    self._keys = {(r["step"], r["setting"]) for r in rows}
+    if self.active and not rows and evaluated_steps(workdir) is None:
+      # Started now, so no round has completed: a round cut short before its first
+      # `round_done` (a run's only, final evaluation) is then known to be incomplete.
+      _write_json(os.path.join(workdir, ROUNDS_FILE), [])
     self._tb = None
     if self.active and tensorboard:
       from tensorboardX import SummaryWriter
@@ -121,7 +126,8 @@ def _repair(workdir: str) -> None:
 
 
 def evaluated_steps(workdir: str) -> list[int] | None:
-  """Steps whose evaluation round completed (None: a workdir from before the record)."""
+  """Steps whose evaluation round completed (None: a workdir from before the record,
+  whose rows are taken as complete rounds)."""
   path = os.path.join(workdir, ROUNDS_FILE)
   if not os.path.exists(path):
     return None
