@@ -7,8 +7,19 @@ dataset (`privreid_jax.data.synthetic.ensure_dataset`, cached in a temporary
 folder), else a temporary folder of random 128x64 JPEGs. Prints one row per
 worker count (medians over alternated repeats) and the speed-up of each
 worker count over the in-process loader.
+
+  python experiments/bench_input.py --stages=512     # + one core's cost per stage
+
+`--stages=N` also times each stage of one image on one thread, over N training
+images: reading the file, JPEG decoding, the resize to the network's size, the
+flip and pad-crop (what a worker does), then normalisation and erasing (in the
+main process with `--finish=host`; the trainer does them on the devices); and the same image stored at training size
+(a pre-resized source: a JPEG at quality 95, or raw uint8 pixels) so the decode
+and resize columns show what such a source would save. 1000 / (the worker's ms)
+is one core's img/s.
 """
 
+import io
 import os
 import re
 import sys
@@ -24,7 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from privreid_jax import config_base  # noqa: E402
-from privreid_jax.data import pipeline  # noqa: E402
+from privreid_jax.data import pipeline, transforms  # noqa: E402
 from privreid_jax.data.records import Record, relabel  # noqa: E402
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
@@ -40,6 +51,11 @@ _HEIGHT = flags.DEFINE_integer("height", 256, "Network input height.")
 _WIDTH = flags.DEFINE_integer("width", 128, "Network input width.")
 _ROOT = flags.DEFINE_string("root", "", "Folder of Market-named JPEGs (the "
                             "train split if it has bounding_box_train/).")
+_FINISH = flags.DEFINE_enum("finish", "device", ["device", "host"],
+                            "Where normalise + erase run: 'device' (what the trainer "
+                            "does: the loader yields uint8) or 'host' (the main process).")
+_STAGES = flags.DEFINE_integer("stages", 0, "Also time each stage on one thread over "
+                               "this many images (0: no).")
 _NUM_IDS = flags.DEFINE_integer("num_ids", 100, "Identities to generate when "
                                 "no --root is given.")
 
@@ -91,7 +107,7 @@ def _run(records, cfg, workers: int) -> dict[str, float]:
   cfg.num_workers = workers
   start = time.perf_counter()
   with pipeline.train_loader(records, [r.pid for r in records], cfg,
-                             seed=0) as loader:
+                             seed=0, finish=_FINISH.value) as loader:
     next(loader)
     first = time.perf_counter() - start
     for _ in range(_WARMUP.value):
@@ -105,6 +121,70 @@ def _run(records, cfg, workers: int) -> dict[str, float]:
           "ms": 1000 * elapsed / _NUM_BATCHES.value}
 
 
+def _per_image_ms(fn, items) -> tuple[float, list]:
+  t0 = time.perf_counter()
+  out = [fn(x) for x in items]
+  return 1000 * (time.perf_counter() - t0) / len(items), out
+
+
+def stage_costs(records, cfg, count: int) -> dict[str, float]:
+  """ms per image of each pipeline stage, on this thread (the best of 3 passes)."""
+  paths = [r.path for r in records[:count]]
+  tcfg = transforms.TransformConfig.from_config(cfg)
+  rng = np.random.default_rng(0)
+  geoms = [transforms.sample_geometry(rng, tcfg) for _ in paths]
+  best: dict[str, float] = {}
+  def keep(name, ms):
+    best[name] = min(best.get(name, float("inf")), ms)
+  for _ in range(3):
+    ms, data = _per_image_ms(lambda p: open(p, "rb").read(), paths)
+    keep("read file", ms)
+    ms, images = _per_image_ms(lambda b: transforms.decode_image(b), data)
+    keep("decode JPEG", ms)
+    ms, resized = _per_image_ms(lambda x: transforms.resize(x, cfg.height, cfg.width),
+                                images)
+    keep("resize", ms)
+    ms, cropped = _per_image_ms(
+        lambda xg: transforms.flip_and_crop(xg[0], xg[1], cfg.pad),
+        list(zip(resized, geoms)))
+    keep("flip + pad-crop", ms)
+    batch = np.stack(cropped)
+    t0 = time.perf_counter()
+    x = transforms.normalise(batch, tcfg)
+    for j, g in enumerate(geoms):
+      transforms.erase(x[j], g)
+    keep("normalise + erase (finish='host')", 1000 * (time.perf_counter() - t0) / len(paths))
+    def jpeg(x):
+      buf = io.BytesIO()
+      Image.fromarray(x).save(buf, format="JPEG", quality=95)
+      return buf.getvalue()
+    big = [jpeg(x) for x in resized]
+    ms, _ = _per_image_ms(lambda b: transforms.decode_image(b), big)
+    keep("pre-resized: decode JPEG at training size", ms)
+    raw = [x.tobytes() for x in resized]
+    shape = (cfg.height, cfg.width, 3)
+    ms, _ = _per_image_ms(lambda b: np.frombuffer(b, np.uint8).reshape(shape).copy(), raw)
+    keep("pre-resized: raw uint8 pixels", ms)
+  return best
+
+
+def print_stage_costs(best: dict[str, float]) -> None:
+  worker = sum(best[k] for k in ("read file", "decode JPEG", "resize", "flip + pad-crop"))
+  print(f"{'stage (one thread)':<44} {'ms/img':>7}")
+  for name, ms in best.items():
+    print(f"{name:<44} {ms:>7.3f}")
+  for label, ms in (
+      ("worker, as today (read+decode+resize+crop)", worker),
+      ("worker, pre-resized JPEG", best["read file"]
+       + best["pre-resized: decode JPEG at training size"] + best["flip + pad-crop"]),
+      ("worker, pre-resized raw", best["read file"] + best["pre-resized: raw uint8 pixels"]
+       + best["flip + pad-crop"])):
+    print(f"{label:<44} {ms:>7.3f} ms -> {1000 / ms:,.0f} img/s per core")
+  main_ms = best["normalise + erase (finish='host')"]
+  print(f"{'main process with finish=host':<44} {main_ms:>7.3f} ms -> "
+        f"{1000 / main_ms:,.0f} img/s at most, whatever the workers")
+
+
 def main(argv):
   del argv
   folder, origin = _image_folder()
@@ -115,7 +195,9 @@ def main(argv):
   print(f"{len(records)} training images of "
         f"{len({r.pid for r in records})} ids from {folder} ({origin}); "
         f"output {cfg.height}x{cfg.width}, batch {cfg.batch_size}, "
-        f"{os.cpu_count()} CPUs")
+        f"{os.cpu_count()} CPUs, finish={_FINISH.value}")
+  if _STAGES.value:
+    print_stage_costs(stage_costs(records, cfg, _STAGES.value))
   workers = [int(v) for v in _WORKERS.value]
   runs = {w: [] for w in workers}
   for _ in range(_REPEATS.value):

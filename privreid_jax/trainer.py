@@ -25,7 +25,7 @@ from clu import parameter_overview
 
 from privreid_jax import (checkpoint, config_checks, errors, interrupts, metric_writers,
                           sharding, train_state, workdir_lock)
-from privreid_jax.data import image_check, pipeline, splits as data_splits
+from privreid_jax.data import device_finish, image_check, pipeline, splits as data_splits, transforms
 from privreid_jax.data.records import DatasetError
 from privreid_jax.evaluation import base as eval_base
 from privreid_jax.evaluation.reid import ReidEvaluator
@@ -277,7 +277,7 @@ def _run(config, workdir: str, options: dict,
     loader = pipeline.train_loader(
         splits.train.source, splits.train.pids, config.data, seed=config.seed,
         process_index=jax.process_index(), process_count=jax.process_count(),
-        targets=targets)
+        targets=targets, finish="device")
     cleanup.callback(loader.close)
     steps_per_epoch = config.optim.steps_per_epoch or loader.steps_per_epoch
     if steps_per_epoch < 1:
@@ -322,7 +322,14 @@ def _run(config, workdir: str, options: dict,
                                 cache=True)
     ctx = RunContext(config, workdir, splits, evaluator, writer, mesh)
     evaluators = _evaluators(method, ctx)
-    step_fn = jax.jit(method.train_step,
+    # The batch arrives as the workers built it (uint8 + erasing rectangles): the
+    # step normalises and erases it on the devices (device_finish.py).
+    finish = device_finish.finisher(transforms.TransformConfig.from_config(config.data))
+
+    def train_step(s, batch):
+      return method.train_step(s, finish(batch))
+
+    step_fn = jax.jit(train_step,
                       in_shardings=(repl, sharding.data_sharded(mesh)),
                       out_shardings=(repl, repl), donate_argnums=0)
     finite_fn = jax.jit(lambda s: train_state.all_finite((s.params, s.batch_stats)))

@@ -18,7 +18,10 @@ Training (`train_loader`) is an infinite stream of global batches numbered
 Each grain element is one (local) batch, so grain's worker processes
 (`mp_prefetch`, data.num_workers > 0) each build whole batches, in order. The
 workers decode, resize, flip and crop into uint8 (a quarter of the bytes to move
-between processes); the main process normalises and erases.
+between processes); then the main process normalises and erases
+(`finish="host"`), or the batch stays uint8 with its erasing rectangles for the
+devices to finish inside the training step (`finish="device"`,
+`device_finish.py`; what the trainer uses).
 """
 
 from __future__ import annotations
@@ -310,10 +313,11 @@ class TrainLoader(grain.DatasetIterator):
   `DatasetIterator`, it also works with grain's orbax checkpoint handler.
   """
 
-  def __init__(self, fn: _TrainBatchFn, num_workers: int):
+  def __init__(self, fn: _TrainBatchFn, num_workers: int, finish: str = "host"):
     super().__init__()
     self._fn = fn
     self._num_workers = num_workers
+    self._finish_on_host = finish == "host"
     self._next_batch = 0
     self._it = None
 
@@ -342,7 +346,11 @@ class TrainLoader(grain.DatasetIterator):
     self._assert_not_closed()
     if self._it is None:
       self._it = self._build()
-    batch = _finish(next(self._it), self._fn.cfg)
+    raw = next(self._it)
+    if self._finish_on_host:
+      batch = _finish(raw, self._fn.cfg)
+    else:   # copied out of the workers' shared memory, still uint8
+      batch = {k: np.array(v) for k, v in raw.items()}
     self._next_batch += 1
     return batch
 
@@ -385,7 +393,7 @@ class TrainLoader(grain.DatasetIterator):
 def train_loader(source: Sequence[Any], pids: Sequence[int], data_cfg: Any, *,
                  seed: int, process_index: int = 0, process_count: int = 1,
                  targets: Callable[[np.ndarray], np.ndarray] | Sequence[Any]
-                 | None = None) -> TrainLoader:
+                 | None = None, finish: str = "host") -> TrainLoader:
   """The P x K training stream of this process.
 
   Args:
@@ -399,11 +407,16 @@ def train_loader(source: Sequence[Any], pids: Sequence[int], data_cfg: Any, *,
       HxWx3 in [0,1]) applied after the resize and before augmentation, or a
       second source aligned by index with `source`. The target gets the
       image's geometry and normalisation; batches then carry `target`.
+    finish: "host" normalises and erases here; "device" leaves `image` (and
+      `target`) as built, uint8 (float32 [0, 1] for a computed target), with
+      `erase` int32 [L, 4], for `device_finish.finish` on the devices.
 
   Returns:
     A `TrainLoader` yielding dicts: `image` float32 [L,H,W,3], `pid`, `camid`,
     `index` (source index) int32 [L], and `target` in paired mode.
   """
+  if finish not in ("host", "device"):
+    raise ValueError(f"finish={finish!r}: expected 'host' or 'device'")
   cfg = transforms.TransformConfig.from_config(data_cfg)
   _check_process(process_index, process_count)
   batch_size, k = int(data_cfg.batch_size), int(data_cfg.num_instances)
@@ -431,7 +444,7 @@ def train_loader(source: Sequence[Any], pids: Sequence[int], data_cfg: Any, *,
   sampler = PKSampler(pids, batch_size, k, int(seed))
   fn = _TrainBatchFn(source, sampler, pids, cfg, int(seed),
                      process_index * rows, rows, target_fn, target_source)
-  return TrainLoader(fn, workers)
+  return TrainLoader(fn, workers, finish)
 
 
 class _EvalBatchFn:

@@ -304,6 +304,38 @@ def test_paired_stored_targets_come_from_the_aligned_source():
     pipeline.train_loader(src, _pids(src), cfg, seed=0, targets=stored[:3])
 
 
+@pytest.mark.parametrize("targets", [None, "invert", "stored"])
+def test_device_finish_equals_the_host_finish(targets):
+  """finish="device" yields the workers' uint8 batch and rectangles; finishing it
+  with JAX gives the host's normalised, erased batch bit for bit."""
+  import jax
+  from privreid_jax.data import device_finish
+  src = _source(COUNTS)
+  paired = {None: None, "invert": invert,
+            "stored": [{"image": item["image"][::-1].copy()} for item in src]}[targets]
+  cfg = _data_cfg(erasing_prob=0.7, mean=(0.3, 0.5, 0.7), std=(0.2, 0.25, 0.3))
+  host = _take(pipeline.train_loader(src, _pids(src), cfg, seed=3, targets=paired), 3)
+  raw = _take(pipeline.train_loader(src, _pids(src), cfg, seed=3, targets=paired,
+                                    finish="device"), 3)
+  finish = jax.jit(device_finish.finisher(transforms.TransformConfig.from_config(cfg)))
+  erased = 0
+  for h, r in zip(host, raw):
+    assert r["image"].dtype == np.uint8 and r["erase"].shape == (8, 4)
+    erased += int((r["erase"][:, 0] >= 0).sum())
+    if targets == "invert":
+      assert r["target"].dtype == np.float32
+    out = jax.device_get(finish(r))
+    assert sorted(out) == sorted(h)
+    for key in h:
+      np.testing.assert_array_equal(out[key], h[key], err_msg=key)
+  assert 0 < erased < 24                  # some rectangles, some not
+  # A host-finished batch passes through unchanged.
+  again = jax.device_get(finish(host[0]))
+  np.testing.assert_array_equal(again["image"], host[0]["image"])
+  with pytest.raises(ValueError, match="finish='gpu'"):
+    pipeline.train_loader(src, _pids(src), cfg, seed=3, finish="gpu")
+
+
 def test_state_restore_in_process():
   src = _source(COUNTS)
   cfg = _data_cfg()
