@@ -37,6 +37,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from privreid_jax import config_base  # noqa: E402
 from privreid_jax.data import pipeline, transforms  # noqa: E402
 from privreid_jax.data.records import Record, relabel  # noqa: E402
+from privreid_jax.methods.anonymization import targets  # noqa: E402
+from configs import anon_market as anon_config  # noqa: E402
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 _WORKERS = flags.DEFINE_list("workers", ["0", "2"], "Worker counts to compare.")
@@ -161,6 +163,13 @@ def stage_costs(records, cfg, count: int) -> dict[str, float]:
     big = [jpeg(x) for x in resized]
     ms, _ = _per_image_ms(lambda b: transforms.decode_image(b), big)
     keep("pre-resized: decode JPEG at training size", ms)
+    for op in ("mosaic", "blur", "noise"):   # method A's workers also make M
+      target = targets.handcrafted(anon_config.get_config(op))
+      args = (lambda x: (transforms.to_unit(x), rng)) if target.per_read else (
+          lambda x: (transforms.to_unit(x),))
+      ms, _ = _per_image_ms(lambda x: transforms.flip_and_crop(
+          np.asarray(target(*args(x)), np.float32), geoms[0], cfg.pad), resized)
+      keep(f"method A's target M ({op}) + its crop", ms)
     raw = [x.tobytes() for x in resized]
     shape = (cfg.height, cfg.width, 3)
     ms, _ = _per_image_ms(lambda b: np.frombuffer(b, np.uint8).reshape(shape).copy(), raw)
@@ -180,6 +189,10 @@ def print_stage_costs(best: dict[str, float]) -> None:
       ("worker, pre-resized raw", best["read file"] + best["pre-resized: raw uint8 pixels"]
        + best["flip + pad-crop"])):
     print(f"{label:<44} {ms:>7.3f} ms -> {1000 / ms:,.0f} img/s per core")
+  for op in ("mosaic", "blur", "noise"):
+    ms = worker + best[f"method A's target M ({op}) + its crop"]
+    print(f"{'worker, method A with ' + op + ' targets':<44} {ms:>7.3f} ms -> "
+          f"{1000 / ms:,.0f} img/s per core")
   main_ms = best["normalise + erase (finish='host')"]
   print(f"{'main process with finish=host':<44} {main_ms:>7.3f} ms -> "
         f"{1000 / main_ms:,.0f} img/s at most, whatever the workers")
