@@ -35,7 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from privreid_jax import config_base  # noqa: E402
-from privreid_jax.data import pipeline, transforms  # noqa: E402
+from privreid_jax.data import pipeline, preresized, transforms  # noqa: E402
 from privreid_jax.data.records import Record, relabel  # noqa: E402
 from privreid_jax.methods.anonymization import targets  # noqa: E402
 from configs import anon_market as anon_config  # noqa: E402
@@ -53,9 +53,13 @@ _HEIGHT = flags.DEFINE_integer("height", 256, "Network input height.")
 _WIDTH = flags.DEFINE_integer("width", 128, "Network input width.")
 _ROOT = flags.DEFINE_string("root", "", "Folder of Market-named JPEGs (the "
                             "train split if it has bounding_box_train/).")
-_FINISH = flags.DEFINE_enum("finish", "device", ["device", "host"],
-                            "Where normalise + erase run: 'device' (what the trainer "
-                            "does: the loader yields uint8) or 'host' (the main process).")
+_FINISH = flags.DEFINE_list("finish", ["device"],
+                            "Where normalise + erase run, one or both, alternated: 'device' "
+                            "(what the trainer does: the loader yields uint8) or 'host' "
+                            "(the main process).")
+_PRERESIZED = flags.DEFINE_boolean(
+    "preresized", False, "Also time the loader on the same images stored at the "
+    "output size (data.preresize: raw uint8 in ArrayRecord, written to a temporary folder).")
 _STAGES = flags.DEFINE_integer("stages", 0, "Also time each stage on one thread over "
                                "this many images (0: no).")
 _NUM_IDS = flags.DEFINE_integer("num_ids", 100, "Identities to generate when "
@@ -105,11 +109,10 @@ def _records(folder: str) -> tuple[Record, ...]:
   return relabel(recs)
 
 
-def _run(records, cfg, workers: int) -> dict[str, float]:
+def _run(source, pids, cfg, workers: int, finish: str) -> dict[str, float]:
   cfg.num_workers = workers
   start = time.perf_counter()
-  with pipeline.train_loader(records, [r.pid for r in records], cfg,
-                             seed=0, finish=_FINISH.value) as loader:
+  with pipeline.train_loader(source, pids, cfg, seed=0, finish=finish) as loader:
     next(loader)
     first = time.perf_counter() - start
     for _ in range(_WARMUP.value):
@@ -208,27 +211,35 @@ def main(argv):
   print(f"{len(records)} training images of "
         f"{len({r.pid for r in records})} ids from {folder} ({origin}); "
         f"output {cfg.height}x{cfg.width}, batch {cfg.batch_size}, "
-        f"{os.cpu_count()} CPUs, finish={_FINISH.value}")
+        f"{os.cpu_count()} CPUs")
   if _STAGES.value:
     print_stage_costs(stage_costs(records, cfg, _STAGES.value))
   workers = [int(v) for v in _WORKERS.value]
-  runs = {w: [] for w in workers}
+  sources = {"": records}
+  if _PRERESIZED.value:
+    folder = os.path.join(tempfile.gettempdir(), "privreid_bench_input",
+                          f"preresized_{cfg.height}x{cfg.width}_{len(records)}")
+    sources[" pre"] = preresized.open_or_write(folder, records, cfg.height, cfg.width)
+  tags = [f"{tag} {finish}" for tag in sources for finish in _FINISH.value]
+  runs = {(w, tag): [] for tag in tags for w in workers}
   for _ in range(_REPEATS.value):
-    for w in workers:
-      runs[w].append(_run(records, cfg, w))
-  results = {w: {k: float(np.median([r[k] for r in rs])) for k in rs[0]}
-             for w, rs in runs.items()}
+    for (w, tag) in runs:
+      source, finish = sources[tag.rsplit(" ", 1)[0]], tag.rsplit(" ", 1)[1]
+      runs[(w, tag)].append(_run(source, [r.pid for r in records], cfg, w, finish))
+  results = {key: {k: float(np.median([r[k] for r in rs])) for k in rs[0]}
+             for key, rs in runs.items()}
   print(f"{'workers':>7} {'first batch s':>13} {'ms/batch':>9} {'img/s':>8} "
-        f"{'img/s per run':>20}")
-  for w, r in results.items():
-    each = " ".join(f"{x['img_s']:.0f}" for x in runs[w])
+        f"{'img/s per run':>20}   source, finish (pre = pre-resized)")
+  for (w, tag), r in results.items():
+    each = " ".join(f"{x['img_s']:.0f}" for x in runs[(w, tag)])
     print(f"{w:>7} {r['first']:>13.2f} {r['ms']:>9.1f} {r['img_s']:>8.1f} "
-          f"{each:>20}")
-  if 0 in results:
-    for w, r in results.items():
-      if w:
-        print(f"{w} workers vs in-process: "
-              f"x{r['img_s'] / results[0]['img_s']:.2f}")
+          f"{each:>20}  {tag.strip()}")
+  for tag in tags:
+    if (0, tag) in results:
+      for (w, t), r in results.items():
+        if w and t == tag:
+          print(f"{w} workers vs in-process ({tag.strip()}): "
+                f"x{r['img_s'] / results[(0, tag)]['img_s']:.2f}")
 
 
 if __name__ == "__main__":

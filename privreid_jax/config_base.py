@@ -43,6 +43,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.batch_size = 64      # global P x K batch, split over all devices
   c.data.num_instances = 4    # K images per identity
   c.data.num_workers = 2      # grain worker processes (0 = in-process)
+  c.data.preresize = False    # train from WORKDIR/preresized_train (raw pixels at HxW)
   c.data.eval_batch_size = 128
   c.data.mean = (0.485, 0.456, 0.406)
   c.data.std = (0.229, 0.224, 0.225)

@@ -25,7 +25,8 @@ from clu import parameter_overview
 
 from privreid_jax import (checkpoint, config_checks, errors, interrupts, metric_writers,
                           sharding, train_state, workdir_lock)
-from privreid_jax.data import device_finish, image_check, pipeline, splits as data_splits, transforms
+from privreid_jax.data import (device_finish, image_check, pipeline, preresized,
+                               splits as data_splits, transforms)
 from privreid_jax.data.records import DatasetError
 from privreid_jax.evaluation import base as eval_base
 from privreid_jax.evaluation.reid import ReidEvaluator
@@ -124,7 +125,7 @@ def _rows_at(workdir: str, step: int) -> dict[str, dict[str, float]]:
 # trained weights or the value of an evaluation row.
 RESUMABLE_KEYS = ("log.*", "eval.every_epochs", "evals.*.every_epochs",
                   "evals.*.enabled", "checkpoint.every_epochs", "checkpoint.keep",
-                  "data.num_workers")
+                  "data.num_workers", "data.preresize")
 
 
 def _flatten(tree, prefix: str = "") -> dict[str, object]:
@@ -274,8 +275,10 @@ def _run(config, workdir: str, options: dict,
 
     method_cls = methods_base.load(config.method)
     targets = method_cls.train_targets(config, options)
+    train_source = preresized.train_source(workdir, splits.train.source, config.data,
+                                           jax.process_count())
     loader = pipeline.train_loader(
-        splits.train.source, splits.train.pids, config.data, seed=config.seed,
+        train_source, splits.train.pids, config.data, seed=config.seed,
         process_index=jax.process_index(), process_count=jax.process_count(),
         targets=targets, finish="device")
     cleanup.callback(loader.close)

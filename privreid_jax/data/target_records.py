@@ -7,7 +7,8 @@ with the training source, and applies the image's own flip, crop and erasing
 to it at load time, as it does for the handcrafted targets.
 
 A folder holds `targets.array_record` (record i = PNG bytes of the target of
-training item i, lossless at the training resolution) and `meta.json`
+training item i, lossless at the training resolution; or its raw uint8 pixels,
+`encoding="raw"`, as `preresized.py` stores training images) and `meta.json`
 (written last, so a folder without it is incomplete): the number of images,
 their size and free-form provenance (which stage's teacher produced them).
 """
@@ -40,11 +41,15 @@ def is_complete(directory: str) -> bool:
   return os.path.isfile(os.path.join(directory, META))
 
 
-def write(directory: str, images: Iterable[np.ndarray], meta: Mapping[str, Any]) -> dict:
+def write(directory: str, images: Iterable[np.ndarray], meta: Mapping[str, Any],
+          encoding: str = "png") -> dict:
   """Writes `images` (uint8 HxWx3, in training-source order) as a target set.
 
-  Returns the meta written: `meta` plus `num_images`, `height`, `width`.
+  encoding: "png" (lossless, small) or "raw" (the pixels; no decoding to read).
+  Returns the meta written: `meta` plus `num_images`, `height`, `width`, `encoding`.
   """
+  if encoding not in ("png", "raw"):
+    raise ValueError(f"target_records.write: encoding={encoding!r}; expected 'png' or 'raw'")
   from array_record.python.array_record_module import ArrayRecordWriter
   os.makedirs(directory, exist_ok=True)
   if is_complete(directory):
@@ -62,11 +67,12 @@ def write(directory: str, images: Iterable[np.ndarray], meta: Mapping[str, Any])
       elif image.shape != shape:
         raise ValueError(f"target_records.write: image {count} is {image.shape}, "
                          f"the first was {shape}")
-      writer.write(encode_png(image))
+      writer.write(encode_png(image) if encoding == "png"
+                   else np.ascontiguousarray(image).tobytes())
       count += 1
   finally:
     writer.close()
-  out = {**dict(meta), "num_images": count,
+  out = {**dict(meta), "num_images": count, "encoding": encoding,
          "height": int(shape[0]) if shape else 0, "width": int(shape[1]) if shape else 0}
   tmp = os.path.join(directory, META + ".tmp")
   with open(tmp, "w") as f:
@@ -83,7 +89,8 @@ def read_meta(directory: str) -> dict:
 
 
 class TargetSource:
-  """Random access to a target set: item i = {"image": PNG bytes} (picklable)."""
+  """Random access to a target set: item i = {"image": PNG bytes, or a uint8
+  HxWx3 array for raw records} (picklable)."""
 
   def __init__(self, directory: str):
     from grain.sources import ArrayRecordDataSource
@@ -97,8 +104,12 @@ class TargetSource:
   def __len__(self) -> int:
     return len(self._source)
 
-  def __getitem__(self, index: int) -> dict[str, bytes]:
-    return {"image": self._source[int(index)]}
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    record = self._source[int(index)]
+    if self.meta.get("encoding", "png") == "raw":
+      shape = (self.meta["height"], self.meta["width"], 3)
+      return {"image": np.frombuffer(record, np.uint8).reshape(shape)}
+    return {"image": record}
 
   def __repr__(self) -> str:
     return f"TargetSource({self.directory}, {len(self)} images)"

@@ -99,6 +99,8 @@ def decode_image(data: Any, name: str = "image") -> np.ndarray:
       if data.dtype != np.uint8 or data.ndim not in (2, 3):
         raise ValueError(f"expected a uint8 HxW or HxWxC array, got "
                          f"{data.dtype} {data.shape}")
+      if data.ndim == 3 and data.shape[-1] == 3:
+        return data                # already RGB pixels (e.g. a pre-resized source)
       img = Image.fromarray(data[..., 0] if data.ndim == 3 and
                             data.shape[-1] == 1 else data)
     else:

@@ -17,11 +17,19 @@ def _images(n=5, h=8, w=4):
 def test_round_trip_is_lossless_and_picklable(tmp_path):
   images = _images()
   meta = target_records.write(str(tmp_path), iter(images), {"stage": 1})
-  assert meta == {"stage": 1, "num_images": 5, "height": 8, "width": 4}
+  assert meta == {"stage": 1, "num_images": 5, "height": 8, "width": 4, "encoding": "png"}
   source = pickle.loads(pickle.dumps(target_records.open_targets(str(tmp_path), 8, 4)))
   assert len(source) == 5 and source.meta["stage"] == 1
   for i in (0, 4, 2):
+    assert isinstance(source[i]["image"], bytes)
     np.testing.assert_array_equal(transforms.decode_image(source[i]["image"]), images[i])
+  # Raw pixels: arrays back, no decoding; a meta without "encoding" (older sets) is PNG.
+  target_records.write(str(tmp_path / "raw"), iter(images), {}, encoding="raw")
+  raw = pickle.loads(pickle.dumps(target_records.open_targets(str(tmp_path / "raw"), 8, 4)))
+  for i in (0, 4, 2):
+    np.testing.assert_array_equal(raw[i]["image"], images[i])
+  with pytest.raises(ValueError, match="encoding='jpeg'"):
+    target_records.write(str(tmp_path / "j"), iter(images), {}, encoding="jpeg")
 
 
 def test_incomplete_or_mismatched_sets_are_errors(tmp_path):

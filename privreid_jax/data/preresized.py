@@ -1,0 +1,92 @@
+"""The training images stored once at the network's input size (`data.preresize`).
+
+Per training image a worker reads a JPEG, decodes it and resizes it to
+data.height x data.width before the flip and crop; the resize and the decode
+are most of its time (`experiments/bench_input.py --stages`). With
+`data.preresize=True` the trainer first writes every training image, decoded
+and resized exactly as the pipeline does it, as raw uint8 pixels into
+WORKDIR/preresized_train/ (an ArrayRecord file, `target_records` with
+`encoding="raw"`; 98 KB per image at 256x128) and trains from there: no decoding,
+no resizing, the same batches bit for bit. A folder cut short by a crash has no
+meta.json and is written again; a complete one is reused on resume.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from privreid_jax.data import target_records, transforms
+from privreid_jax.data.records import DatasetError, Record
+
+DIRNAME = "preresized_train"
+
+
+def _labels(item: Any) -> tuple[int, int]:
+  if isinstance(item, Record):
+    return item.pid, item.camid
+  if isinstance(item, Mapping):
+    return int(item["pid"]), int(item["camid"])
+  raise DatasetError(f"preresized: source item is a {type(item).__name__}; expected "
+                     "a Record or a dict with 'image', 'pid', 'camid'")
+
+
+class PreresizedSource:
+  """Item i = {"image": uint8 HxWx3 (pre-resized), "pid", "camid"} of the source
+  it was written from (picklable, so grain's workers can read it)."""
+
+  def __init__(self, directory: str, pids: Sequence[int], camids: Sequence[int]):
+    self.images = target_records.TargetSource(directory)
+    self.pids, self.camids = np.asarray(pids), np.asarray(camids)
+    if len(self.images) != len(self.pids):
+      raise DatasetError(f"{directory}: {len(self.images)} images for "
+                         f"{len(self.pids)} training items")
+
+  def __len__(self) -> int:
+    return len(self.pids)
+
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    index = int(index)
+    return {"image": self.images[index]["image"], "pid": int(self.pids[index]),
+            "camid": int(self.camids[index])}
+
+  def __repr__(self) -> str:
+    return f"PreresizedSource({self.images.directory}, {len(self)} images)"
+
+
+def open_or_write(directory: str, source: Sequence[Any], height: int,
+                  width: int) -> PreresizedSource:
+  """The pre-resized copy of `source` in `directory`, written first if missing."""
+  labels = [_labels(source[i]) for i in range(len(source))]
+  pids, camids = [p for p, _ in labels], [c for _, c in labels]
+  if target_records.is_complete(directory):
+    meta = target_records.read_meta(directory)
+    if (meta.get("encoding") == "raw" and meta["num_images"] == len(source)
+        and (meta["height"], meta["width"]) == (height, width)):
+      return PreresizedSource(directory, pids, camids)
+
+  def images():
+    for i in range(len(source)):
+      item = source[i]
+      data = item.path if isinstance(item, Record) else item["image"]
+      name = item.path if isinstance(item, Record) else f"source item {i}"
+      yield transforms.resize(transforms.decode_image(data, name=name), height, width)
+
+  target_records.write(directory, images(), {"kind": "pre-resized training images"},
+                       encoding="raw")
+  return PreresizedSource(directory, pids, camids)
+
+
+def train_source(workdir: str, source: Sequence[Any], data_cfg: Any,
+                 process_count: int = 1) -> Sequence[Any]:
+  """`source`, or its pre-resized copy under `workdir` when data.preresize is on."""
+  if not data_cfg.preresize:
+    return source
+  if process_count > 1:
+    raise DatasetError("data.preresize=True needs a single process (each host would "
+                       "write WORKDIR/preresized_train); turn it off for multi-host runs")
+  return open_or_write(os.path.join(workdir, DIRNAME), source, int(data_cfg.height),
+                       int(data_cfg.width))
