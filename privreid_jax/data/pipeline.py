@@ -113,7 +113,7 @@ def _prefetch(ds: grain.IterDataset, num_workers: int) -> grain.IterDataset:
       worker_init_fn=functools.partial(_exit_with_parent, os.getpid()))
 
 
-def _read_item(source: Sequence[Any], index: int,
+def read_item(source: Sequence[Any], index: int,
                image_only: bool = False) -> tuple[np.ndarray, int, int]:
   """Source item -> (uint8 HxWx3 image, pid, camid)."""
   item = source[index]
@@ -277,10 +277,10 @@ class _TrainBatchFn:
       out["target"] = np.empty((self.rows, h, w, 3), np.uint8)
     for j, idx in enumerate(indices):
       idx = int(idx)
-      image, _, out["camid"][j] = _read_item(self.source, idx)
+      image, _, out["camid"][j] = read_item(self.source, idx)
       target_image = None
       if self.target_source is not None:
-        target_image, _, _ = _read_item(self.target_source, idx, image_only=True)
+        target_image, _, _ = read_item(self.target_source, idx, image_only=True)
       rng = sample_rng(self.seed, b * self.sampler.batch_size + self.row0 + j)
       out["image"][j], t, geom = transforms.augment(
           image, rng, self.cfg, self.target_fn, target_image)
@@ -465,7 +465,7 @@ class _EvalBatchFn:
     first = int(g) * self.global_size + self.row0
     for j, idx in enumerate(range(first, min(first + self.rows,
                                              len(self.source)))):
-      image, pid, camid = _read_item(self.source, idx)
+      image, pid, camid = read_item(self.source, idx)
       out["image"][j] = transforms.resize(image, h, w)
       out["pid"][j], out["camid"][j], out["index"][j] = pid, camid, idx
       out["mask"][j] = True

@@ -14,36 +14,26 @@ meta.json and is written again; a complete one is reused on resume.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from privreid_jax.data import target_records, transforms
-from privreid_jax.data.records import DatasetError, Record
+from privreid_jax.data import pipeline, target_records, transforms
+from privreid_jax.data.records import DatasetError
 
 DIRNAME = "preresized_train"
 
 
-def _labels(item: Any) -> tuple[int, int]:
-  if isinstance(item, Record):
-    return item.pid, item.camid
-  if isinstance(item, Mapping):
-    return int(item["pid"]), int(item["camid"])
-  raise DatasetError(f"preresized: source item is a {type(item).__name__}; expected "
-                     "a Record or a dict with 'image', 'pid', 'camid'")
-
-
 class PreresizedSource:
   """Item i = {"image": uint8 HxWx3 (pre-resized), "pid", "camid"} of the source
-  it was written from (picklable, so grain's workers can read it)."""
+  it was written from; the labels are kept in meta.json (picklable, so grain's
+  workers can read it)."""
 
-  def __init__(self, directory: str, pids: Sequence[int], camids: Sequence[int]):
+  def __init__(self, directory: str):
     self.images = target_records.TargetSource(directory)
-    self.pids, self.camids = np.asarray(pids), np.asarray(camids)
-    if len(self.images) != len(self.pids):
-      raise DatasetError(f"{directory}: {len(self.images)} images for "
-                         f"{len(self.pids)} training items")
+    self.pids = np.asarray(self.images.meta["pids"])
+    self.camids = np.asarray(self.images.meta["camids"])
 
   def __len__(self) -> int:
     return len(self.pids)
@@ -60,24 +50,25 @@ class PreresizedSource:
 def open_or_write(directory: str, source: Sequence[Any], height: int,
                   width: int) -> PreresizedSource:
   """The pre-resized copy of `source` in `directory`, written first if missing."""
-  labels = [_labels(source[i]) for i in range(len(source))]
-  pids, camids = [p for p, _ in labels], [c for _, c in labels]
   if target_records.is_complete(directory):
     meta = target_records.read_meta(directory)
     if (meta.get("encoding") == "raw" and meta["num_images"] == len(source)
         and (meta["height"], meta["width"]) == (height, width)):
-      return PreresizedSource(directory, pids, camids)
+      return PreresizedSource(directory)
+  pids, camids = [], []
 
   def images():
     for i in range(len(source)):
-      item = source[i]
-      data = item.path if isinstance(item, Record) else item["image"]
-      name = item.path if isinstance(item, Record) else f"source item {i}"
-      yield transforms.resize(transforms.decode_image(data, name=name), height, width)
+      image, pid, camid = pipeline.read_item(source, i)   # decoded as training does
+      pids.append(pid)
+      camids.append(camid)
+      yield transforms.resize(image, height, width)
 
-  target_records.write(directory, images(), {"kind": "pre-resized training images"},
+  # meta.json is written after the images, so the labels are all in by then.
+  target_records.write(directory, images(), {"kind": "pre-resized training images",
+                                             "pids": pids, "camids": camids},
                        encoding="raw")
-  return PreresizedSource(directory, pids, camids)
+  return PreresizedSource(directory)
 
 
 def train_source(workdir: str, source: Sequence[Any], data_cfg: Any,
