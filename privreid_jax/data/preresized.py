@@ -52,7 +52,8 @@ def open_or_write(directory: str, source: Sequence[Any], height: int,
   """The pre-resized copy of `source` in `directory`, written first if missing."""
   if target_records.is_complete(directory):
     meta = target_records.read_meta(directory)
-    if (meta.get("encoding") == "raw" and meta["num_images"] == len(source)
+    if (meta.get("encoding") == "raw" and "pids" in meta
+        and meta["num_images"] == len(source)
         and (meta["height"], meta["width"]) == (height, width)):
       return PreresizedSource(directory)
   pids, camids = [], []
