@@ -65,7 +65,7 @@ def open_or_write(directory: str, source: Sequence[Any], height: int,
       camids.append(camid)
       yield transforms.resize(image, height, width)
 
-  # meta.json is written after the images, so the labels are all in by then.
+  # write() reads the meta after the images (its docstring), so the labels are all in.
   target_records.write(directory, images(), {"kind": "pre-resized training images",
                                              "pids": pids, "camids": camids},
                        encoding="raw")

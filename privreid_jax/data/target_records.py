@@ -46,6 +46,8 @@ def write(directory: str, images: Iterable[np.ndarray], meta: Mapping[str, Any],
   """Writes `images` (uint8 HxWx3, in training-source order) as a target set.
 
   encoding: "png" (lossless, small) or "raw" (the pixels; no decoding to read).
+  `meta` is read only after `images` is exhausted, so a generator may fill it in
+  as it goes (preresized.py stores the labels that way).
   Returns the meta written: `meta` plus `num_images`, `height`, `width`, `encoding`.
   """
   if encoding not in ("png", "raw"):
