@@ -33,6 +33,7 @@ k - 1 - p: `kernel` [kh, kw, out, in] (a PyTorch ConvTranspose2d weight
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
@@ -175,22 +176,75 @@ def conv2d(x: jax.Array, kernel: jax.Array, strides: Pair = 1, padding: Pair = 0
 
 def max_pool(x: jax.Array, window: Pair = 3, strides: Pair = 2, padding: Pair = 1,
              impl: str = "auto") -> jax.Array:
-  """NHWC max-pooling; padded positions never win (torch `MaxPool2d` semantics)."""
+  """NHWC max-pooling with torch `MaxPool2d` semantics.
+
+  Padded positions never win; the gradient goes to the first maximum of each
+  window in row-major order and a NaN counts as the maximum (torch's rule; the
+  "xla" lowering's select-and-scatter also routes ties to the first maximum).
+  """
   impl = resolve_impl(impl)
   kh, kw = _pair(window, "window")
   sh, sw = _pair(strides, "strides")
   ph, pw = _pair(padding, "padding")
   if impl == "xla":
     return nn.max_pool(x, (kh, kw), strides=(sh, sw), padding=((ph, ph), (pw, pw)))
+  return _max_pool_taps(x, (kh, kw), (sh, sw), (ph, pw))
+
+
+def _max_pool_winners(x, window, strides, padding):
+  """The pooled map and, per output, the row-major tap of its window's winner (int8)."""
+  (kh, kw), (sh, sw), (ph, pw) = window, strides, padding
   _, h, w, _ = x.shape
   ho, wo = _out_size(h, kh, sh, ph), _out_size(w, kw, sw, pw)
+  if kh * kw > 127:
+    raise ValueError(f"max_pool: window {kh}x{kw} has more taps than an int8 index holds")
   if ph or pw:
     x = jnp.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0)), constant_values=-jnp.inf)
   slices = _shifted_slices(x, (kh, kw), (sh, sw), (ho, wo))
-  out = slices[0]
+  best = slices[0]
   for s in slices[1:]:
-    out = jnp.maximum(out, s)
-  return out
+    best = jnp.maximum(best, s)
+  # argmax is a reduction, which XLA keeps as its own loop instead of fusing (and
+  # recomputing) it into each tap's part of the gradient.
+  tap = jnp.argmax(jnp.stack(slices, axis=-1), axis=-1).astype(jnp.int8)
+  return best, tap
+
+
+# The pooled map as k*k shifted strided slices (fast on XLA:CPU), with a
+# hand-written gradient that sends the upstream gradient to each window's winner.
+# Autodiff of the chain of maxima gave XLA one select fusion that recomputed the
+# chain for every tap: in the synthetic baseline's b32 step (configs/synthetic.py)
+# it took 39.5 ms of a 330 ms step; this gradient plus the argmax take ~14 ms
+# (profile of experiments/bench_train.py's step, jax.profiler).
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def _max_pool_taps(x, window, strides, padding):
+  return _max_pool_winners(x, window, strides, padding)[0]
+
+
+def _max_pool_taps_fwd(x, window, strides, padding):
+  best, tap = _max_pool_winners(x, window, strides, padding)
+  return best, (tap, x.shape)
+
+
+def _max_pool_taps_bwd(window, strides, padding, residuals, g):
+  tap, (_, h, w, _) = residuals
+  (kh, kw), (sh, sw), (ph, pw) = window, strides, padding
+  _, ho, wo, _ = g.shape
+  hp, wp = h + 2 * ph, w + 2 * pw
+  zero = jnp.zeros((), g.dtype)
+  dx = None
+  for i in range(kh):
+    for j in range(kw):
+      # Tap (i, j) read padded rows i, i + sh, ...: the transpose of that strided
+      # slice is a pad with sh - 1 zeros between rows.
+      part = lax.pad(jnp.where(tap == i * kw + j, g, zero), zero,
+                     ((0, 0, 0), (i, hp - i - sh * (ho - 1) - 1, sh - 1),
+                      (j, wp - j - sw * (wo - 1) - 1, sw - 1), (0, 0, 0)))
+      dx = part if dx is None else dx + part
+  return (dx[:, ph:ph + h, pw:pw + w],)
+
+
+_max_pool_taps.defvjp(_max_pool_taps_fwd, _max_pool_taps_bwd)
 
 
 def _params(module: nn.Module, x: jax.Array, kernel_shape: tuple[int, ...]):

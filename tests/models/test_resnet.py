@@ -71,6 +71,46 @@ def test_matmul_max_pool_matches_xla(win, s, p, hw):
   np.testing.assert_allclose(g[1], g[0], atol=1e-6)
 
 
+def _first_max_pool_grad(x, cot, win, s, p):
+  """NumPy reference of torch's MaxPool2d backward: each window's upstream gradient
+  goes to its first maximum in row-major order (padding never wins)."""
+  n, h, w, c = x.shape
+  ho, wo = cot.shape[1:3]
+  dx = np.zeros_like(x)
+  for b in range(n):
+    for ch in range(c):
+      for i in range(ho):
+        for j in range(wo):
+          best, arg = -np.inf, None
+          for di in range(win):
+            for dj in range(win):
+              y, z = s * i + di - p, s * j + dj - p
+              if 0 <= y < h and 0 <= z < w and x[b, y, z, ch] > best:
+                best, arg = x[b, y, z, ch], (y, z)
+          dx[b, arg[0], arg[1], ch] += cot[b, i, j, ch]
+  return dx
+
+
+@pytest.mark.parametrize("win,s,p", [(3, 2, 1), (2, 2, 0), (3, 1, 1)])
+def test_max_pool_gradient_goes_to_the_first_tied_maximum(win, s, p):
+  # After a ReLU most windows tie at zero; torch (and XLA's select-and-scatter)
+  # give the whole gradient to the first maximum, not a share to each.
+  x = np.maximum(np.round(_rand(8, (2, 7, 6, 3))), 0.0).astype(np.float32)
+  for impl in ("xla", "matmul"):
+    y = conv_lib.max_pool(jnp.asarray(x), win, s, p, impl)
+    cot = _rand(9, y.shape)
+    g = jax.jit(jax.grad(lambda x: jnp.sum(conv_lib.max_pool(x, win, s, p, impl) * cot)))(
+        jnp.asarray(x))
+    np.testing.assert_allclose(g, _first_max_pool_grad(x, cot, win, s, p), atol=1e-6,
+                               err_msg=impl)
+
+
+def test_matmul_max_pool_propagates_nan_like_torch():
+  x = jnp.zeros((1, 4, 4, 1)).at[0, 1, 1, 0].set(jnp.nan)
+  y = conv_lib.max_pool(x, 3, 2, 1, "matmul")
+  assert np.isnan(np.asarray(y)[0, :, :, 0]).tolist() == [[True, True], [True, True]]
+
+
 def test_max_pool_padding_never_wins():
   x = -jnp.ones((1, 4, 4, 1)) - jnp.arange(16.0).reshape(1, 4, 4, 1)
   for impl in ("xla", "matmul"):
