@@ -38,6 +38,10 @@ times other methods' steps (method A's joint step, method B's stage-1 step); a
 config whose file or method module does not exist yet is skipped with a message.
 `--compare-torch` adds the PyTorch twin of the baseline and of method A's joint
 step (learned mode) and prints each JAX row's ratio to its own twin's rows.
+PyTorch runs in a child process of its own, idle while JAX's rounds run, as a
+user of either framework would run it; `--torch_process=same` runs it in this
+process instead, where the two frameworks' threads and heaps sit side by side
+(on the 2-core CPU that slowed JAX's ResNet-50 step by ~20%, see the README).
 """
 
 from __future__ import annotations
@@ -106,6 +110,11 @@ _COMPARE_TORCH = flags.DEFINE_bool(
     "joint step) and print JAX/PyTorch ratios.")
 _TORCH_FORMATS = flags.DEFINE_list(
     "torch_formats", ["channels_last", "nchw"], "PyTorch memory formats.")
+_TORCH_PROCESS = flags.DEFINE_enum(
+    "torch_process", "separate", ["separate", "same"],
+    "Where --compare-torch runs PyTorch: 'separate', a child process of its own "
+    "(idle while JAX runs), or 'same', this process (both frameworks' threads and "
+    "heaps in one process).")
 _JSON = flags.DEFINE_string("json", "", "Also write the rows to this JSON file.")
 
 
@@ -269,29 +278,127 @@ def twin_of(config) -> str:
 
 
 def torch_runner(config, label: str, batch: int, optimizer: str,
-                 channels_last: bool) -> tuple[Result, Callable[[], None]]:
+                 channels_last: bool, num_classes: int
+                 ) -> tuple[Result, Callable[[], None]]:
   # pylint: disable=g-import-not-at-top
   import torch_reference
   config = copy.deepcopy(config)
   twin = twin_of(config)
   if twin == "anonymization":
     import torch_anon_reference
-    step = torch_anon_reference.make_step(config, num_classes_for(config), batch,
-                                          channels_last)
+    step = torch_anon_reference.make_step(config, num_classes, batch, channels_last)
   else:
-    step = torch_reference.make_step(config, num_classes_for(config), batch,
-                                     channels_last, optimizer)
+    step = torch_reference.make_step(config, num_classes, batch, channels_last,
+                                     optimizer)
   t0 = time.perf_counter()
   step()
   return Result(label, batch, "torch", twin=twin,
                 compile_s=time.perf_counter() - t0), step
 
 
+def measure_round(step: Callable[[], None], steps: int, fresh: bool
+                  ) -> tuple[list[float], float, float, float | None]:
+  """Runs `steps` timed steps.
+
+  Returns the seconds of each step, the minor page faults and kernel CPU seconds
+  per step (getrusage of this process), and when `fresh` (the variant's first
+  timed round) the resident-set peak over the round, else None.
+  """
+  if fresh:
+    reset_rss_peak()
+  times = []
+  usage0 = resource.getrusage(resource.RUSAGE_SELF)
+  for _ in range(steps):
+    t0 = time.perf_counter()
+    step()
+    times.append(time.perf_counter() - t0)
+  usage1 = resource.getrusage(resource.RUSAGE_SELF)
+  faults = (usage1.ru_minflt - usage0.ru_minflt) / steps
+  sys_s = (usage1.ru_stime - usage0.ru_stime) / steps
+  return times, faults, sys_s, (rss_peak_bytes() if fresh else None)
+
+
+def _torch_worker(conn) -> None:
+  """Body of the --torch_process=separate child: builds and times torch steps."""
+  steps = {}
+  while True:
+    msg = conn.recv()
+    if msg[0] == "stop":
+      return
+    try:
+      if msg[0] == "build":
+        result, steps[msg[1]] = torch_runner(*msg[2])
+        conn.send(("ok", result))
+      elif msg[0] == "info":
+        import torch  # pylint: disable=g-import-not-at-top
+        conn.send(("ok", f"torch {torch.__version__}, {torch.get_num_threads()} threads"))
+      elif msg[0] == "step":
+        steps[msg[1]]()
+        conn.send(("ok", None))
+      else:  # "round"
+        conn.send(("ok", measure_round(steps[msg[1]], msg[2], msg[3])))
+    except Exception as e:  # pylint: disable=broad-except
+      conn.send(("error", f"{type(e).__name__}: {e}"))
+
+
+class TorchProcess:
+  """PyTorch in a child process of its own (--torch_process=separate).
+
+  Neither framework then runs beside the other's threads and heap: the child
+  waits on a pipe while JAX's rounds run, and times its own rounds itself.
+  """
+
+  def __init__(self):
+    import multiprocessing  # pylint: disable=g-import-not-at-top
+    ctx = multiprocessing.get_context("spawn")
+    self._conn, child = ctx.Pipe()
+    self._proc = ctx.Process(target=_torch_worker, args=(child,), daemon=True)
+    self._proc.start()
+    child.close()
+
+  def call(self, *msg):
+    self._conn.send(msg)
+    try:
+      status, payload = self._conn.recv()
+    except EOFError:
+      raise ValueError(f"PyTorch process exited (code {self._proc.exitcode})") from None
+    if status == "error":
+      raise ValueError(f"PyTorch process: {payload}")
+    return payload
+
+  def close(self) -> None:
+    if self._proc.is_alive():
+      self._conn.send(("stop",))
+      self._proc.join(timeout=60)
+
+
+class RemoteStep:
+  """A step built in a TorchProcess: calling it runs one step there."""
+
+  def __init__(self, process: TorchProcess, key: str):
+    self.process, self.key = process, key
+
+  def __call__(self) -> None:
+    self.process.call("step", self.key)
+
+  def round(self, steps: int, fresh: bool):
+    """`measure_round` in the child, so faults and memory are the child's."""
+    return self.process.call("round", self.key, steps, fresh)
+
+
+def remote_torch_runner(process: TorchProcess, *args) -> tuple[Result, RemoteStep]:
+  """`torch_runner(*args)` in `process`."""
+  key = f"{args[1]}@{args[2]}"  # label@batch
+  return process.call("build", key, args), RemoteStep(process, key)
+
+
 # ----------------------------------------------------------------------------
 # Driver.
 # ----------------------------------------------------------------------------
-def variants(batch: int) -> list[tuple[str, Callable]]:
-  """(label, factory) for every variant at one batch size."""
+def variants(batch: int, torch_process: TorchProcess | None = None
+             ) -> list[tuple[str, Callable]]:
+  """(label, factory) for every variant at one batch size; PyTorch's variants are
+  built in `torch_process` when one is given, else in this process."""
   out = []
   config = _CONFIG.value
   dtypes = _DTYPE.value or [config.model.dtype]
@@ -330,8 +437,10 @@ def variants(batch: int) -> list[tuple[str, Callable]]:
       if fmt not in ("channels_last", "nchw"):
         raise ValueError(f"--torch_formats: {fmt!r} is not channels_last | nchw")
       for c, label, optimizer in twins:
-        out.append((f"{label}/{fmt}", functools.partial(
-            torch_runner, c, f"{label}/{fmt}", batch, optimizer, fmt == "channels_last")))
+        args = (c, f"{label}/{fmt}", batch, optimizer, fmt == "channels_last",
+                num_classes_for(c))
+        out.append((f"{label}/{fmt}", functools.partial(remote_torch_runner, torch_process, *args)
+                    if torch_process else functools.partial(torch_runner, *args)))
   return out
 
 
@@ -370,12 +479,33 @@ def main(argv):
         f"freed host memory kept: {KEEP_HOST_MEMORY}; load average {os.getloadavg()}")
   if os.environ.get("JAX_DISABLE_MOST_OPTIMIZATIONS"):
     print("warning: JAX_DISABLE_MOST_OPTIMIZATIONS is set; steps will be slow")
+  torch_process = None
   if _COMPARE_TORCH.value and importlib.util.find_spec("torch") is not None:
-    import torch  # pylint: disable=g-import-not-at-top
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    if _TORCH_PROCESS.value == "separate":
+      torch_process = TorchProcess()
+      print(f"{torch_process.call('info')}, in a child process of its own "
+            "(--torch_process=same: in this one)")
+    else:
+      import torch  # pylint: disable=g-import-not-at-top
+      print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, in this process")
+  try:
+    done = run_rounds(batches, torch_process)
+  finally:
+    if torch_process is not None:
+      torch_process.close()
+  print(f"\nload average {os.getloadavg()}")
+  print_table(done)
+  print_ratios(done)
+  if _JSON.value:
+    with open(_JSON.value, "w") as f:
+      json.dump({"load_average": os.getloadavg(), "rows": [r.row() for r in done]},
+                f, indent=1)
 
+
+def run_rounds(batches: list[int], torch_process: TorchProcess | None) -> list[Result]:
+  """Compiles every variant once and times them in alternating rounds."""
   plan = [(batch, label, factory) for batch in batches
-          for label, factory in variants(batch)]
+          for label, factory in variants(batch, torch_process)]
   if not plan:
     raise app.UsageError("nothing to time: no JAX variant, extra config or torch")
   results: dict[tuple[int, str], Result] = {}
@@ -397,31 +527,16 @@ def main(argv):
       if steps[key] is None:
         continue
       fresh = not results[key].times
-      if fresh:
-        reset_rss_peak()
-      times = []
-      usage0 = resource.getrusage(resource.RUSAGE_SELF)
-      for _ in range(_STEPS.value):
-        t0 = time.perf_counter()
-        steps[key]()
-        times.append(time.perf_counter() - t0)
+      measure = (steps[key].round if isinstance(steps[key], RemoteStep)
+                 else functools.partial(measure_round, steps[key]))
+      times, faults, sys_s, rss = measure(_STEPS.value, fresh)
       results[key].times.append(times)
-      usage1 = resource.getrusage(resource.RUSAGE_SELF)
-      faults = (usage1.ru_minflt - usage0.ru_minflt) / _STEPS.value
-      sys_s = (usage1.ru_stime - usage0.ru_stime) / _STEPS.value
-      if fresh:
-        results[key].rss_bytes = rss_peak_bytes()
+      if rss is not None:
+        results[key].rss_bytes = rss
       print(f"  round {rnd}: {label} b{batch}: "
             f"{batch / statistics.median(times):.2f} img/s "
             f"({faults:,.0f} page faults, {sys_s:.2f} s kernel time per step)", flush=True)
-  done = [results[(b, l)] for b, l, _ in plan if (b, l) in results]
-  print(f"\nload average {os.getloadavg()}")
-  print_table(done)
-  print_ratios(done)
-  if _JSON.value:
-    with open(_JSON.value, "w") as f:
-      json.dump({"load_average": os.getloadavg(), "rows": [r.row() for r in done]},
-                f, indent=1)
+  return [results[(b, l)] for b, l, _ in plan if (b, l) in results]
 
 
 if __name__ == "__main__":
