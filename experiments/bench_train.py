@@ -41,7 +41,8 @@ step (learned mode) and prints each JAX row's ratio to its own twin's rows.
 PyTorch runs in a child process of its own, idle while JAX's rounds run, as a
 user of either framework would run it; `--torch_process=same` runs it in this
 process instead, where the two frameworks' threads and heaps sit side by side
-(on the 2-core CPU that slowed JAX's ResNet-50 step by ~20%, see the README).
+(on the 2-core CPU both frameworks' ResNet-50 steps ran 5-15% slower that way,
+see the README).
 """
 
 from __future__ import annotations

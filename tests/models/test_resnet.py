@@ -105,6 +105,19 @@ def test_max_pool_gradient_goes_to_the_first_tied_maximum(win, s, p):
                                err_msg=impl)
 
 
+def test_max_pool_gradient_matches_torch_at_ties():
+  torch = pytest.importorskip("torch")
+  x = np.maximum(np.round(_rand(10, (2, 9, 7, 4))), 0.0).astype(np.float32)
+  xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).requires_grad_(True)
+  yt = torch.nn.functional.max_pool2d(xt, 3, 2, 1)
+  cot = _rand(11, tuple(yt.shape))
+  yt.backward(torch.from_numpy(cot))
+  cot_nhwc = jnp.asarray(cot.transpose(0, 2, 3, 1))
+  g = jax.grad(lambda x: jnp.sum(conv_lib.max_pool(x, 3, 2, 1, "matmul") * cot_nhwc))(
+      jnp.asarray(x))
+  np.testing.assert_allclose(np.asarray(g), xt.grad.numpy().transpose(0, 2, 3, 1), atol=1e-6)
+
+
 def test_matmul_max_pool_propagates_nan_like_torch():
   x = jnp.zeros((1, 4, 4, 1)).at[0, 1, 1, 0].set(jnp.nan)
   y = conv_lib.max_pool(x, 3, 2, 1, "matmul")
