@@ -39,7 +39,8 @@ config whose file or method module does not exist yet is skipped with a message.
 `--compare-torch` adds the PyTorch twin of the baseline and of method A's joint
 step (learned mode) and prints each JAX row's ratio to its own twin's rows.
 PyTorch runs in a child process of its own, idle while JAX's rounds run, as a
-user of either framework would run it; `--torch_process=same` runs it in this
+user of either framework would run it (the child imports this file, so glibc keeps
+freed host memory in it as in JAX's process, as when both shared one process); `--torch_process=same` runs it in this
 process instead, where the two frameworks' threads and heaps sit side by side
 (on the 2-core CPU both frameworks' ResNet-50 steps ran 5-15% slower that way,
 see the README).
