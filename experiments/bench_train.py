@@ -40,10 +40,10 @@ config whose file or method module does not exist yet is skipped with a message.
 step (learned mode) and prints each JAX row's ratio to its own twin's rows.
 PyTorch runs in a child process of its own, idle while JAX's rounds run, as a
 user of either framework would run it (the child imports this file, so glibc keeps
-freed host memory in it as in JAX's process, as when both shared one process); `--torch_process=same` runs it in this
-process instead, where the two frameworks' threads and heaps sit side by side
-(on the 2-core CPU both frameworks' ResNet-50 steps ran 5-15% slower that way,
-see the README).
+freed host memory in it as in JAX's process, as when both shared one process);
+`--torch_process=same` runs it in this process instead, where the two frameworks'
+threads and heaps sit side by side (on the 2-core CPU both frameworks' ResNet-50
+steps ran 5-15% slower that way, see the README).
 """
 
 from __future__ import annotations

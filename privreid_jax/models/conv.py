@@ -191,24 +191,21 @@ def max_pool(x: jax.Array, window: Pair = 3, strides: Pair = 2, padding: Pair = 
   return _max_pool_taps(x, (kh, kw), (sh, sw), (ph, pw))
 
 
-def _max_pool_winners(x, window, strides, padding):
-  """The pooled map and, per output, the row-major tap of its window's winner (int8)."""
+def _max_pool_slices(x, window, strides, padding):
+  """The k*k strided windows' taps of the -inf-padded input, row-major."""
   (kh, kw), (sh, sw), (ph, pw) = window, strides, padding
   _, h, w, _ = x.shape
   ho, wo = _out_size(h, kh, sh, ph), _out_size(w, kw, sw, pw)
-  if kh * kw > 127:
-    raise ValueError(f"max_pool: window {kh}x{kw} has more taps than an int8 index holds")
   if ph or pw:
     x = jnp.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0)), constant_values=-jnp.inf)
-  slices = _shifted_slices(x, (kh, kw), (sh, sw), (ho, wo))
+  return _shifted_slices(x, (kh, kw), (sh, sw), (ho, wo))
+
+
+def _max_of(slices):
   best = slices[0]
   for s in slices[1:]:
     best = jnp.maximum(best, s)
-  # argmax is a reduction, which XLA keeps as its own loop instead of fusing (and
-  # recomputing) it into each tap's part of the gradient. Stacked on a new leading
-  # axis: ~2x faster than on a trailing one (the synthetic stem's pool at b32).
-  tap = jnp.argmax(jnp.stack(slices), axis=0).astype(jnp.int8)
-  return best, tap
+  return best
 
 
 # The pooled map as k*k shifted strided slices (fast on XLA:CPU), with a
@@ -219,12 +216,20 @@ def _max_pool_winners(x, window, strides, padding):
 # (profile of experiments/bench_train.py's step, jax.profiler).
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
 def _max_pool_taps(x, window, strides, padding):
-  return _max_pool_winners(x, window, strides, padding)[0]
+  return _max_of(_max_pool_slices(x, window, strides, padding))
 
 
 def _max_pool_taps_fwd(x, window, strides, padding):
-  best, tap = _max_pool_winners(x, window, strides, padding)
-  return best, (tap, x.shape)
+  """The pooled map and, per output, the row-major tap of its window's winner (int8)."""
+  kh, kw = window
+  if kh * kw > 127:
+    raise ValueError(f"max_pool: window {kh}x{kw} has more taps than an int8 index holds")
+  slices = _max_pool_slices(x, window, strides, padding)
+  # argmax is a reduction, which XLA keeps as its own loop instead of fusing (and
+  # recomputing) it into each tap's part of the gradient. Stacked on a new leading
+  # axis: ~2x faster than on a trailing one (the synthetic stem's pool at b32).
+  tap = jnp.argmax(jnp.stack(slices), axis=0).astype(jnp.int8)
+  return _max_of(slices), (tap, x.shape)
 
 
 def _max_pool_taps_bwd(window, strides, padding, residuals, g):
