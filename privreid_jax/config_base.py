@@ -77,7 +77,7 @@ def base_config() -> ml_collections.ConfigDict:
   # released code (`reduc_ratio // reduc_ratio`), which make_agw follows.
   c.model.non_local_inter_channels = 0
   c.model.dtype = "float32"      # compute dtype; bfloat16 keeps float32 params
-  c.model.conv_impl = "auto"     # auto (matmul on CPU, XLA conv elsewhere) | xla | matmul
+  c.model.conv_impl = "auto"     # auto (CPU: matmul, else XLA) | xla | matmul | matmul_flat
   c.model.pretrained = ""        # local torchvision ResNet weights (.safetensors/.npz/.pth)
 
   # --- losses ---------------------------------------------------------------

@@ -4,8 +4,10 @@ On XLA:CPU, convolutions (and above all their weight gradients) are much slower 
 the same arithmetic written as plain matrix products (measured in experiments/bench_conv.py).
 `Conv` therefore computes either with `lax.conv_general_dilated` (impl "xla") or as
 matrix products (impl "matmul"): a 1x1 convolution is one `lax.dot_general` on
-(N*H*W, C), a kxk convolution is im2col (k*k shifted strided slices concatenated on
-the channel axis) followed by one dot. Two special cases of "matmul": a stride-s
+(N*H*W, C), a kxk convolution is im2col (k*k shifted strided slices gathered on
+the channel axis by nested stacks that XLA:CPU fuses into one loop, see `_im2col`)
+followed by one dot; "matmul_flat" is the same with one flat concatenation (the
+same bits, slower; kept to measure the difference). Two special cases of "matmul": a stride-s
 convolution whose kernel sides are multiples of s (the pix2pix 4x4 stride-2 convs)
 first folds s x s pixel blocks into channels (space-to-depth), so its im2col takes
 (k/s)^2 contiguous slices instead of k^2 strided ones; a stride-1 convolution with
@@ -41,7 +43,7 @@ import jax
 from jax import lax
 import jax.numpy as jnp
 
-IMPLS = ("auto", "xla", "matmul")
+IMPLS = ("auto", "xla", "matmul", "matmul_flat")
 
 Pair = int | Sequence[int]
 
@@ -86,6 +88,26 @@ def _shifted_slices(x: jax.Array, kernel: tuple[int, int], strides: tuple[int, i
   return slices
 
 
+def _im2col(slices: list[jax.Array], kh: int, kw: int, nested: bool = True) -> jax.Array:
+  """The kh*kw tap slices [N, H, W, C] (row-major) as patches [N, H, W, kh*kw*C].
+
+  nested: stack each kernel row's kw taps on a new axis, then the kh rows on another
+  ([N, H, W, kh, kw, C], reshaped for free). XLA:CPU fuses neither a concatenation of
+  more than 8 operands nor one along the minor axis when it is >= 128 wide, so the
+  flat form (one concatenation on the channel axis) writes every tap's slice out and
+  copies it again; the nested one is a single fused loop that writes the patches
+  once, reading the (padded, and BatchNorm + ReLU'd) input directly. The values are
+  the same bits either way ("matmul_flat" keeps the flat form for comparison).
+  """
+  if len(slices) == 1:
+    return slices[0]
+  if not nested:
+    return jnp.concatenate(slices, axis=-1)
+  n, h, w, c = slices[0].shape
+  rows = [jnp.stack(slices[i * kw:(i + 1) * kw], axis=3) for i in range(kh)]
+  return jnp.stack(rows, axis=3).reshape(n, h, w, kh * kw * c)
+
+
 # A stride-1 kxk convolution with at most Cin / NARROW_OUTPUT output channels
 # (the PatchGAN's 1-channel head) runs dot-first (see _conv2d_dot_first).
 NARROW_OUTPUT = 8
@@ -113,7 +135,7 @@ def _conv2d_dot_first(x, kernel, out_hw):
   return y
 
 
-def _conv2d_space_to_depth(x, kernel, strides, padding, out_hw):
+def _conv2d_space_to_depth(x, kernel, strides, padding, out_hw, nested=True):
   """A stride-s convolution whose kernel sides are multiples of s, as a stride-1 one.
 
   Space-to-depth folds each s x s block of the padded input into channels and the
@@ -134,7 +156,7 @@ def _conv2d_space_to_depth(x, kernel, strides, padding, out_hw):
   k = kernel.reshape(ah, sh, aw, sw, cin, cout).transpose(0, 2, 1, 3, 4, 5)
   k = k.reshape(ah * aw * sh * sw * cin, cout)
   slices = [x[:, i:i + ho, j:j + wo] for i in range(ah) for j in range(aw)]
-  cols = slices[0] if len(slices) == 1 else jnp.concatenate(slices, axis=-1)
+  cols = _im2col(slices, ah, aw, nested)
   y = lax.dot_general(cols.reshape(n * ho * wo, -1), k, (((1,), (0,)), ((), ())))
   return y.reshape(n, ho, wo, cout)
 
@@ -156,7 +178,8 @@ def conv2d(x: jax.Array, kernel: jax.Array, strides: Pair = 1, padding: Pair = 0
   n, h, w, _ = x.shape
   ho, wo = _out_size(h, kh, sh, ph), _out_size(w, kw, sw, pw)
   if (sh, sw) != (1, 1) and kh % sh == 0 and kw % sw == 0:
-    return _conv2d_space_to_depth(x, kernel, (sh, sw), (ph, pw), (ho, wo))
+    return _conv2d_space_to_depth(x, kernel, (sh, sw), (ph, pw), (ho, wo),
+                                  impl != "matmul_flat")
   if ph or pw:
     x = jnp.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0)))
   if (sh, sw) == (1, 1) and kh * kw > 1 and NARROW_OUTPUT * cout <= cin:
@@ -164,8 +187,8 @@ def conv2d(x: jax.Array, kernel: jax.Array, strides: Pair = 1, padding: Pair = 0
   if (kh, kw) == (1, 1) and (sh, sw) == (1, 1) and x.shape[1:3] == (ho, wo):
     cols = x
   else:
-    slices = _shifted_slices(x, (kh, kw), (sh, sw), (ho, wo))
-    cols = slices[0] if len(slices) == 1 else jnp.concatenate(slices, axis=-1)
+    cols = _im2col(_shifted_slices(x, (kh, kw), (sh, sw), (ho, wo)), kh, kw,
+                   impl != "matmul_flat")
   # (N*Ho*Wo, kh*kw*Cin) @ (kh*kw*Cin, Cout): the HWIO reshape matches the
   # (i, j)-major, channel-minor order of the concatenated slices.
   y = lax.dot_general(cols.reshape(n * ho * wo, kh * kw * cin),
@@ -274,7 +297,7 @@ class Conv(nn.Module):
       `param_dtype`.
     param_dtype: parameter dtype (float32).
     kernel_init, bias_init: initializers, defaults as `nn.Conv`.
-    impl: "auto" | "xla" | "matmul" (see the module docstring).
+    impl: "auto" | "xla" | "matmul" | "matmul_flat" (see the module docstring).
   """
   features: int
   kernel_size: Pair = 3
@@ -365,7 +388,7 @@ class ConvTranspose(nn.Module):
     dtype: compute dtype (None: the promoted input/param dtype).
     param_dtype: parameter dtype (float32).
     kernel_init, bias_init: initializers, defaults as `nn.ConvTranspose`.
-    impl: "auto" | "xla" | "matmul" (see the module docstring).
+    impl: "auto" | "xla" | "matmul" | "matmul_flat" (see the module docstring).
   """
   features: int
   kernel_size: Pair = 4

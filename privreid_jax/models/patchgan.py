@@ -36,7 +36,7 @@ class PatchDiscriminator(nn.Module):
   ndf: int = 64
   n_layers: int = 3
   dtype: Any = jnp.float32
-  conv_impl: str = "auto"  # "auto" | "xla" | "matmul", see models/conv.py
+  conv_impl: str = "auto"  # "auto" | "xla" | "matmul" | "matmul_flat", see models/conv.py
 
   @nn.compact
   def __call__(self, a: jax.Array, b: jax.Array, train: bool) -> jax.Array:

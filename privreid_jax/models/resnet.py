@@ -119,7 +119,7 @@ class ResNet(_Layers):
     zero_init_residual: zero-init the last BN scale of each residual branch.
     stem_relu: torchvision's ReLU after the stem BN (False: BoT's ResNet).
     dtype: compute dtype (params stay float32).
-    conv_impl: "auto" | "xla" | "matmul" (see conv.py).
+    conv_impl: "auto" | "xla" | "matmul" | "matmul_flat" (see conv.py).
   """
   depth: int = 50
   width: int = 64

@@ -108,7 +108,7 @@ class UNetGenerator(nn.Module):
   out_channels: int = 3
   use_dropout: bool = False
   dtype: Any = jnp.float32
-  conv_impl: str = "auto"  # "auto" | "xla" | "matmul", see models/conv.py
+  conv_impl: str = "auto"  # "auto" | "xla" | "matmul" | "matmul_flat", see models/conv.py
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:

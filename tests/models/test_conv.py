@@ -1,4 +1,4 @@
-"""Tests for conv2d's special matmul paths: space-to-depth and dot-first.
+"""Tests for conv2d's matmul paths: space-to-depth, dot-first, the nested im2col.
 
 (The generic im2col path is tested in test_resnet.py, the transposed conv in
 test_conv_transpose.py.)
@@ -43,3 +43,36 @@ def test_special_matmul_paths_match_xla(k, s, p, hw, cin, cout):
   np.testing.assert_allclose(y_m, y_x, rtol=1e-4, atol=1e-4)
   for a, b in zip(g_m, g_x):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+# (k, s, p, (h, w), cin, cout): generic im2col (3x3, the 7x7 stem, strided, a 9-wide
+# kernel row, more than 8 taps per row), and space-to-depth.
+IM2COL_CASES = [
+    (3, 1, 1, (6, 5), 4, 6), (7, 2, 3, (11, 9), 3, 5), (3, 2, 1, (7, 8), 5, 4),
+    (9, 1, 4, (10, 10), 2, 3), (4, 2, 1, (8, 6), 3, 5),
+]
+
+
+@pytest.mark.parametrize("k,s,p,hw,cin,cout", IM2COL_CASES)
+def test_nested_im2col_equals_flat_concatenation_bitwise(k, s, p, hw, cin, cout):
+  rng = np.random.default_rng(k * 100 + s * 10 + p)
+  x = jnp.asarray(rng.standard_normal((2, *hw, cin), np.float32))
+  w = jnp.asarray(rng.standard_normal((k, k, cin, cout), np.float32))
+  # A BatchNorm-like affine + ReLU in front, as in the networks: XLA fuses it into
+  # the nested im2col's loop.
+  a = jnp.asarray(rng.uniform(0.5, 1.5, cin).astype(np.float32))
+  cot = jnp.asarray(rng.standard_normal(conv.conv2d(x, w, s, p, "xla").shape, np.float32))
+
+  @jax.jit
+  def values_and_grads(x, w):
+    out = {}
+    for impl in ("matmul", "matmul_flat"):
+      f = lambda x, w, impl=impl: conv.conv2d(jnp.maximum(x * a - 0.1, 0), w, s, p, impl)
+      out[impl] = (f(x, w), jax.grad(lambda x, w: jnp.sum(f(x, w) * cot), (0, 1))(x, w))
+    return out
+
+  got = values_and_grads(x, w)
+  for nested, flat in zip(jax.tree.leaves(got["matmul"]), jax.tree.leaves(got["matmul_flat"])):
+    np.testing.assert_array_equal(nested, flat)
+  np.testing.assert_allclose(got["matmul"][0], conv.conv2d(jnp.maximum(x * a - 0.1, 0), w, s, p,
+                                                           "xla"), rtol=1e-4, atol=1e-4)
