@@ -95,8 +95,8 @@ def _im2col(slices: list[jax.Array], kh: int, kw: int, nested: bool = True) -> j
   ([N, H, W, kh, kw, C], reshaped for free). XLA:CPU fuses neither a concatenation of
   more than 8 operands nor one along the minor axis when it is >= 128 wide, so the
   flat form (one concatenation on the channel axis) writes every tap's slice out and
-  copies it again; the nested one is a single fused loop that writes the patches
-  once, reading the (padded, and BatchNorm + ReLU'd) input directly. The values are
+  copies it again; the nested one (kernels up to 8x8) is a single fused loop that
+  writes the patches once, reading the (padded, BatchNorm + ReLU'd) input. The values are
   the same bits either way ("matmul_flat" keeps the flat form for comparison).
   """
   if len(slices) == 1:
