@@ -177,9 +177,9 @@ def conv2d(x: jax.Array, kernel: jax.Array, strides: Pair = 1, padding: Pair = 0
         dimension_numbers=("NHWC", "HWIO", "NHWC"))
   n, h, w, _ = x.shape
   ho, wo = _out_size(h, kh, sh, ph), _out_size(w, kw, sw, pw)
+  nested = impl != "matmul_flat"
   if (sh, sw) != (1, 1) and kh % sh == 0 and kw % sw == 0:
-    return _conv2d_space_to_depth(x, kernel, (sh, sw), (ph, pw), (ho, wo),
-                                  impl != "matmul_flat")
+    return _conv2d_space_to_depth(x, kernel, (sh, sw), (ph, pw), (ho, wo), nested)
   if ph or pw:
     x = jnp.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0)))
   if (sh, sw) == (1, 1) and kh * kw > 1 and NARROW_OUTPUT * cout <= cin:
@@ -187,8 +187,7 @@ def conv2d(x: jax.Array, kernel: jax.Array, strides: Pair = 1, padding: Pair = 0
   if (kh, kw) == (1, 1) and (sh, sw) == (1, 1) and x.shape[1:3] == (ho, wo):
     cols = x
   else:
-    cols = _im2col(_shifted_slices(x, (kh, kw), (sh, sw), (ho, wo)), kh, kw,
-                   impl != "matmul_flat")
+    cols = _im2col(_shifted_slices(x, (kh, kw), (sh, sw), (ho, wo)), kh, kw, nested)
   # (N*Ho*Wo, kh*kw*Cin) @ (kh*kw*Cin, Cout): the HWIO reshape matches the
   # (i, j)-major, channel-minor order of the concatenated slices.
   y = lax.dot_general(cols.reshape(n * ho * wo, kh * kw * cin),

@@ -1,7 +1,7 @@
 """Tests for conv2d's matmul paths: space-to-depth, dot-first, the nested im2col.
 
-(The generic im2col path is tested in test_resnet.py, the transposed conv in
-test_conv_transpose.py.)
+(The generic im2col path is also checked against XLA in test_resnet.py, the
+transposed conv in test_conv_transpose.py.)
 """
 
 import jax
@@ -45,8 +45,8 @@ def test_special_matmul_paths_match_xla(k, s, p, hw, cin, cout):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
-# (k, s, p, (h, w), cin, cout): generic im2col (3x3, the 7x7 stem, strided, a 9-wide
-# kernel row, more than 8 taps per row), and space-to-depth.
+# (k, s, p, (h, w), cin, cout): generic im2col (3x3, the 7x7 stem, strided, 9x9: more
+# than 8 taps per row), and space-to-depth.
 IM2COL_CASES = [
     (3, 1, 1, (6, 5), 4, 6), (7, 2, 3, (11, 9), 3, 5), (3, 2, 1, (7, 8), 5, 4),
     (9, 1, 4, (10, 10), 2, 3), (4, 2, 1, (8, 6), 3, 5),
