@@ -26,6 +26,7 @@ import shutil
 import sys
 import tempfile
 import time
+from concurrent import futures
 from typing import Any
 
 import numpy as np
@@ -55,6 +56,10 @@ DEFAULTS: dict[str, Any] = dict(
 )
 _BASIC = ("num_ids", "num_cameras", "height", "width", "seed", "test_seed")
 _CHUNK = 128  # images rendered per vectorised batch
+# Chunks are rendered and written by this many threads: numpy's array arithmetic
+# and PIL's JPEG encoder release the GIL, and each chunk has its own seeded
+# generator, so the files do not depend on the thread count.
+_THREADS = max(1, min(4, os.cpu_count() or 1))
 
 # Palettes (RGB in [0, 1]). Coarse cues come from small palettes, so groups collide.
 _UPPER = np.array([[.75, .12, .12], [.12, .18, .42], [.9, .9, .88], [.1, .1, .11],
@@ -634,7 +639,8 @@ def generate(out_dir: str, *, num_ids: int = 200, num_cameras: int = 6, height: 
     images, people, cams = _plan(p)
     for folder in FOLDERS.values():
       os.mkdir(os.path.join(tmp, folder))
-    for start in range(0, len(images), _CHUNK):
+
+    def write_chunk(start: int) -> None:
       chunk = images[start:start + _CHUNK]
       pose = {k: np.array([im["pose"][k] for im in chunk]) for k in chunk[0]["pose"]}
       rng = np.random.default_rng([p["seed"], VERSION, start]
@@ -642,6 +648,18 @@ def generate(out_dir: str, *, num_ids: int = 200, num_cameras: int = 6, height: 
       pixels = _render(pose, people, cams, p["height"], p["width"], rng)
       for im, arr in zip(chunk, pixels):
         _save_jpeg(arr, os.path.join(tmp, FOLDERS[im["split"]], im["name"]), p["jpeg_quality"])
+
+    pool = futures.ThreadPoolExecutor(_THREADS)
+    try:
+      jobs = [pool.submit(write_chunk, s) for s in range(0, len(images), _CHUNK)]
+      futures.wait(jobs, return_when=futures.FIRST_EXCEPTION)
+      for job in jobs:
+        if job.done():
+          job.result()              # the first failure is raised here
+    finally:
+      # On a failure the chunks not started are dropped: only those being written
+      # (one per thread) are finished before the partial folder is removed.
+      pool.shutdown(wait=True, cancel_futures=True)
     stats = _stats(images, p["num_cameras"])
     with open(os.path.join(tmp, MARKER), "w") as f:
       json.dump({"generator": "privreid_jax.data.synthetic", "version": VERSION,

@@ -115,6 +115,18 @@ def test_same_arguments_give_identical_bytes(small, tmp_path):
   assert sum(mine[k] != theirs[k] for k in common) > 0.9 * len(common)
 
 
+def test_files_do_not_depend_on_the_thread_count(tmp_path, monkeypatch):
+  # Small chunks, so that the threads interleave many of them.
+  monkeypatch.setattr(synthetic, "_CHUNK", 16)
+  digests = []
+  for threads in (1, 3):
+    monkeypatch.setattr(synthetic, "_THREADS", threads)
+    root = str(tmp_path / f"t{threads}")
+    synthetic.generate(root, **SMALL)
+    digests.append(_digest(root))
+  assert len(digests[0]) > 10 * 16 and digests[0] == digests[1]
+
+
 def _image_means(root, split):
   """{pid: mean RGB over the split's images of that identity}."""
   sums = collections.defaultdict(list)
@@ -152,19 +164,24 @@ def test_fresh_test_split_keeps_training_people_and_draws_new_test_people(small,
   assert synthetic.default_root(**SMALL) == synthetic.default_root(**SMALL, test_seed=-1)
 
 
-def test_interrupted_run_leaves_nothing(tmp_path, monkeypatch):
+def test_interrupted_run_leaves_nothing(small, tmp_path, monkeypatch):
   calls = []
 
   def failing_save(arr, path, quality):
     calls.append(path)
-    if len(calls) > 5:
+    if len(calls) == 6:
       raise KeyboardInterrupt
     Image.fromarray(arr).save(path, format="JPEG", quality=quality)
 
   monkeypatch.setattr(synthetic, "_save_jpeg", failing_save)
+  monkeypatch.setattr(synthetic, "_CHUNK", 16)
+  monkeypatch.setattr(synthetic, "_THREADS", 2)
   with pytest.raises(KeyboardInterrupt):
     synthetic.generate(str(tmp_path / "ds"), **SMALL)
-  assert len(calls) == 6
+  # The chunks not started were dropped: the other thread finished the chunk it was
+  # writing (and perhaps took one more before the pool was shut down).
+  total = sum(len(files) for _, _, files in os.walk(small[0]))
+  assert 6 <= len(calls) <= 6 + 2 * 16 < total
   assert os.listdir(tmp_path) == []  # neither the dataset nor its temporary folder
 
 
