@@ -43,6 +43,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.batch_size = 64      # global P x K batch, split over all devices
   c.data.num_instances = 4    # K images per identity
   c.data.num_workers = 2      # grain worker processes (0 = in-process)
+  # Evaluation batches' worker processes (-1: data.num_workers). Each evaluation
+  # starts its own workers: on a small CPU host and split, 0 is faster.
+  c.data.eval_num_workers = -1
   c.data.preresize = False    # train from WORKDIR/preresized_train (raw pixels at HxW)
   c.data.eval_batch_size = 128
   c.data.mean = (0.485, 0.456, 0.406)

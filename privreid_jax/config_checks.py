@@ -126,6 +126,7 @@ def _check_data(config, devices: int, processes: int) -> None:
   need_int(config, "data.width")
   need_int(config, "data.pad", 0)
   need_int(config, "data.num_workers", 0)
+  need_int(config, "data.eval_num_workers", -1)
   need_bool(config, "data.preresize")
   need_number(config, "data.flip_prob", 0.0, 1.0)
   need_number(config, "data.erasing_prob", 0.0, 1.0)

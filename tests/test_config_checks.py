@@ -101,6 +101,7 @@ def test_batch_and_eval_batch_divisible_by_devices():
     ("eval.distance", "cosin", r"config\.eval\.distance='cosin'"),
     ("seed", -1, r"config\.seed=-1"),
     ("data.num_workers", -1, r"config\.data\.num_workers=-1"),
+    ("data.eval_num_workers", -2, r"config\.data\.eval_num_workers=-2"),
 ])
 def test_one_line_error_names_key_and_value(key, value, match):
   c = synthetic.get_config("tiny")

@@ -521,5 +521,14 @@ def eval_loader(source: Sequence[Any], data_cfg: Any, *, process_index: int = 0,
   if not len(source):
     raise ValueError("eval_loader: the source is empty")
   fn = _EvalBatchFn(source, cfg, size, process_index * rows, rows)
-  return EvalLoader(fn, math.ceil(len(source) / size),
-                    max(0, int(data_cfg.num_workers)))
+  return EvalLoader(fn, math.ceil(len(source) / size), eval_workers(data_cfg))
+
+
+def eval_workers(data_cfg: Any) -> int:
+  """data.eval_num_workers, with -1 (and a config saved without it) meaning
+  data.num_workers."""
+  workers = int(data_cfg.get("eval_num_workers", -1))
+  if workers < -1:
+    raise ValueError(f"data.eval_num_workers={workers} must be >= -1 "
+                     "(-1: data.num_workers)")
+  return max(0, int(data_cfg.num_workers)) if workers == -1 else workers

@@ -410,6 +410,17 @@ def test_folder_of_jpegs(tmp_path):
     list(loader)
 
 
+def test_eval_workers_default_to_the_training_workers():
+  src = _source(COUNTS)
+  assert pipeline.eval_loader(src, _data_cfg(num_workers=3))._num_workers == 3
+  assert pipeline.eval_loader(src, _data_cfg(num_workers=3,
+                                             eval_num_workers=0))._num_workers == 0
+  assert pipeline.eval_loader(src, _data_cfg(num_workers=0,
+                                             eval_num_workers=2))._num_workers == 2
+  with pytest.raises(ValueError, match=r"data.eval_num_workers=-2 must be >= -1"):
+    pipeline.eval_loader(src, _data_cfg(eval_num_workers=-2))
+
+
 def test_bad_input_errors():
   src = _source(COUNTS)
   pids = _pids(src)
