@@ -95,7 +95,9 @@ def plan(smoke: bool, cpu_count: int | None = None) -> list[dict]:
   parts = [{"name": "devices", "kind": "devices", "timeout": timeouts["devices"]},
            {"name": "tests", "kind": "tests", "timeout": timeouts["tests"],
             "files": test_files,
-            "cmd": [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+            # -n 0: one process (pyproject.toml's addopts would start a pytest-xdist
+            # worker per core, each taking its own share of the accelerator's memory).
+            "cmd": [sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider",
                     *test_files]}]
   def baseline(b):
     return {"name": f"train_baseline_b{b}", "kind": "train",

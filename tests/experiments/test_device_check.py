@@ -50,6 +50,8 @@ def test_plan_covers_the_device_parts():
   by_name = {p["name"]: p for p in parts}
   assert by_name["tests"]["files"] == ["tests/test_sharding.py", "tests/test_bf16.py",
                                        "tests/test_no_recompile.py"]
+  cmd = by_name["tests"]["cmd"]
+  assert cmd[cmd.index("-n") + 1] == "0"   # one pytest process on the device
   assert "--dtype=float32,bfloat16" in by_name["train_baseline_b128"]["cmd"]
   assert "--extra_configs=configs/anon_market.py" in by_name["train_anon"]["cmd"]
   assert "--extra_configs=configs/dual_market.py" in by_name["train_dual"]["cmd"]
