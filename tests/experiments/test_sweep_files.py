@@ -17,8 +17,9 @@ SWEEPS = os.path.join(REPO, "experiments", "sweeps")
 FILES = sorted(p for p in glob.glob(os.path.join(SWEEPS, "*.py"))
                if not os.path.basename(p).startswith("_"))
 # Arguments a sweep takes besides none, checked too.
-ARGS = {"baseline_synthetic.py": ("tiny",), "anon_synthetic.py": ("tiny",),
-        "dual_synthetic.py": ("tiny",), "anon_market.py": ("mosaic",),
+ARGS = {"baseline_synthetic.py": ("tiny",), "baseline_synthetic_select.py": ("tiny",),
+        "anon_synthetic.py": ("tiny",), "dual_synthetic.py": ("tiny",),
+        "anon_market.py": ("mosaic",),
         "anon_synthetic_select.py": ("lr", "noise,tiny"), "real_small_select.py": ("tiny",),
         "anon_real.py": ("tiny",), "dual_real.py": ("tiny",), "real_small.py": ("tiny",)}
 MARKET_ROOT = {"data.root": "/data/Market-1501-v15.09.15"}   # --set, as the docs say
@@ -200,6 +201,20 @@ def test_real_small_selection_never_reads_the_test_splits():
                if config[k.split(".")[0]][k.split(".")[1]]
                != base[k.split(".")[0]][k.split(".")[1]]]
     assert len(changed) == 1, (r["name"], changed)
+
+
+def test_schedule_selection_never_reads_the_test_split():
+  spec = os.path.join(SWEEPS, "baseline_synthetic_select.py")
+  raw = ablate.load_sweep(spec)
+  epochs = set()
+  for index, r in enumerate(raw):
+    config = ablate.resolve(r, index, spec, {}, SWEEP_ROOT).resolved
+    assert not config.evals.reid.enabled and config.evals.val.enabled
+    assert config.data.val_fraction == 0.2 and config.data.synthetic.test_seed == 1
+    e = config.optim.epochs
+    assert tuple(config.optim.milestones) == (e - 4, e - 2) and config.eval.every_epochs == e
+    epochs.add(e)
+  assert epochs == {10, 12, 14}
 
 
 @pytest.mark.parametrize("sweep", ["anon_real.py", "dual_real.py"])
