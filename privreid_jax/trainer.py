@@ -125,8 +125,7 @@ def _rows_at(workdir: str, step: int) -> dict[str, dict[str, float]]:
 # trained weights or the value of an evaluation row.
 RESUMABLE_KEYS = ("log.*", "eval.every_epochs", "evals.*.every_epochs",
                   "evals.*.enabled", "checkpoint.every_epochs", "checkpoint.keep",
-                  "data.num_workers", "data.eval_num_workers",
-                  "data.preresize")
+                  "data.num_workers", "data.eval_num_workers", "data.preresize")
 
 
 def _flatten(tree, prefix: str = "") -> dict[str, object]:

@@ -9,11 +9,10 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # time than they save at run time. Subprocesses inherit the setting.
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 # Many tests build the same tiny networks in fresh processes or closures; a
-# persistent compilation cache shared by the session (and its subprocesses)
-# compiles each program once.
-# Under pytest-xdist each worker process (and its subprocesses) has its own cache:
-# JAX writes entries in place, so a worker could read another's half-written one.
-# Workers inherit the controller's setting, hence the prefix test.
+# persistent compilation cache compiles each program once. Each pytest-xdist
+# worker (with its subprocesses) has its own: JAX writes entries in place, so a
+# worker could read another's half-written one. Workers inherit the controller's
+# setting, hence the prefix test.
 _CACHE = os.path.join(tempfile.gettempdir(), f"privreid_jax_test_xla_cache_{os.getuid()}")
 if os.environ.get("JAX_COMPILATION_CACHE_DIR", _CACHE).startswith(_CACHE):
   _WORKER = os.environ.get("PYTEST_XDIST_WORKER")
