@@ -14,8 +14,10 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import json
+import multiprocessing
 import os
 import signal
+import sys
 import time
 
 import jax
@@ -210,6 +212,22 @@ def _check_identities(config, splits) -> None:
         f"use at most {have * k}")
 
 
+def _check_not_reimported_main() -> None:
+  """Refuses a run started while a worker process imports the main script.
+
+  grain starts its data workers with multiprocessing's spawn, which imports the
+  `__main__` script again in each worker; a script that calls `run` at import time
+  (no `if __name__ == "__main__":` guard) would start a second run there, which
+  fails on the workdir lock with a confusing message. Python's own check is the
+  same flag (`multiprocessing.spawn._check_not_importing_main`).
+  """
+  if getattr(multiprocessing.current_process(), "_inheriting", False):
+    script = sys.argv[0] if sys.argv and sys.argv[0] else "the main script"
+    raise errors.UserError(
+        f"{script} starts a training run when it is imported, and data worker processes "
+        "import it again: put the call under `if __name__ == \"__main__\":`")
+
+
 # --- the run -----------------------------------------------------------------------
 
 
@@ -230,8 +248,11 @@ def run(config, workdir: str, *, options=None,
   (`config_checks`), the workdir is locked (`workdir_lock`), a checkpoint there
   must have been written with the same config (up to RESUMABLE_KEYS), and every
   query and gallery image must decode (`data/image_check.py`). SIGINT and
-  SIGTERM save a checkpoint and raise `interrupts.Interrupted`.
+  SIGTERM save a checkpoint and raise `interrupts.Interrupted`. From a script,
+  call it under `if __name__ == "__main__":` (the data workers are spawned
+  processes that import the script again; a run started there is refused).
   """
+  _check_not_reimported_main()
   options = dict(options or {})
   config_checks.check(config)
   workdir = os.path.abspath(workdir)

@@ -144,6 +144,28 @@ def test_nan_at_evaluation_names_the_step(tmp_path, data_root):
 
 # --- 1. signals: saved, one line, no process left ----------------------------------------
 
+def test_script_without_main_guard_is_told_to_add_one(tmp_path, data_root):
+  """A script that trains at import time: grain's spawned data worker imports it
+  again, and the run that would start there stops with the fix in its message
+  (before this check: "workdir in use by process <the script's own pid>")."""
+  script = tmp_path / "train_no_guard.py"
+  workdir = tmp_path / "run"
+  script.write_text(
+      "from configs import synthetic\n"
+      "from privreid_jax import trainer\n"
+      "c = synthetic.get_config('tiny')\n"
+      f"c.data.root = {data_root!r}\n"
+      "c.data.num_workers = 1\n"
+      f"trainer.run(c, {str(workdir)!r})\n")
+  done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                        env=_env(PYTHONPATH=ROOT), cwd=ROOT, timeout=300)
+  assert done.returncode != 0
+  assert (f"{script} starts a training run when it is imported" in done.stderr
+          and 'put the call under `if __name__ == "__main__":`' in done.stderr), done.stderr
+  assert "in use by" not in done.stderr
+  assert trainer.checkpoint.latest_step(str(workdir)) is None
+
+
 
 def _children_of(pid):
   """PIDs of every live descendant of `pid` (from /proc)."""
