@@ -25,6 +25,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from concurrent import futures
 from typing import Any
@@ -640,14 +641,28 @@ def generate(out_dir: str, *, num_ids: int = 200, num_cameras: int = 6, height: 
     for folder in FOLDERS.values():
       os.mkdir(os.path.join(tmp, folder))
 
+    # Set by the first failure (in the failing thread itself, so no other thread
+    # depends on when this one wakes up) or when this thread leaves the pool early
+    # (Ctrl-C): every thread then stops before its next image.
+    stop = threading.Event()
+
     def write_chunk(start: int) -> None:
-      chunk = images[start:start + _CHUNK]
-      pose = {k: np.array([im["pose"][k] for im in chunk]) for k in chunk[0]["pose"]}
-      rng = np.random.default_rng([p["seed"], VERSION, start]
-                                  + ([p["test_seed"]] if p["test_seed"] >= 0 else []))
-      pixels = _render(pose, people, cams, p["height"], p["width"], rng)
-      for im, arr in zip(chunk, pixels):
-        _save_jpeg(arr, os.path.join(tmp, FOLDERS[im["split"]], im["name"]), p["jpeg_quality"])
+      try:
+        if stop.is_set():
+          return
+        chunk = images[start:start + _CHUNK]
+        pose = {k: np.array([im["pose"][k] for im in chunk]) for k in chunk[0]["pose"]}
+        rng = np.random.default_rng([p["seed"], VERSION, start]
+                                    + ([p["test_seed"]] if p["test_seed"] >= 0 else []))
+        pixels = _render(pose, people, cams, p["height"], p["width"], rng)
+        for im, arr in zip(chunk, pixels):
+          if stop.is_set():
+            return
+          _save_jpeg(arr, os.path.join(tmp, FOLDERS[im["split"]], im["name"]),
+                     p["jpeg_quality"])
+      except BaseException:
+        stop.set()
+        raise
 
     pool = futures.ThreadPoolExecutor(_THREADS)
     try:
@@ -657,8 +672,7 @@ def generate(out_dir: str, *, num_ids: int = 200, num_cameras: int = 6, height: 
         if job.done():
           job.result()              # the first failure is raised here
     finally:
-      # On a failure the chunks not started are dropped: only those being written
-      # (one per thread) are finished before the partial folder is removed.
+      stop.set()                    # a no-op after a success: every chunk is done
       pool.shutdown(wait=True, cancel_futures=True)
     stats = _stats(images, p["num_cameras"])
     with open(os.path.join(tmp, MARKER), "w") as f:

@@ -178,10 +178,10 @@ def test_interrupted_run_leaves_nothing(small, tmp_path, monkeypatch):
   monkeypatch.setattr(synthetic, "_THREADS", 2)
   with pytest.raises(KeyboardInterrupt):
     synthetic.generate(str(tmp_path / "ds"), **SMALL)
-  # The chunks not started were dropped: the other thread finished the chunk it was
-  # writing (and perhaps took one more before the pool was shut down).
-  total = sum(len(files) for _, _, files in os.walk(small[0]))
-  assert 6 <= len(calls) <= 6 + 2 * 16 < total
+  # The failing thread stops the others before their next image: at most the one
+  # image the other thread was saving follows the failure, however late this thread
+  # (waiting in futures.wait) wakes up.
+  assert 6 <= len(calls) <= 6 + 1
   assert os.listdir(tmp_path) == []  # neither the dataset nor its temporary folder
 
 
