@@ -641,9 +641,10 @@ def generate(out_dir: str, *, num_ids: int = 200, num_cameras: int = 6, height: 
     for folder in FOLDERS.values():
       os.mkdir(os.path.join(tmp, folder))
 
-    # Set by the first failure (in the failing thread itself, so no other thread
-    # depends on when this one wakes up) or when this thread leaves the pool early
-    # (Ctrl-C): every thread then stops before its next image.
+    # Set by the first failing chunk, in its own thread (so the others stop without
+    # waiting for the calling thread to wake up), and by the calling thread when it
+    # leaves the pool (a failure or Ctrl-C): every thread then stops before its next
+    # image, and the partial folder is removed.
     stop = threading.Event()
 
     def write_chunk(start: int) -> None:
