@@ -142,8 +142,6 @@ def test_nan_at_evaluation_names_the_step(tmp_path, data_root):
   assert_one_line(stderr, r"(NaN|nan|inf|not finite).* at step \d+")
 
 
-# --- 1. signals: saved, one line, no process left ----------------------------------------
-
 def test_script_without_main_guard_is_told_to_add_one(tmp_path, data_root):
   """A script that trains at import time: grain's spawned data worker imports it
   again, and the run that would start there stops with the fix in its message
@@ -163,8 +161,10 @@ def test_script_without_main_guard_is_told_to_add_one(tmp_path, data_root):
   assert (f"{script} starts a training run when it is imported" in done.stderr
           and 'put the call under `if __name__ == "__main__":`' in done.stderr), done.stderr
   assert "in use by" not in done.stderr
-  assert trainer.checkpoint.latest_step(str(workdir)) is None
+  assert checkpoint.latest_step(str(workdir)) is None
 
+
+# --- 1. signals: saved, one line, no process left ----------------------------------------
 
 
 def _children_of(pid):

@@ -164,7 +164,7 @@ def test_fresh_test_split_keeps_training_people_and_draws_new_test_people(small,
   assert synthetic.default_root(**SMALL) == synthetic.default_root(**SMALL, test_seed=-1)
 
 
-def test_interrupted_run_leaves_nothing(small, tmp_path, monkeypatch):
+def test_interrupted_run_leaves_nothing(tmp_path, monkeypatch):
   calls = []
 
   def failing_save(arr, path, quality):
