@@ -33,7 +33,7 @@ REAL_ORDER = ("cuhk01",) + tuple(n for n in records.SMALL_DATASETS if n != "cuhk
 THIRD_PARTY_DATA = {"data.sources": REAL_ORDER, "evals.reid.enabled": True,
                     "evals.targets.datasets": REAL_ORDER[1:]}
 THIRD_PARTY_SIZE = {**{k: v for k, v in anon_synthetic.THIRD_PARTY_OVERRIDES.items()
-                       if not k.startswith("data.synthetic.")}, "optim.lr": 7e-4}
+                       if not k.startswith("data.synthetic.")}}
 
 
 def get_sweep(arg=None):
