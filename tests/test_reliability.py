@@ -110,7 +110,8 @@ def test_broken_gallery_image_fails_before_training(tmp_path, data_root):
 
 def test_resume_with_another_config_stops_listing_the_keys(tmp_path, data_root):
   workdir = str(tmp_path)
-  trainer.run(tiny(data_root, optim__epochs=1), workdir)
+  first = tiny(data_root, optim__epochs=1)
+  trainer.run(first, workdir)
   changed = tiny(data_root, optim__epochs=1, data__height=64, data__pad=4,
                  data__batch_size=12, optim__lr=0.01)
   with pytest.raises(errors.ResumeMismatchError) as info:
@@ -118,7 +119,7 @@ def test_resume_with_another_config_stops_listing_the_keys(tmp_path, data_root):
   message = str(info.value)
   assert "\n" not in message
   for key in ("data.height 32 -> 64", "data.pad 2 -> 4", "data.batch_size 8 -> 12",
-              "optim.lr 0.0007 -> 0.01"):
+              f"optim.lr {first.optim.lr} -> 0.01"):
     assert key in message
   # A different width (the campaign's 878-line orbax traceback) is refused the same way.
   with pytest.raises(errors.ResumeMismatchError, match="model.width 8 -> 16"):

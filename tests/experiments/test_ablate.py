@@ -242,11 +242,19 @@ def test_baseline_synthetic_sweep_resolves():
   raw = ablate.load_sweep(
       os.path.join(ablate.REPO, "experiments/sweeps/baseline_synthetic.py") + ":tiny")
   runs = [ablate.resolve(r, i, "baseline_synthetic.py") for i, r in enumerate(raw)]
-  assert len({r.name for r in runs}) == len(runs) == 8     # bot x 3 seeds + 5 variants
+  # bot and bot_e14 (the earlier schedule) x 3 seeds + 5 variants
+  assert len({r.name for r in runs}) == len(runs) == 11
   triplets = {r.resolved.loss.triplet for r in runs}
   assert triplets == {"batch_hard", "soft_margin", "weighted", "none"}
-  assert [r.resolved.seed for r in runs if r.name.startswith("bot_")] == [0, 1, 2]
-  assert all(r.resolved.optim.epochs == 2 for r in runs)
+  assert [r.resolved.seed for r in runs if r.name.startswith("bot_")] == [0, 1, 2] * 2
+  assert all(r.resolved.optim.epochs == 2 for r in runs)     # tiny keeps its own schedule
+  full = ablate.load_sweep(os.path.join(ablate.REPO, "experiments/sweeps/baseline_synthetic.py"))
+  full = {r["name"]: ablate.resolve(r, i, "baseline_synthetic.py").resolved
+          for i, r in enumerate(full)}
+  for seed in (0, 1, 2):
+    now, before = full[f"bot_s{seed}"].optim, full[f"bot_e14_s{seed}"].optim
+    assert (now.epochs, now.lr) != (before.epochs, before.lr)
+    assert (before.epochs, before.lr, tuple(before.milestones)) == (14, 7e-4, (10, 12))
   assert all(r.resolved.data.val_fraction == 0.2 and r.resolved.eval.every_epochs == 0
              and r.resolved.data.synthetic.test_seed == 1 for r in runs)
 

@@ -104,8 +104,9 @@ def cpu_config(names, *, real: bool = False) -> ml_collections.ConfigDict:
 
   The 128x64 images are read at 64x32 (a 4x2 feature map, 4 decoder stages) with a
   ResNet-18 of width 16, 16 epochs (720 steps on the synthetic data, ~1 s/step on
-  the loaded CPU) at configs/synthetic.py's from-scratch lr. 128x64 at width 32 ran
-  at 7.6 s/step on the same loaded machine: too slow for an ablation of eight rows.
+  the loaded CPU) at lr 7e-4 (command 1's from-scratch lr until 8967b58). 128x64 at
+  width 32 ran at 7.6 s/step on the same loaded machine: too slow for an ablation of
+  eight rows.
   """
   c = config_base.base_config()
   config_base.make_small_synthetic(c)     # the CPU sizes (and the synthetic data)
