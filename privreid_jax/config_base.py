@@ -38,6 +38,11 @@ def base_config() -> ml_collections.ConfigDict:
   # validation split for model selection; 0 keeps every training identity.
   c.data.val_fraction = 0.0
   c.data.val_seed = 0
+  # Synthetic data only, instead of val_fraction: >= 0 validates on new people drawn
+  # from this seed, split into query / gallery with distractors and junk exactly as
+  # the test split is (the same difficulty: whole groups of look-alikes), while every
+  # training identity trains. -1: none. Must differ from data.synthetic.test_seed.
+  c.data.val_people_seed = -1
   c.data.height = 256
   c.data.width = 128
   c.data.batch_size = 64      # global P x K batch, split over all devices

@@ -122,6 +122,7 @@ def _check_data(config, devices: int, processes: int) -> None:
   need_choice(config, "data.cuhk03_subset", ("labeled", "detected"))
   need_int(config, "data.split_index", 0)
   need_number(config, "data.val_fraction", 0.0, 1.0, high_open=True)
+  _check_val_people(config)
   need_int(config, "data.height")
   need_int(config, "data.width")
   need_int(config, "data.pad", 0)
@@ -164,6 +165,25 @@ def _check_data(config, devices: int, processes: int) -> None:
     except ValueError as e:
       raise ConfigError(f"config.data.{str(e).replace('synthetic dataset: ', 'synthetic.')}"
                         ) from None
+
+
+def _check_val_people(config) -> None:
+  """data.val_people_seed: synthetic data only, alone, not the test split's seed."""
+  d = config.data
+  seed = d.get("val_people_seed", -1)
+  if not _is_int(seed) or seed < -1:
+    _fail("data.val_people_seed", seed, "expected an integer >= 0, or -1 for none")
+  if seed < 0:
+    return
+  if d.name != "synthetic" or d.get("sources", ()):
+    _fail("data.val_people_seed", seed, f"draws new synthetic people; data.name is "
+                                        f"{d.name!r} (use data.val_fraction there)")
+  if float(d.val_fraction) > 0:
+    _fail("data.val_people_seed", seed, f"and data.val_fraction={d.val_fraction} both make "
+                                        "a validation split: set one of them")
+  if seed == d.synthetic.get("test_seed", -1):
+    _fail("data.val_people_seed", seed, "is data.synthetic.test_seed: validation would "
+                                        "be the test split")
 
 
 def _check_model(config) -> None:

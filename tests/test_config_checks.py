@@ -158,3 +158,25 @@ def test_resume_differences_block_meaning_and_tolerate_schedule():
   del saved["optim"]["gamma"]          # a key added to the code since: tolerated
   blocking, tolerated = trainer.config_differences(saved, old)
   assert not blocking and tolerated == ["optim.gamma (new key)"]
+
+
+def test_val_people_seed_is_synthetic_only_alone_and_not_the_test_seed():
+  c = synthetic.get_config("tiny")
+  c.data.val_people_seed = 5
+  _check(c)                                   # a valid setting passes
+  c.data.val_people_seed = -2
+  _bad(c, r"config\.data\.val_people_seed=-2: expected an integer >= 0, or -1")
+  c = synthetic.get_config("tiny")
+  c.data.val_people_seed = 5
+  c.data.val_fraction = 0.2
+  _bad(c, r"config\.data\.val_people_seed=5: and data\.val_fraction=0\.2 both")
+  c = synthetic.get_config("tiny")
+  c.data.val_people_seed = 1
+  c.data.synthetic.test_seed = 1
+  _bad(c, r"config\.data\.val_people_seed=1: is data\.synthetic\.test_seed")
+  from configs import market
+  c = market.get_config()
+  c.data.root = "/nonexistent"
+  c.data.val_people_seed = 0
+  _bad(c, r"config\.data\.val_people_seed=0: draws new synthetic people; data\.name is "
+          r"'market1501'")

@@ -25,6 +25,7 @@ SEEDS = (0, 1)
 FIRST_LR = 7e-4          # configs/synthetic.py's lr during the first round
 LRS = (1e-3, 1.4e-3)      # second round, with SHORT epochs
 SHORT = (12, 10)
+VAL_PEOPLE_SEEDS = (7, 8)  # third round: new people, the test split's protocol
 # Results (2026-12-02, at 6198cc9 / 8131520, 2-core AMD EPYC, alone; val 40 ids, 177
 # queries: one query is 0.56 points; val Rank-1 / mAP / mINP at the end, wall time):
 #   seed 0: e14 98.9 / 97.6 / 94.6 (536 s); e12 97.2 / 96.5 / 92.7 (427 s);
@@ -51,6 +52,22 @@ SHORT = (12, 10)
 # 96.89 / 97.48 (-1.69 / -0.37). Both 12-epoch rows pass, no 10-epoch row does: by the
 # rule **12 epochs at 1e-3**, now configs/synthetic.py's schedule (milestones 8, 10).
 # The machine ran 1.4-1.5x faster than in the first round's hour (e12 at 7e-4: 427 s, 364 s).
+#
+# Third round: the same checkpoints on a harder validation split (2026-12-02; rule and
+# seeds fixed before any of these scores). The 40 held-out identities score 95-99%
+# Rank-1 with every schedule, yet on the test split (seeds 0-2, 160 training ids) 12
+# epochs at 1e-3 trailed 14 at 7e-4 by 1.9 Rank-1 / 1.6 mAP: held-out identities rarely
+# bring their group of look-alikes along. New people drawn with the test split's
+# protocol (`data.val_people_seed`) are as hard as the test split: the baseline
+# table's six checkpoints scored on new people from seeds 2 and 3 (no choice rests on
+# these) put 14 epochs at 7e-4 above 12 at 1e-3 for every training seed, as the
+# test split did. So every checkpoint of the two rounds above (14 runs) is scored anew
+# on new people from VAL_PEOPLE_SEEDS (`python -m experiments.rescore_val --root ROOT
+# --val_people_seed S`, for each S), no test split read. Rule: the second round's,
+# over every setting of both rounds, on the means over both training seeds and both
+# people seeds: of the settings whose val Rank-1 and val mAP are both within 1.0 point
+# of 14 epochs at 7e-4, the fewest epochs, then the higher val mAP; 14 at 7e-4 itself
+# if no other passes.
 
 
 def schedule(epochs: int) -> dict:

@@ -26,6 +26,7 @@ class Splits:
   query: Split
   gallery: Split
   val_query: Split | None = None      # held-out training identities (val_fraction > 0)
+                                      # or new synthetic people (val_people_seed >= 0)
   val_gallery: Split | None = None
 
   @property
@@ -47,7 +48,8 @@ class Splits:
   def validation(self) -> Splits:
     """These splits with the val query / gallery in place of the test ones."""
     if self.val_query is None:
-      raise ValueError("no validation split: set config.data.val_fraction > 0")
+      raise ValueError("no validation split: set config.data.val_fraction > 0, or "
+                       "config.data.val_people_seed >= 0 on synthetic data")
     return dataclasses.replace(self, query=self.val_query, gallery=self.val_gallery)
 
 

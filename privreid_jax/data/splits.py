@@ -9,6 +9,10 @@ identities is held out as a validation split (`hold_out_validation`): training
 keeps the other identities (relabelled 0..n-1), and the held-out ones form a
 val query / val gallery pair for model selection that never touches the test
 split (method A's progressive stages check their upgrade rule on it).
+On synthetic data, `config.data.val_people_seed >= 0` instead draws the
+validation split as new people from that seed, with the test split's protocol
+(`fresh_people_validation`): as hard as the test split, and all training
+identities train.
 
 `config.data.sources` (several training datasets), `config.data.combineall`
 and `open_eval_splits` (another dataset's test split, for cross-dataset
@@ -81,11 +85,36 @@ def hold_out_validation(train: Split, fraction: float, seed: int
   return new_train, _take(train, query), _take(train, gallery)
 
 
-def synthetic_root(data_cfg) -> str:
+def synthetic_root(data_cfg, test_seed: int | None = None) -> str:
+  """The synthetic dataset's folder, generated if absent; `test_seed` overrides
+  data.synthetic.test_seed (the folder is then data.root + "-people<seed>")."""
   from privreid_jax.data import synthetic
   params = dict(data_cfg.synthetic)
-  root = data_cfg.root or synthetic.default_root(**params)
+  root = data_cfg.root
+  if test_seed is not None:
+    params["test_seed"] = int(test_seed)
+    root = root and f"{root.rstrip(os.sep)}-people{int(test_seed)}"
+  root = root or synthetic.default_root(**params)
   return synthetic.ensure_dataset(root, **params)
+
+
+def fresh_people_validation(data_cfg, seed: int) -> tuple[Split, Split]:
+  """(val_query, val_gallery): the query and gallery of the synthetic dataset
+  whose test people are drawn from `seed`, with its distractors and junk.
+
+  The same world and training people as the configured dataset, new people to
+  find: groups of look-alikes whole, as in the test split (identities held out
+  of training by `hold_out_validation` rarely bring their group along, so that
+  split is easier than the test split). Its folder is generated once, beside
+  the dataset's.
+  """
+  seed = int(seed)
+  if seed == int(data_cfg.synthetic.get("test_seed", -1)):
+    raise ValueError(f"config.data.val_people_seed={seed} is data.synthetic.test_seed: "
+                     "validation would be the test split")
+  from privreid_jax.data import catalog
+  ds = catalog.load("synthetic", synthetic_root(data_cfg, test_seed=seed))
+  return _from_records(ds.query), _from_records(ds.gallery)
 
 
 def _from_records(records) -> Split:
@@ -94,7 +123,8 @@ def _from_records(records) -> Split:
 
 
 def open_splits(data_cfg) -> Splits:
-  """The configured dataset's splits, with a validation split if val_fraction > 0.
+  """The configured dataset's splits, with a validation split if val_fraction > 0
+  (held-out training identities) or val_people_seed >= 0 (new synthetic people).
 
   With `data.sources`, the training split joins those datasets' (multi_source.py).
   """
@@ -104,6 +134,13 @@ def open_splits(data_cfg) -> Splits:
     splits = _open_test_splits(data_cfg)
     if data_cfg.get("combineall", False):
       splits = multi_source.combine_all(splits, data_cfg.name)
+  people_seed = int(data_cfg.get("val_people_seed", -1))
+  if people_seed >= 0:
+    if data_cfg.name != "synthetic" or data_cfg.get("sources", ()):
+      raise ValueError(f"config.data.val_people_seed={people_seed}: synthetic data only "
+                       f"(data.name is {data_cfg.name!r}; use data.val_fraction)")
+    val_query, val_gallery = fresh_people_validation(data_cfg, people_seed)
+    return dataclasses.replace(splits, val_query=val_query, val_gallery=val_gallery)
   fraction = float(data_cfg.get("val_fraction", 0.0))
   if fraction == 0.0:
     return splits

@@ -98,7 +98,8 @@ class CrossDataset:
 
 class Validation:
   """The same ranking rows on the validation identities held out of training
-  (config.data.val_fraction > 0): rows "val/<setting>", e.g. "val/O->O". Choose
+  (config.data.val_fraction > 0), or on new synthetic people drawn like the test
+  split's (config.data.val_people_seed >= 0): rows "val/<setting>", e.g. "val/O->O". Choose
   epochs and hyper-parameters on these rows; the test split's rows (`reid`) can
   then be read once, at the end (config.evals.reid.every_epochs=0)."""
 

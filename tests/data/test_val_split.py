@@ -76,3 +76,48 @@ def test_open_splits_holds_out_validation_only_when_asked(tmp_path):
   assert "val_gallery" in s.summary()
   with pytest.raises(ValueError, match="val_fraction > 0"):
     plain.validation()
+
+
+def _file_bytes(split, i):
+  item = split.source[i]
+  path = item.path if hasattr(item, "path") else item
+  with open(path, "rb") as f:
+    return f.read()
+
+
+def test_val_people_seed_draws_new_people_with_the_test_protocol(tmp_path):
+  config = synthetic_config.get_config("tiny")
+  config.data.root = str(tmp_path / "synth")
+  plain = splits.open_splits(config.data)
+  config.data.val_people_seed = 3
+  s = splits.open_splits(config.data)
+  # Every training identity still trains; the test split is untouched.
+  assert len(s.train) == len(plain.train) and s.num_train_pids == plain.num_train_pids
+  assert list(s.query.pids) == list(plain.query.pids)
+  assert list(s.gallery.pids) == list(plain.gallery.pids)
+  # The validation split has the test split's make-up: its queries' identities all
+  # in its gallery, distractors (pid 0) beside them, one camera per query image...
+  vq, vg = s.val_query, s.val_gallery
+  assert len(vq) > 0 and set(vq.pids) <= set(vg.pids)
+  assert (vg.pids == 0).any() == (plain.gallery.pids == 0).any()
+  assert len(np.unique(vq.pids)) == len(np.unique(plain.query.pids))
+  # ...but other people: no val gallery image is a test gallery image.
+  test_images = {_file_bytes(plain.gallery, i) for i in range(len(plain.gallery))}
+  val_images = [_file_bytes(vg, i) for i in range(len(vg))]
+  assert not test_images & set(val_images)
+  # Seeded: the same seed opens the same files, another seed other people.
+  again = splits.open_splits(config.data)
+  assert [_file_bytes(again.val_gallery, i) for i in range(len(vg))] == val_images
+  config.data.val_people_seed = 4
+  other = splits.open_splits(config.data).val_gallery
+  assert not set(val_images) & {_file_bytes(other, i) for i in range(len(other))}
+  # The validation folder is generated beside data.root, never inside it.
+  assert str(tmp_path / "synth-people3") in vg.source[0].path
+
+
+def test_val_people_seed_is_never_the_test_split():
+  config = synthetic_config.get_config("tiny")
+  config.data.synthetic.test_seed = 2
+  config.data.val_people_seed = 2
+  with pytest.raises(ValueError, match="val_people_seed=2 is data.synthetic.test_seed"):
+    splits.fresh_people_validation(config.data, 2)

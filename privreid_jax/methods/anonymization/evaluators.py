@@ -88,7 +88,8 @@ class ImageQualityEvaluator:
       raise ValueError(f"config.evals.image_quality.split={split!r}: expected test | val")
     if split == "val" and ctx.splits.val_gallery is None:
       raise ValueError("config.evals.image_quality.split='val' needs a validation split: "
-                       "set config.data.val_fraction > 0 (e.g. 0.2)")
+                       "set config.data.val_fraction > 0 (e.g. 0.2), or "
+                       "config.data.val_people_seed >= 0 on synthetic data")
     self.quality, self.ctx, self.images = quality, ctx, int(images)
     self.source = (ctx.splits.val_gallery if split == "val" else ctx.splits.query).source
     self.row = "val/image_quality" if split == "val" else "image_quality"

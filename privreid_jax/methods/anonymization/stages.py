@@ -144,9 +144,11 @@ def _check_config(config) -> None:
   if a.mode != "learned":
     raise ValueError(f"config.anon.stages.enabled needs config.anon.mode='learned', "
                      f"got {a.mode!r}")
-  if not float(config.data.val_fraction) > 0.0:
+  if not (float(config.data.val_fraction) > 0.0
+          or int(config.data.get("val_people_seed", -1)) >= 0):
     raise ValueError("config.anon.stages.enabled needs a validation split: "
-                     "set config.data.val_fraction > 0 (e.g. 0.2)")
+                     "set config.data.val_fraction > 0 (e.g. 0.2), or "
+                     "config.data.val_people_seed >= 0 on synthetic data")
   if int(a.stages.max_stages) < 0:
     raise ValueError(f"config.anon.stages.max_stages={a.stages.max_stages}: expected >= 0")
   if jax.process_count() > 1:

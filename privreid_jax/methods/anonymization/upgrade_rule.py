@@ -101,7 +101,8 @@ class StageCheck:
     """Validation Rank-1 (raw query vs G(O) gallery) and PSNR/SSIM of P and M."""
     if ctx.splits.val_query is None:
       raise ValueError("config.anon.stages.enabled needs a validation split: "
-                       "set config.data.val_fraction > 0")
+                       "set config.data.val_fraction > 0, or "
+                       "config.data.val_people_seed >= 0 on synthetic data")
     if self._evaluator is None:
       self._evaluator = ReidEvaluator(method, ctx.splits.validation(), ctx.config.data,
                                       ctx.config.eval, ctx.mesh)
