@@ -28,22 +28,23 @@ def get_config(arg=None):
   c.data.eval_num_workers = 0
   c.model.backbone = "resnet18"
   c.model.width = 32
-  # 400 identities (200 train / 200 test, ~3.2k training images). The learning rate and
-  # the schedule were chosen on validation identities (80% of the training ids train,
-  # 20% score; no test split read) by experiments/sweeps/baseline_synthetic_select.py:
-  # 12 epochs at 1e-3 scored val Rank-1 / mAP 98.59 / 98.78 (means over two seeds)
-  # against 98.59 / 97.85 for the earlier 14 epochs at 7e-4, in 0.86x the steps; 10
-  # epochs fell 1.4-1.7 Rank-1 points short at either rate (the file has every run).
+  # 400 identities (200 train / 200 test, ~3.2k training images), 14 epochs at 7e-4
+  # (1,246 steps). Chosen on validation by experiments/sweeps/baseline_synthetic_select.py
+  # (no test split read): its third round scored the first two rounds' checkpoints on
+  # new people drawn with the test split's protocol (data.val_people_seed 7 and 8) and
+  # kept this schedule, val Rank-1 / mAP 82.1 / 80.2 (means over two training seeds and
+  # both people seeds) against 79.8 / 78.1 for 12 epochs at 1e-3 and 79.9 / 77.6 for 12
+  # at 7e-4; identities held out of training had seen no difference (95-99% Rank-1).
   # Width 24 instead of 32 was 1.37x faster but scored lower (an older test-split
   # comparison, 0.783 / 0.778 against 0.817 / 0.815). One evaluation, at the end
-  # (each costs ~20 s here): add --config.eval.every_epochs=4 to follow the curve.
-  c.optim.lr = 1e-3             # from scratch (no ImageNet weights here)
+  # (each costs ~20 s here): add --config.eval.every_epochs=2 to follow the curve.
+  c.optim.lr = 7e-4             # from scratch (no ImageNet weights here): 2x BoT
   c.data.synthetic.num_ids = 400
-  c.optim.epochs = 12
+  c.optim.epochs = 14
   c.optim.warmup_epochs = 2
-  c.optim.milestones = (8, 10)
-  c.eval.every_epochs = 12
-  c.checkpoint.every_epochs = 6
+  c.optim.milestones = (10, 12)
+  c.eval.every_epochs = 14
+  c.checkpoint.every_epochs = 7
   c.log.every_steps = 20
   if "tiny" in config_base.variants(arg, ("tiny",), "configs/synthetic.py"):
     config_base.make_tiny(c)

@@ -54,7 +54,7 @@ THIRD_PARTY_OVERRIDES = {
     "data.synthetic.num_ids": 200, "data.height": 64, "data.width": 32, "data.pad": 3,
     "model.width": 16, "optim.epochs": 32, "optim.warmup_epochs": 2,
     "optim.milestones": (24,), "checkpoint.every_epochs": 8,
-    "optim.lr": 7e-4,   # configs/synthetic.py's when the table was run (now 1e-3)
+    "optim.lr": 7e-4,   # configs/synthetic.py's when the table was run
 }
 
 

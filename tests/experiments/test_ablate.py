@@ -242,7 +242,7 @@ def test_baseline_synthetic_sweep_resolves():
   raw = ablate.load_sweep(
       os.path.join(ablate.REPO, "experiments/sweeps/baseline_synthetic.py") + ":tiny")
   runs = [ablate.resolve(r, i, "baseline_synthetic.py") for i, r in enumerate(raw)]
-  # bot and bot_e14 (the earlier schedule) x 3 seeds + 5 variants
+  # bot and bot_e12 (the shorter schedule) x 3 seeds + 5 variants
   assert len({r.name for r in runs}) == len(runs) == 11
   triplets = {r.resolved.loss.triplet for r in runs}
   assert triplets == {"batch_hard", "soft_margin", "weighted", "none"}
@@ -252,9 +252,9 @@ def test_baseline_synthetic_sweep_resolves():
   full = {r["name"]: ablate.resolve(r, i, "baseline_synthetic.py").resolved
           for i, r in enumerate(full)}
   for seed in (0, 1, 2):
-    now, before = full[f"bot_s{seed}"].optim, full[f"bot_e14_s{seed}"].optim
-    assert (now.epochs, now.lr) != (before.epochs, before.lr)
-    assert (before.epochs, before.lr, tuple(before.milestones)) == (14, 7e-4, (10, 12))
+    now, short = full[f"bot_s{seed}"].optim, full[f"bot_e12_s{seed}"].optim
+    assert (now.epochs, now.lr) != (short.epochs, short.lr)
+    assert (short.epochs, short.lr, tuple(short.milestones)) == (12, 1e-3, (8, 10))
   assert all(r.resolved.data.val_fraction == 0.2 and r.resolved.eval.every_epochs == 0
              and r.resolved.data.synthetic.test_seed == 1 for r in runs)
 
