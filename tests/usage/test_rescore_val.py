@@ -42,3 +42,23 @@ def test_a_bad_root_fails_in_one_line(runs, tmp_path, cli_error):
   os.makedirs(empty)
   assert "no run folder with checkpoints" in cli_error(
       rescore_val.main, [f"--root={empty}", "--val_people_seed=5"])
+
+
+def test_a_run_validating_on_new_people_trains_as_without_and_rescores_equal(runs, tmp_path):
+  from privreid_jax import metric_writers, trainer
+  config = synthetic.get_config("tiny")
+  config.data.root = runs.root
+  config.data.val_people_seed = 5
+  workdir = str(tmp_path / "val_people")
+  trainer.run(config, workdir)
+  rows = {r["setting"]: r for r in metric_writers.read_eval_rows(workdir)}
+  assert set(rows) == {"O->O", "val/O->O"}
+  # Every training identity trained, as in the run without validation: the same
+  # test-split rows.
+  base = {r["setting"]: r for r in metric_writers.read_eval_rows(runs.base)}
+  for k in ("rank1", "mAP", "mINP"):
+    assert rows["O->O"][k] == pytest.approx(base["O->O"][k], abs=1e-6), k
+  # The trainer's validation rows are what rescore_val gives its last checkpoint.
+  again = rescore_val.score_run(workdir, 5)["val5/O->O"]
+  for k in ("rank1", "mAP", "mINP"):
+    assert rows["val/O->O"][k] == pytest.approx(again[k], abs=1e-6), k
