@@ -22,7 +22,15 @@ split is never read. What is chosen, and by which rule (fixed before the runs):
          the upgrade rule's quality bar; the reference's 100 stays the default
          when none passes.
 
-No argument runs both grids; `:tiny` runs them on the `tiny` variant (2 steps)
+  lr_people  the `lr` grid again, validated on new people drawn like the test
+         split (`_protocol.select(people=True)`: `data.val_people_seed`, every
+         training identity trains): the held-out identities above (20 of them,
+         ~78 queries) rank synthetic runs unlike the test split (`_protocol`'s
+         doc). The same rule, on these val rows. Fixed before its runs
+         (2026-12-02); CHOSEN_LR_PEOPLE records its outcome, and method A's
+         table should take its learning rate from it when re-run.
+
+No argument runs `lr` and `noise`; `:tiny` runs them on the `tiny` variant (2 steps)
 as a smoke test.
 """
 
@@ -41,6 +49,7 @@ CHOSEN_LR = 1.4e-3
 # PSNR(O,P) <= 10.05): L1 100: PSNR(O,P) 12.15, authorized val Rank-1 84.0; L1 25: 11.52,
 # 69.9; L1 6.25: 11.31, 84.3. None passes the bar: the reference's 100 stays.
 CHOSEN_NOISE_L1 = 100.0
+CHOSEN_LR_PEOPLE = None             # `lr_people`: not run yet
 EVERY = 4                           # val evaluation every 4 epochs
 
 
@@ -50,20 +59,23 @@ def _lr_name(lr: float) -> str:
 
 def get_sweep(arg=None):
   names = [a for a in (arg or "").split(",") if a]
-  unknown = set(names) - {"lr", "noise", "tiny"}
+  unknown = set(names) - {"lr", "noise", "lr_people", "tiny"}
   if unknown:
-    raise ValueError(f"anon_synthetic_select.py: argument {arg!r}: expected lr and/or "
-                     "noise (and optionally tiny), e.g. :lr or :noise,tiny")
-  if not set(names) & {"lr", "noise"}:
+    raise ValueError(f"anon_synthetic_select.py: argument {arg!r}: expected lr, noise "
+                     "and/or lr_people (and optionally tiny), e.g. :lr or :noise,tiny")
+  if not set(names) & {"lr", "noise", "lr_people"}:
     names += ["lr", "noise"]
   tiny = ",tiny" if "tiny" in names else ""
   runs = []
-  if "lr" in names:
-    for lr in LRS:
-      for d in ("mosaic", "blur"):
-        runs.append({"name": f"lr{_lr_name(lr)}_wo_{d}", "config": f"{CONFIG}:{d}{tiny}",
-                     "overrides": _protocol.select(
-                         {"optim.lr": lr, "eval.every_epochs": EVERY}, method_a=True)})
+  for grid, prefix, people in (("lr", "", False), ("lr_people", "people_", True)):
+    if grid in names:
+      for lr in LRS:
+        for d in ("mosaic", "blur"):
+          runs.append({"name": f"{prefix}lr{_lr_name(lr)}_wo_{d}",
+                       "config": f"{CONFIG}:{d}{tiny}",
+                       "overrides": _protocol.select(
+                           {"optim.lr": lr, "eval.every_epochs": EVERY}, method_a=True,
+                           people=people)})
   if "noise" in names:
     lr = CHOSEN_LR if CHOSEN_LR is not None else 7e-4
     for w in L1_WEIGHTS:

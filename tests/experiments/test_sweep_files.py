@@ -20,7 +20,8 @@ FILES = sorted(p for p in glob.glob(os.path.join(SWEEPS, "*.py"))
 ARGS = {"baseline_synthetic.py": ("tiny",), "baseline_synthetic_select.py": ("tiny",),
         "anon_synthetic.py": ("tiny",), "dual_synthetic.py": ("tiny",),
         "anon_market.py": ("mosaic",),
-        "anon_synthetic_select.py": ("lr", "noise,tiny"), "real_small_select.py": ("tiny",),
+        "anon_synthetic_select.py": ("lr", "noise,tiny", "lr_people", "lr_people,tiny"),
+        "real_small_select.py": ("tiny",),
         "anon_real.py": ("tiny",), "dual_real.py": ("tiny",), "real_small.py": ("tiny",)}
 MARKET_ROOT = {"data.root": "/data/Market-1501-v15.09.15"}   # --set, as the docs say
 SMALL_ROOT = {"data.root": "/data/small_reid"}                 # the real_small sweeps' --set
@@ -244,3 +245,34 @@ def test_real_small_reports_the_row_chosen_on_validation_with_three_seeds():
     for key, value in chosen.items():
       section, name = key.split(".")
       assert config[section][name] == value
+
+
+def test_method_a_lr_on_new_people_validates_on_them_with_every_training_id():
+  spec = os.path.join(SWEEPS, "anon_synthetic_select.py")
+  from experiments.sweeps import _protocol, anon_synthetic_select as select
+  held = {r["name"]: ablate.resolve(r, i, spec + ":lr", {}, SWEEP_ROOT).resolved
+          for i, r in enumerate(ablate.load_sweep(spec + ":lr"))}
+  raw = ablate.load_sweep(spec + ":lr_people")
+  assert [r["name"] for r in raw] == ["people_" + n for n in held]
+  for index, r in enumerate(raw):
+    config = ablate.resolve(r, index, spec + ":lr_people", {}, SWEEP_ROOT).resolved
+    twin = held[r["name"][len("people_"):]]
+    assert config.optim.lr == twin.optim.lr and config.anon.mode == twin.anon.mode
+    assert not config.evals.reid.enabled and config.evals.val.enabled   # no test split
+    assert config.data.val_fraction == 0.0 and twin.data.val_fraction == 0.2
+    assert config.data.val_people_seed == _protocol.VAL_PEOPLE_SEED >= 0
+    assert config.data.synthetic.test_seed == _protocol.TEST_SEED != _protocol.VAL_PEOPLE_SEED
+    assert config.evals.image_quality.split == "val"
+  assert select.CHOSEN_LR_PEOPLE in (None,) + select.LRS
+  # A reported run on new people, method A's stages variant included (it sets
+  # val_fraction itself): one validation split, every training identity.
+  run = {"name": "full_mosaic_s0", "config": "configs/anon_synthetic.py:mosaic,stages",
+         "overrides": _protocol.report({"seed": 0}, people=True)}
+  try:
+    config = ablate.resolve(run, 0, spec, {}, SWEEP_ROOT).resolved
+  except ablate.SweepError as e:
+    pytest.skip(f"no stages variant: {e}")
+  from privreid_jax import config_checks
+  config_checks.check(config, devices=1, processes=1)
+  assert config.data.val_fraction == 0.0 and config.eval.every_epochs == 0
+  assert config.data.val_people_seed == _protocol.VAL_PEOPLE_SEED
