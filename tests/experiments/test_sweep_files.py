@@ -17,7 +17,7 @@ SWEEPS = os.path.join(REPO, "experiments", "sweeps")
 FILES = sorted(p for p in glob.glob(os.path.join(SWEEPS, "*.py"))
                if not os.path.basename(p).startswith("_"))
 # Arguments a sweep takes besides none, checked too.
-ARGS = {"baseline_synthetic.py": ("tiny",), "baseline_synthetic_select.py": ("tiny",),
+ARGS = {"baseline_synthetic.py": ("tiny",), "baseline_synthetic_select.py": ("tiny", "size"),
         "anon_synthetic.py": ("tiny",), "dual_synthetic.py": ("tiny",),
         "anon_market.py": ("mosaic",),
         "anon_synthetic_select.py": ("lr", "noise,tiny", "lr_people", "lr_people,tiny"),
@@ -216,6 +216,22 @@ def test_schedule_selection_never_reads_the_test_split():
     assert tuple(config.optim.milestones) == (e - 4, e - 2) and config.eval.every_epochs == e
     epochs.add(e)
   assert epochs == {10, 12, 14}
+
+
+def test_read_size_selection_keeps_the_schedule_and_changes_only_the_size():
+  spec = os.path.join(SWEEPS, "baseline_synthetic_select.py")
+  first = ablate.resolve(ablate.load_sweep(spec)[0], 0, spec, {}, SWEEP_ROOT).resolved
+  assert first.optim.epochs == 14 and (first.data.height, first.data.width) == (128, 64)
+  sizes = set()
+  for index, r in enumerate(ablate.load_sweep(spec + ":size")):
+    config = ablate.resolve(r, index, spec + ":size", {}, SWEEP_ROOT).resolved
+    assert not config.evals.reid.enabled and config.data.val_fraction == 0.2
+    assert config.data.synthetic.height == 128 and config.data.height < 128
+    for section, key in (("optim", "epochs"), ("optim", "lr"), ("optim", "milestones"),
+                         ("model", "width"), ("data", "synthetic")):
+      assert config[section][key] == first[section][key], key
+    sizes.add((config.data.height, config.data.width, config.seed))
+  assert sizes == {(h, w, s) for h, w in ((112, 56), (96, 48)) for s in (0, 1)}
 
 
 @pytest.mark.parametrize("sweep", ["anon_real.py", "dual_real.py"])
