@@ -280,6 +280,9 @@ def test_method_a_lr_on_new_people_validates_on_them_with_every_training_id():
     assert config.data.synthetic.test_seed == _protocol.TEST_SEED != _protocol.VAL_PEOPLE_SEED
     assert config.evals.image_quality.split == "val"
   assert select.CHOSEN_LR_PEOPLE in (None,) + select.LRS
+  if select.CHOSEN_LR_PEOPLE is not None:   # the table trains at the lr new people chose
+    from experiments.sweeps import anon_synthetic
+    assert anon_synthetic.LR == select.CHOSEN_LR_PEOPLE
   # A reported run on new people, method A's stages variant included (it sets
   # val_fraction itself): one validation split, every training identity.
   run = {"name": "full_mosaic_s0", "config": "configs/anon_synthetic.py:mosaic,stages",
