@@ -6,20 +6,22 @@
       --sweep experiments/sweeps/baseline_synthetic.py:tiny
   python -m experiments.report --root /tmp/bot_sweep
 
-Runs of `configs/synthetic.py` (14 epochs, ~5-9 min each on a 2-core CPU) under
+Runs of `configs/synthetic.py` (14 epochs, ~4-9 min each on a 2-core CPU) under
 the results protocol (`_protocol.py`: the same 80% of the training identities,
 the fresh test split read once at the end): BoT (batch-hard triplet, average
 pooling) with every seed of `_protocol.SEEDS` (the headline row, mean ± std in
 `experiments.report`), then with seed 0 the soft-margin and
 weighted-regularised (AGW) triplets, no triplet (ID loss only), GeM pooling and
-the center loss, and `bot_e12_s<seed>`: BoT at the shorter schedule that was
-command 1's for a while (SHORTER: 12 epochs at 1e-3, which the third round of
-baseline_synthetic_select.py undid), the README's comparison row. `:tiny` runs the
+the center loss, `bot_128x64_s<seed>`: BoT read at 128x64, command 1's size until
+the fourth round of baseline_synthetic_select.py chose 112x56, and `bot_e12_s<seed>`:
+BoT at 128x64 with the shorter schedule that was command 1's for a while
+(SHORTER: 12 epochs at 1e-3, which the third round undid), the README's comparison rows. `:tiny` runs the
 same grid on the `tiny` variant (2 steps each) as a smoke test of the whole sweep
 machinery.
 """
 
 from experiments.sweeps import _protocol
+from experiments.sweeps import baseline_synthetic_select as select
 
 VARIANTS = {
     "bot": {},
@@ -30,8 +32,9 @@ VARIANTS = {
     "center": {"loss.center_weight": 5e-4},
 }
 HEADLINE = "bot"
+AT_128X64 = select.AT_128X64   # command 1's read size until the fourth selection round
 SHORTER = {"optim.lr": 1e-3, "optim.epochs": 12, "optim.warmup_epochs": 2,
-           "optim.milestones": (8, 10), "checkpoint.every_epochs": 6}
+           "optim.milestones": (8, 10), "checkpoint.every_epochs": 6, **AT_128X64}
 
 
 def get_sweep(arg=None):
@@ -40,6 +43,9 @@ def get_sweep(arg=None):
   config = "configs/synthetic.py:tiny" if arg == "tiny" else "configs/synthetic.py"
   runs = [{"name": f"{HEADLINE}_s{seed}", "config": config,
            "overrides": _protocol.report({"seed": seed})} for seed in _protocol.SEEDS]
+  runs += [{"name": f"{HEADLINE}_128x64_s{seed}", "config": config,
+            "overrides": _protocol.report({**({} if arg == "tiny" else AT_128X64),
+                                           "seed": seed})} for seed in _protocol.SEEDS]
   runs += [{"name": f"{HEADLINE}_e12_s{seed}", "config": config,
             "overrides": _protocol.report({**({} if arg == "tiny" else SHORTER),
                                            "seed": seed})} for seed in _protocol.SEEDS]

@@ -242,11 +242,12 @@ def test_baseline_synthetic_sweep_resolves():
   raw = ablate.load_sweep(
       os.path.join(ablate.REPO, "experiments/sweeps/baseline_synthetic.py") + ":tiny")
   runs = [ablate.resolve(r, i, "baseline_synthetic.py") for i, r in enumerate(raw)]
-  # bot and bot_e12 (the shorter schedule) x 3 seeds + 5 variants
-  assert len({r.name for r in runs}) == len(runs) == 11
+  # bot, bot_128x64 (the earlier read size) and bot_e12 (the shorter schedule) x 3 seeds
+  # + 5 variants
+  assert len({r.name for r in runs}) == len(runs) == 14
   triplets = {r.resolved.loss.triplet for r in runs}
   assert triplets == {"batch_hard", "soft_margin", "weighted", "none"}
-  assert [r.resolved.seed for r in runs if r.name.startswith("bot_")] == [0, 1, 2] * 2
+  assert [r.resolved.seed for r in runs if r.name.startswith("bot_")] == [0, 1, 2] * 3
   assert all(r.resolved.optim.epochs == 2 for r in runs)     # tiny keeps its own schedule
   full = ablate.load_sweep(os.path.join(ablate.REPO, "experiments/sweeps/baseline_synthetic.py"))
   full = {r["name"]: ablate.resolve(r, i, "baseline_synthetic.py").resolved
@@ -255,6 +256,12 @@ def test_baseline_synthetic_sweep_resolves():
     now, short = full[f"bot_s{seed}"].optim, full[f"bot_e12_s{seed}"].optim
     assert (now.epochs, now.lr) != (short.epochs, short.lr)
     assert (short.epochs, short.lr, tuple(short.milestones)) == (12, 1e-3, (8, 10))
+    # the comparison rows keep the earlier read size; the headline reads the config's
+    big, headline = full[f"bot_128x64_s{seed}"], full[f"bot_s{seed}"]
+    for run in (big, full[f"bot_e12_s{seed}"]):
+      assert (run.data.height, run.data.width, run.data.pad) == (128, 64, 5)
+    assert (headline.data.height, headline.data.width) != (128, 64)
+    assert big.optim == headline.optim and big.model == headline.model
   assert all(r.resolved.data.val_fraction == 0.2 and r.resolved.eval.every_epochs == 0
              and r.resolved.data.synthetic.test_seed == 1 for r in runs)
 

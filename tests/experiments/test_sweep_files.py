@@ -222,6 +222,9 @@ def test_read_size_selection_keeps_the_schedule_and_changes_only_the_size():
   spec = os.path.join(SWEEPS, "baseline_synthetic_select.py")
   first = ablate.resolve(ablate.load_sweep(spec)[0], 0, spec, {}, SWEEP_ROOT).resolved
   assert first.optim.epochs == 14 and (first.data.height, first.data.width) == (128, 64)
+  for index, r in enumerate(ablate.load_sweep(spec)):   # rounds 1-3 ran at 128x64
+    config = ablate.resolve(r, index, spec, {}, SWEEP_ROOT).resolved
+    assert (config.data.height, config.data.width, config.data.pad) == (128, 64, 5)
   sizes = set()
   for index, r in enumerate(ablate.load_sweep(spec + ":size")):
     config = ablate.resolve(r, index, spec + ":size", {}, SWEEP_ROOT).resolved
