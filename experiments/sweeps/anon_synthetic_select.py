@@ -51,8 +51,9 @@ CHOSEN_LR = 1.4e-3
 CHOSEN_NOISE_L1 = 100.0
 # The `lr_people` sweep's result (2026-12-02, at c74123e / 0500e4c, the same code; 3.5e-4 and
 # 7e-4 mosaic on the 2-core AMD EPYC with AVX2, the other three on one with AVX-512, whose
-# rounding moves a run by about a point (baseline_synthetic_select.py's fourth round); rule above; authorized val Rank-1 at the end O->O / O->P / P->O / P->P on new people
-# from seed 7, 100 people, 285 queries, one query 0.35 points; w/o-upgrade mosaic | blur):
+# rounding moves a run by about a point (baseline_synthetic_select.py's fourth round); rule
+# above; authorized val Rank-1 at the end O->O / O->P / P->O / P->P on new people from seed
+# 7, 100 people, 285 queries, one query 0.35 points; w/o-upgrade mosaic | blur):
 #   3.5e-4: 42.5 / 33.0 / 34.0 / 30.2 (34.9) | 37.2 / 25.3 / 24.2 / 35.8 (30.6): mean 32.8
 #   7e-4:   54.4 / 38.9 / 41.4 / 30.5 (41.3) | 53.3 / 38.9 / 33.3 / 35.8 (40.3): mean 40.8
 #   1.4e-3: 59.6 / 47.7 / 47.7 / 31.9 (46.7) | 55.8 / 44.9 / 47.7 / 45.6 (48.5): mean 47.6

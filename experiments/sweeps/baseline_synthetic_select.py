@@ -32,9 +32,16 @@ FIRST_LR = 7e-4          # configs/synthetic.py's lr during the first round
 LRS = (1e-3, 1.4e-3)      # second round, with SHORT epochs
 SHORT = (12, 10)
 VAL_PEOPLE_SEEDS = (7, 8)  # third round: new people, the test split's protocol
-SIZES = ((112, 56), (96, 48))  # fourth round: read sizes below 128x64
+SIZES = ((112, 56), (96, 48))  # fourth round: read sizes below 128x64 (pad-crop margin 4)
+
+
+def read_at(height: int, width: int, pad: int) -> dict:
+  """Overrides reading the synthetic images at height x width, pad-crop margin `pad`."""
+  return {"data.height": height, "data.width": width, "data.pad": pad}
+
+
 # The read size of rounds 1-3 (the config's until the fourth round chose 112x56).
-AT_128X64 = {"data.height": 128, "data.width": 64, "data.pad": 5}
+AT_128X64 = read_at(128, 64, 5)
 # Results (2026-12-02, at 6198cc9 / 8131520, 2-core AMD EPYC, alone; val 40 ids, 177
 # queries: one query is 0.56 points; val Rank-1 / mAP / mINP at the end, wall time):
 #   seed 0: e14 98.9 / 97.6 / 94.6 (536 s); e12 97.2 / 96.5 / 92.7 (427 s);
@@ -129,6 +136,12 @@ def schedule(epochs: int) -> dict:
           "checkpoint.every_epochs": epochs}
 
 
+def _row(name: str, config: str, epochs: int, lr: float, seed: int, size: dict) -> dict:
+  return {"name": name, "config": config,
+          "overrides": _protocol.select({**schedule(epochs), "optim.lr": lr, "seed": seed,
+                                         **size})}
+
+
 def get_sweep(arg=None):
   names = [a for a in (arg or "").split(",") if a]
   if set(names) - {"tiny", "size"}:
@@ -136,17 +149,11 @@ def get_sweep(arg=None):
                      "(expected 'tiny', 'size' or 'size,tiny')")
   config = f"{CONFIG}:tiny" if "tiny" in names else CONFIG
   if "size" in names:
-    return [{"name": f"e14_{h}x{w}_s{seed}", "config": config,
-             "overrides": _protocol.select({**schedule(14), "optim.lr": FIRST_LR,
-                                            "seed": seed, "data.height": h,
-                                            "data.width": w, "data.pad": 4})}
+    return [_row(f"e14_{h}x{w}_s{seed}", config, 14, FIRST_LR, seed, read_at(h, w, 4))
             for seed in SEEDS for h, w in SIZES]
-  first = [{"name": f"e{epochs}_s{seed}", "config": config,
-            "overrides": _protocol.select({**schedule(epochs), "optim.lr": FIRST_LR,
-                                           "seed": seed, **AT_128X64})}
+  first = [_row(f"e{epochs}_s{seed}", config, epochs, FIRST_LR, seed, AT_128X64)
            for seed in SEEDS for epochs in EPOCHS]
-  second = [{"name": f"e{epochs}_lr{round(lr * 1e4)}e-4_s{seed}", "config": config,
-             "overrides": _protocol.select({**schedule(epochs), "optim.lr": lr, "seed": seed,
-                                            **AT_128X64})}
+  second = [_row(f"e{epochs}_lr{round(lr * 1e4)}e-4_s{seed}", config, epochs, lr, seed,
+                 AT_128X64)
             for seed in SEEDS for epochs in SHORT for lr in LRS]
   return first + second

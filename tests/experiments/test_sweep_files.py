@@ -235,6 +235,8 @@ def test_read_size_selection_keeps_the_schedule_and_changes_only_the_size():
       assert config[section][key] == first[section][key], key
     sizes.add((config.data.height, config.data.width, config.seed))
   assert sizes == {(h, w, s) for h, w in ((112, 56), (96, 48)) for s in (0, 1)}
+  with pytest.raises(ValueError, match="'sizes'"):   # a misspelt round, named
+    ablate.load_sweep(spec + ":sizes")
 
 
 @pytest.mark.parametrize("sweep", ["anon_real.py", "dual_real.py"])
