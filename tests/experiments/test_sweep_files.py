@@ -20,7 +20,8 @@ FILES = sorted(p for p in glob.glob(os.path.join(SWEEPS, "*.py"))
 ARGS = {"baseline_synthetic.py": ("tiny",), "baseline_synthetic_select.py": ("tiny", "size"),
         "anon_synthetic.py": ("tiny",), "dual_synthetic.py": ("tiny",),
         "anon_market.py": ("mosaic",),
-        "anon_synthetic_select.py": ("lr", "noise,tiny", "lr_people", "lr_people,tiny"),
+        "anon_synthetic_select.py": ("lr", "noise,tiny", "lr_people", "lr_people,tiny",
+                                     "min_rank1_people", "min_rank1_people,tiny"),
         "real_small_select.py": ("tiny",),
         "anon_real.py": ("tiny",), "dual_real.py": ("tiny",), "real_small.py": ("tiny",)}
 MARKET_ROOT = {"data.root": "/data/Market-1501-v15.09.15"}   # --set, as the docs say
@@ -300,3 +301,25 @@ def test_method_a_lr_on_new_people_validates_on_them_with_every_training_id():
   config_checks.check(config, devices=1, processes=1)
   assert config.data.val_fraction == 0.0 and config.eval.every_epochs == 0
   assert config.data.val_people_seed == _protocol.VAL_PEOPLE_SEED
+
+
+def test_method_a_min_rank1_on_new_people_runs_the_full_method_at_the_chosen_lr():
+  spec = os.path.join(SWEEPS, "anon_synthetic_select.py")
+  from experiments.sweeps import _protocol, anon_synthetic_select as select
+  raw = ablate.load_sweep(spec + ":min_rank1_people")
+  seen = set()
+  for index, r in enumerate(raw):
+    config = ablate.resolve(r, index, spec, {}, SWEEP_ROOT).resolved
+    assert _is_stages(r) and config.anon.stages.enabled, r["name"]
+    assert config.optim.lr == select.CHOSEN_LR_PEOPLE
+    assert not config.evals.reid.enabled and config.evals.val.enabled   # no test split
+    assert config.data.val_people_seed == _protocol.VAL_PEOPLE_SEED
+    assert config.data.val_fraction == 0.0
+    seen.add((config.anon.stages.min_rank1, config.anon.desensitize))
+  assert seen == {(m, d) for m in select.MIN_RANK1S for d in ("mosaic", "blur")}
+  assert 0.2 in select.MIN_RANK1S   # the value in use is one of the candidates
+  assert select.CHOSEN_MIN_RANK1_PEOPLE in (None,) + select.MIN_RANK1S
+  if select.CHOSEN_MIN_RANK1_PEOPLE is not None:   # the config carries the choice
+    plain = {"name": "x", "config": "configs/anon_synthetic.py:mosaic,stages"}
+    c = ablate.resolve(plain, 0, spec, {}, SWEEP_ROOT).resolved
+    assert c.anon.stages.min_rank1 == select.CHOSEN_MIN_RANK1_PEOPLE
