@@ -30,7 +30,16 @@ repeat mosaic and blur, the headline rows (`experiments.report` shows mean ±
 std over runs named NAME_s<seed>). With `--shard`, a machine needs the
 `third_party_s<seed>` folders its rows point to. `:tiny` runs seed 0's grid on
 the `tiny` variants as a smoke test.
+
+`:people` runs the same table under the new-people protocol
+(`_protocol.report(people=True)`: every training identity trains, the
+validation rows and the full rows' stage checks run on new people) with the
+choices made on new people (`anon_synthetic_select.py`: CHOSEN_LR_PEOPLE, and
+CHOSEN_MIN_RANK1_PEOPLE once chosen); give it its own `--root`. The README's
+method A table was run without it (held-out identities, 80% training).
 """
+
+import functools
 
 from experiments.sweeps import _protocol
 from experiments.sweeps import anon_synthetic_select as select
@@ -79,17 +88,30 @@ def seed_rows(config: str, seed: int, desensitize, third_party: str, extra=None,
   return runs
 
 
+def people_overrides() -> dict:
+  """What `:people` adds to every learned row: the choices made on new people."""
+  out = {"optim.lr": select.CHOSEN_LR_PEOPLE}
+  if select.CHOSEN_MIN_RANK1_PEOPLE is not None:
+    out["anon.stages.min_rank1"] = select.CHOSEN_MIN_RANK1_PEOPLE
+  return out
+
+
 def get_sweep(arg=None):
-  if arg not in (None, "tiny"):
-    raise ValueError(f"anon_synthetic.py: unknown argument {arg!r} (expected 'tiny')")
-  tiny = arg == "tiny"
+  names = [a for a in (arg or "").split(",") if a]
+  if set(names) - {"tiny", "people"}:
+    raise ValueError(f"anon_synthetic.py: unknown argument {arg!r} (expected tiny, people "
+                     "or people,tiny)")
+  tiny, people = "tiny" in names, "people" in names
+  report = functools.partial(_protocol.report, people=people)
+  extra = people_overrides() if people else None
   runs = []
   for seed in (0,) if tiny else _protocol.SEEDS:
     tp = third_party_name(seed)
     runs.append({"name": tp, "config": "configs/synthetic.py" + (":tiny" if tiny else ""),
-                 "overrides": _protocol.report(
+                 "overrides": report(
                      {**({} if tiny else THIRD_PARTY_OVERRIDES), "seed": seed})})
-    runs += seed_rows(CONFIG, seed, DESENSITIZE if seed == 0 else HEADLINE, tp, tiny=tiny)
+    runs += seed_rows(CONFIG, seed, DESENSITIZE if seed == 0 else HEADLINE, tp, extra,
+                      tiny=tiny, protocol=report)
     if seed == 0:
       # The noise trade-off curve: "w/o upgrade" at the other L1 weights of the
       # selection grid (PSNR(O,P) against the authorized and the outsiders' Rank-1).
@@ -97,7 +119,8 @@ def get_sweep(arg=None):
         if w != NOISE_L1:
           runs.append({"name": f"wo_noise_l1w{w:g}_s0",
                        "config": f"{CONFIG}:noise" + (",tiny" if tiny else ""),
-                       "overrides": _protocol.report(
+                       "overrides": report(
                            {"seed": 0, "optim.lr": LR, "evals.outsider.workdir": "{root}/" + tp,
-                            "anon.weights.l1_anon": w, "anon.weights.l1_rec": w})})
+                            "anon.weights.l1_anon": w, "anon.weights.l1_rec": w,
+                            **(extra or {})})})
   return runs

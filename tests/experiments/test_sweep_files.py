@@ -18,7 +18,7 @@ FILES = sorted(p for p in glob.glob(os.path.join(SWEEPS, "*.py"))
                if not os.path.basename(p).startswith("_"))
 # Arguments a sweep takes besides none, checked too.
 ARGS = {"baseline_synthetic.py": ("tiny",), "baseline_synthetic_select.py": ("tiny", "size"),
-        "anon_synthetic.py": ("tiny",), "dual_synthetic.py": ("tiny",),
+        "anon_synthetic.py": ("tiny", "people", "people,tiny"), "dual_synthetic.py": ("tiny",),
         "anon_market.py": ("mosaic",),
         "anon_synthetic_select.py": ("lr", "noise,tiny", "lr_people", "lr_people,tiny",
                                      "min_rank1_people", "min_rank1_people,tiny"),
@@ -323,3 +323,28 @@ def test_method_a_min_rank1_on_new_people_runs_the_full_method_at_the_chosen_lr(
     plain = {"name": "x", "config": "configs/anon_synthetic.py:mosaic,stages"}
     c = ablate.resolve(plain, 0, spec, {}, SWEEP_ROOT).resolved
     assert c.anon.stages.min_rank1 == select.CHOSEN_MIN_RANK1_PEOPLE
+
+
+def test_method_a_table_on_new_people_has_the_same_rows_with_every_training_id():
+  spec = os.path.join(SWEEPS, "anon_synthetic.py")
+  from experiments.sweeps import _protocol, anon_synthetic_select as select
+  held = {r["name"]: (i, r) for i, r in enumerate(ablate.load_sweep(spec))}
+  raw = ablate.load_sweep(spec + ":people")
+  assert [r["name"] for r in raw] == list(held)
+  for index, r in enumerate(raw):
+    config = ablate.resolve(r, index, spec, {}, SWEEP_ROOT).resolved
+    i, twin_raw = held[r["name"]]
+    twin = ablate.resolve(twin_raw, i, spec, {}, SWEEP_ROOT).resolved
+    assert r["config"] == twin_raw["config"]
+    assert config.data.val_people_seed == _protocol.VAL_PEOPLE_SEED
+    assert config.data.val_fraction == 0.0 and twin.data.val_fraction > 0.0
+    assert config.eval.every_epochs == 0 and config.evals.reid.enabled   # test once, at the end
+    assert config.seed == twin.seed and config.anon.mode == twin.anon.mode
+    if r["name"].startswith("third_party"):
+      assert config.optim.lr == twin.optim.lr
+    else:
+      assert config.optim.lr == select.CHOSEN_LR_PEOPLE
+      if select.CHOSEN_MIN_RANK1_PEOPLE is not None:
+        assert config.anon.stages.min_rank1 == select.CHOSEN_MIN_RANK1_PEOPLE
+  with pytest.raises(ValueError, match="people,tiny"):
+    ablate.load_sweep(spec + ":peoples")
