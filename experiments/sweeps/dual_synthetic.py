@@ -25,6 +25,11 @@ The headline rows (HEADLINE: baseline, and twostage, whose clean rows are the
 1-stage model and whose dp / attack rows are the 2-stage one at every
 epsilon) run with every seed of `_protocol.SEEDS`, after seed 0 of all rows;
 runs are named NAME_s<seed> (`experiments.report` shows mean ± std).
+
+`:people` (or `:people,tiny`) runs the same rows under the new-people protocol
+(`_protocol.report(people=True)`: every training identity trains, the
+validation rows on new people), as method A's `anon_synthetic.py:people`; give
+it its own `--root`. The README's method B table was run without it.
 """
 
 from experiments.sweeps import _protocol
@@ -44,16 +49,19 @@ HEADLINE = ("baseline", "twostage")
 
 
 def get_sweep(arg=None):
-  if arg not in (None, "tiny"):
-    raise ValueError(f"dual_synthetic.py: unknown argument {arg!r} (expected 'tiny')")
+  names = [a for a in (arg or "").split(",") if a]
+  if set(names) - {"tiny", "people"}:
+    raise ValueError(f"dual_synthetic.py: unknown argument {arg!r} (expected tiny, people "
+                     "or people,tiny)")
+  tiny, people = "tiny" in names, "people" in names
   runs = []
-  for seed in (0,) if arg == "tiny" else _protocol.SEEDS:
+  for seed in (0,) if tiny else _protocol.SEEDS:
     for name, variant in ROWS:
-      if (arg == "tiny" and name not in TINY_ROWS) or (seed and name not in HEADLINE):
+      if (tiny and name not in TINY_ROWS) or (seed and name not in HEADLINE):
         continue
-      variants = ",".join(filter(None, (variant, arg)))
+      variants = ",".join(filter(None, (variant, "tiny" if tiny else "")))
       config = "configs/dual_synthetic.py" + (f":{variants}" if variants else "")
       overrides = _protocol.report({"seed": seed, "evals.feature_attack.enabled": True,
-                                    "evals.inversion.enabled": True})
+                                    "evals.inversion.enabled": True}, people=people)
       runs.append({"name": f"{name}_s{seed}", "config": config, "overrides": overrides})
   return runs
