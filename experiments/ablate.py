@@ -33,6 +33,14 @@ memory and JAX state, and flags are parsed exactly as a user's command line
 kept down by a persistent compilation cache shared by the sweep's runs
 (`--compile_cache`, default `ROOT/.jax_cache`). A failed run is reported and
 the sweep goes on; the exit code is 1 if any run failed, 2 for a bad sweep.
+
+Stopping the runner stops its run: Ctrl-C reaches both (one process group);
+a SIGTERM to the runner (`kill`, a scheduler's preemption) is passed on to the
+run, which saves a checkpoint as it does for its own SIGTERM, and the run is
+marked interrupted. A run whose `run.json` says running, written on this
+host by a runner or run process that is still alive, is left alone (reported
+as busy, exit code 1) rather than started again, whose trainer would stop at
+the workdir's lock and leave the run marked failed.
 """
 
 from __future__ import annotations
@@ -46,6 +54,7 @@ import json
 import os
 import re
 import shlex
+import signal
 import socket
 import subprocess
 import sys
@@ -55,6 +64,8 @@ from typing import Any, Mapping, Sequence
 
 from absl import flags
 from ml_collections import ConfigDict, config_flags
+
+from privreid_jax import interrupts   # signals only: no JAX import
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN_FILE = "run.json"
@@ -324,6 +335,42 @@ def is_finished(run: Run, root: str) -> bool:
   return meta.get("epoch") == run.resolved.optim.epochs
 
 
+def _is_process(pid: Any, arg_test) -> bool:
+  """Whether `pid` is a live process other than this one with a command-line
+  argument passing `arg_test` (where /proc is missing: whether it is alive)."""
+  if not isinstance(pid, int) or pid <= 0 or pid == os.getpid():
+    return False
+  try:
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+      args = f.read().decode(errors="replace").split("\0")
+    return any(arg_test(a) for a in args)
+  except FileNotFoundError:
+    if os.path.isdir("/proc"):
+      return False
+  except OSError:
+    pass
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return True
+
+
+def busy_pid(run: Run, root: str) -> int | None:
+  """The pid still training `run` on this host, per its run.json, else None."""
+  workdir = run.workdir(root)
+  status = read_status(workdir)
+  if status.get("status") != "running" or status.get("host") != socket.gethostname():
+    return None
+  if _is_process(status.get("child_pid"), lambda a: a == f"--workdir={workdir}"):
+    return status["child_pid"]
+  if _is_process(status.get("pid"), lambda a: "ablate" in a):
+    return status["pid"]
+  return None
+
+
 def _normalised(value: Any) -> Any:
   return json.loads(json.dumps(value, default=str))
 
@@ -424,19 +471,26 @@ def execute(run: Run, root: str, sweep_file: str, env: Mapping[str, str]) -> tup
     log.write(f"==== {_now()} attempt {status['attempts']} on {status['host']}: "
               f"{status['command']}\n")
     log.flush()
-    proc = subprocess.Popen(run.command(root), stdout=log, stderr=subprocess.STDOUT,
-                            env=dict(env))
-    try:
-      returncode = proc.wait()
-    except KeyboardInterrupt:
-      # Ctrl-C reached the child too (same process group): it saves a checkpoint.
+    with interrupts.handled():   # SIGTERM too becomes a KeyboardInterrupt here
+      proc = subprocess.Popen(run.command(root), stdout=log, stderr=subprocess.STDOUT,
+                              env=dict(env))
+      status["child_pid"] = proc.pid
+      write_status(workdir, status)
       try:
-        proc.wait(timeout=300)
-      except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-      finish("interrupted", proc.returncode)
-      raise
+        returncode = proc.wait()
+      except KeyboardInterrupt as e:
+        # Ctrl-C reached the child too (same process group); anything else sent to
+        # the runner alone (kill's SIGTERM) is passed on. The child saves a checkpoint.
+        signum = getattr(e, "signum", signal.SIGINT)
+        if signum != signal.SIGINT and proc.poll() is None:
+          proc.send_signal(signum)
+        try:
+          proc.wait(timeout=300)
+        except subprocess.TimeoutExpired:
+          proc.kill()
+          proc.wait()
+        finish("interrupted", proc.returncode)
+        raise
   elapsed = time.time() - t0
   if returncode == 0:
     finish("done", 0)
@@ -509,7 +563,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   total = len(picked)
   print(f"sweep {sweep_file}: {len(runs)} runs, {total} selected (shard {shard[0]}/{shard[1]})"
         f" -> {root}", flush=True)
-  counts = {"done": 0, "skipped": 0, "failed": 0}
+  counts = {"done": 0, "skipped": 0, "failed": 0, "busy": 0}
   for k, run in enumerate(picked, 1):
     head = f"[{k}/{total}] {run.name}:"
     step, _ = latest_checkpoint(run.workdir(root))
@@ -524,6 +578,13 @@ def main(argv: Sequence[str] | None = None) -> int:
       print(f"{head} skipped, finished (checkpoint at step {step}): "
             f"{summary(run.workdir(root))}", flush=True)
       continue
+    pid = busy_pid(run, root)
+    if pid is not None:
+      counts["busy"] += 1
+      print(f"{head} busy: pid {pid} on this host is still training it "
+            f"({os.path.join(run.workdir(root), RUN_FILE)} says running); stop that process "
+            "or let it finish, then rerun", flush=True)
+      continue
     doing = f"resuming from step {step}" if step is not None else "training"
     print(f"{head} {doing} ...", end=" ", flush=True)
     try:
@@ -535,8 +596,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(message, flush=True)
   if not args.dry_run:
     print(f"{total} runs: {counts['done']} trained, {counts['skipped']} skipped, "
-          f"{counts['failed']} failed", flush=True)
-  return 1 if counts["failed"] else 0
+          f"{counts['failed']} failed" + (f", {counts['busy']} busy" if counts["busy"] else ""),
+          flush=True)
+  return 1 if counts["failed"] or counts["busy"] else 0
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import types
@@ -282,3 +283,73 @@ def test_code_version_names_the_checkout_and_says_when_it_is_changed(tmp_path):
   assert ablate.code_version(str(repo)) == head
   (repo / "f.py").write_text("x = 2\n")
   assert ablate.code_version(str(repo)) == head + "+dirty"
+
+
+def test_sigterm_to_the_runner_reaches_the_run_and_marks_it_interrupted(tmp_path, monkeypatch):
+  """`kill RUNNER` (SIGTERM, not the terminal's Ctrl-C) must not leave the run training
+  on its own, unsupervised, with run.json saying running."""
+  sweep = write_sweep(tmp_path / "sweep.py", [{"name": "r", "config": TINY}])
+  mark = tmp_path / "child_got"
+  # The run: on SIGTERM it notes it and exits as main does (128 + 15); it signals
+  # the runner itself, after installing its handler, so no timing is involved.
+  script = ("import os, signal, sys, time\n"
+            "def on_term(signum, frame):\n"
+            f"  open({str(mark)!r}, 'w').write(str(signum))\n"
+            "  sys.exit(143)\n"
+            "signal.signal(signal.SIGTERM, on_term)\n"
+            "os.kill(os.getppid(), signal.SIGTERM)\n"
+            "time.sleep(60)\n")
+  monkeypatch.setattr(ablate.Run, "command",
+                      lambda self, root: [sys.executable, "-c", script])
+  root = tmp_path / "root"
+
+  def unhandled(signum, frame):   # what a runner without its own handler would meet
+    raise AssertionError("the runner does not handle SIGTERM")
+
+  previous = signal.signal(signal.SIGTERM, unhandled)   # not pytest's death if it fails
+  try:
+    code, out, _ = run_main(["--sweep", sweep, "--root", str(root)])
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+  assert code == 130 and "interrupted; rerun the same command to resume" in out
+  assert mark.read_text() == "15"                       # passed on to the run
+  status = ablate.read_status(str(root / "r"))
+  assert (status["status"], status["returncode"]) == ("interrupted", 143)
+  assert status["last_attempt_s"] < 30                  # not the child's 60 s sleep
+
+
+def test_a_run_still_training_on_this_host_is_left_alone(tmp_path, monkeypatch):
+  sweep = write_sweep(tmp_path / "sweep.py", [{"name": "r", "config": TINY}])
+  root = tmp_path / "root"
+  workdir = root / "r"
+  workdir.mkdir(parents=True)
+  same = {"config": TINY, "overrides": {}}   # written for this run
+  # An orphaned trainer of this run (its runner was killed): still alive.
+  orphan = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)",
+                             f"--workdir={workdir}"])
+  try:
+    ablate.write_status(str(workdir), {**same, "status": "running",
+                                       "host": ablate.socket.gethostname(),
+                                       "pid": 999999999, "child_pid": orphan.pid})
+    started = []
+    monkeypatch.setattr(ablate, "execute", lambda *a, **k: started.append(a) or ("done", "ok"))
+    code, out, _ = run_main(["--sweep", sweep, "--root", str(root)])
+    assert code == 1 and not started
+    assert f"[1/1] r: busy: pid {orphan.pid} on this host is still training it" in out
+    assert "0 trained, 0 skipped, 0 failed, 1 busy" in out
+  finally:
+    orphan.kill()
+    orphan.wait()
+  # Once it is gone (or when the pid is another program's) the run resumes.
+  code, out, _ = run_main(["--sweep", sweep, "--root", str(root)])
+  assert code == 0 and started and "[1/1] r: training ... ok" in out
+  sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+  try:
+    ablate.write_status(str(workdir), {**same, "status": "running",
+                                       "host": ablate.socket.gethostname(),
+                                       "child_pid": sleeper.pid})
+    code, out, _ = run_main(["--sweep", sweep, "--root", str(root)])
+    assert code == 0 and len(started) == 2
+  finally:
+    sleeper.kill()
+    sleeper.wait()
