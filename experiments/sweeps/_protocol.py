@@ -77,3 +77,15 @@ def select_real(extra=None):
 def report_real(extra=None):
   """A real-data reported run's overrides."""
   return {**REPORT_REAL, **(extra or {})}
+
+
+def sweep_args(arg, allowed, sweep):
+  """The comma-separated words of a sweep file's argument (`FILE:a,b`), each one
+  of `allowed`; anything else is a one-line error naming `sweep` and the word."""
+  names = [a for a in (arg or "").split(",") if a]
+  unknown = [a for a in names if a not in allowed]
+  if unknown:
+    words = [w for w in allowed if w != "tiny"][:1] + (["tiny"] if "tiny" in allowed else [])
+    raise ValueError(f"{sweep}: unknown argument {arg!r} ({unknown[0]!r} is not one of "
+                     f"{', '.join(allowed)}; e.g. :{','.join(words)})")
+  return names

@@ -97,10 +97,7 @@ def people_overrides() -> dict:
 
 
 def get_sweep(arg=None):
-  names = [a for a in (arg or "").split(",") if a]
-  if set(names) - {"tiny", "people"}:
-    raise ValueError(f"anon_synthetic.py: unknown argument {arg!r} (expected tiny, people "
-                     "or people,tiny)")
+  names = _protocol.sweep_args(arg, ("people", "tiny"), "anon_synthetic.py")
   tiny, people = "tiny" in names, "people" in names
   report = functools.partial(_protocol.report, people=people)
   extra = people_overrides() if people else None

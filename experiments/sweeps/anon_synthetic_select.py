@@ -98,14 +98,9 @@ def _lr_name(lr: float) -> str:
 
 
 def get_sweep(arg=None):
-  names = [a for a in (arg or "").split(",") if a]
-  grids = {"lr", "noise", "lr_people", "min_rank1_people"}
-  unknown = set(names) - grids - {"tiny"}
-  if unknown:
-    raise ValueError(f"anon_synthetic_select.py: argument {arg!r}: expected lr, noise, "
-                     "lr_people and/or min_rank1_people (and optionally tiny), e.g. :lr "
-                     "or :noise,tiny")
-  if not set(names) & grids:
+  grids = ("lr", "noise", "lr_people", "min_rank1_people")
+  names = _protocol.sweep_args(arg, grids + ("tiny",), "anon_synthetic_select.py")
+  if not set(names) & set(grids):
     names += ["lr", "noise"]
   tiny = ",tiny" if "tiny" in names else ""
   runs = []

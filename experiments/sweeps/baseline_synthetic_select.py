@@ -143,10 +143,7 @@ def _row(name: str, config: str, epochs: int, lr: float, seed: int, size: dict) 
 
 
 def get_sweep(arg=None):
-  names = [a for a in (arg or "").split(",") if a]
-  if set(names) - {"tiny", "size"}:
-    raise ValueError(f"baseline_synthetic_select.py: unknown argument {arg!r} "
-                     "(expected 'tiny', 'size' or 'size,tiny')")
+  names = _protocol.sweep_args(arg, ("size", "tiny"), "baseline_synthetic_select.py")
   config = f"{CONFIG}:tiny" if "tiny" in names else CONFIG
   if "size" in names:
     return [_row(f"e14_{h}x{w}_s{seed}", config, 14, FIRST_LR, seed, read_at(h, w, 4))

@@ -49,10 +49,7 @@ HEADLINE = ("baseline", "twostage")
 
 
 def get_sweep(arg=None):
-  names = [a for a in (arg or "").split(",") if a]
-  if set(names) - {"tiny", "people"}:
-    raise ValueError(f"dual_synthetic.py: unknown argument {arg!r} (expected tiny, people "
-                     "or people,tiny)")
+  names = _protocol.sweep_args(arg, ("people", "tiny"), "dual_synthetic.py")
   tiny, people = "tiny" in names, "people" in names
   runs = []
   for seed in (0,) if tiny else _protocol.SEEDS:

@@ -368,3 +368,19 @@ def test_method_b_table_on_new_people_has_the_same_rows_with_every_training_id()
           k: v for k, v in twin["overrides"].items() if not k.startswith("data.")}
   with pytest.raises(ValueError, match="people,tiny"):
     ablate.load_sweep(spec + ":person")
+
+
+def test_sweep_arguments_are_comma_separated_words_each_checked():
+  from experiments.sweeps import _protocol
+  assert _protocol.sweep_args(None, ("people", "tiny"), "x.py") == []
+  assert _protocol.sweep_args("people,tiny", ("people", "tiny"), "x.py") == ["people", "tiny"]
+  with pytest.raises(ValueError, match=r"^x\.py: unknown argument 'tiny,peple' \('peple' "):
+    _protocol.sweep_args("tiny,peple", ("people", "tiny"), "x.py")
+  # every sweep that takes words names the bad one and still builds its good ones
+  for spec, good, bad in (("anon_synthetic.py", "people,tiny", "people,tiy"),
+                          ("anon_synthetic_select.py", "lr_people,tiny", "lr_peopl"),
+                          ("baseline_synthetic_select.py", "size,tiny", "tiny,sizes")):
+    path = os.path.join(SWEEPS, spec)
+    assert ablate.load_sweep(f"{path}:{good}")
+    with pytest.raises(ablate.SweepError, match=repr(bad.split(",")[-1])):
+      ablate.load_sweep(f"{path}:{bad}")
