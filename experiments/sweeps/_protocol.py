@@ -1,4 +1,4 @@
-"""The results protocol shared by the sweeps of the README's tables.
+"""The results protocol shared by the sweeps of the reported tables (docs/results_*.md).
 
 Choices are made on validation identities only; the test split is read once,
 at the end of a reported run, and is a fresh one no choice has seen:
@@ -22,7 +22,7 @@ instead (`data.val_people_seed=VAL_PEOPLE_SEED`): drawn like the test split,
 whole groups of look-alikes and distractors, as hard as it, while every
 training identity trains. On the synthetic data the held-out identities
 rank runs unlike the test split (method B's runs: Spearman -0.09 for Rank-1,
-new people 0.87; README, "The protocol"), so new choices use new people; the
+new people 0.87; docs/results_synthetic.md, "The protocol"), so new choices use new people; the
 tables already run keep the held-out protocol they were run with.
 
 The real-data sweeps (`*_real*.py`, the small public datasets under

@@ -35,8 +35,8 @@ the `tiny` variants as a smoke test.
 (`_protocol.report(people=True)`: every training identity trains, the
 validation rows and the full rows' stage checks run on new people) with the
 choices made on new people (`anon_synthetic_select.py`: CHOSEN_LR_PEOPLE, and
-CHOSEN_MIN_RANK1_PEOPLE once chosen); give it its own `--root`. The README's
-method A table was run without it (held-out identities, 80% training).
+CHOSEN_MIN_RANK1_PEOPLE once chosen); give it its own `--root`. The method A
+table of docs/results_synthetic.md was run without it (held-out identities, 80% training).
 """
 
 import functools

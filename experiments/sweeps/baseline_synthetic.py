@@ -15,7 +15,7 @@ weighted-regularised (AGW) triplets, no triplet (ID loss only), GeM pooling and
 the center loss, `bot_128x64_s<seed>`: BoT read at 128x64, command 1's size until
 the fourth round of baseline_synthetic_select.py chose 112x56, and `bot_e12_s<seed>`:
 BoT at 128x64 with the shorter schedule that was command 1's for a while
-(SHORTER: 12 epochs at 1e-3, which the third round undid), the README's comparison
+(SHORTER: 12 epochs at 1e-3, which the third round undid), docs/results_synthetic.md's comparison
 rows. `:tiny` runs the same grid on the `tiny` variant (2 steps each) as a smoke
 test of the whole sweep machinery.
 """
