@@ -18,7 +18,15 @@ BoT at 128x64 with the shorter schedule that was command 1's for a while
 (SHORTER: 12 epochs at 1e-3, which the third round undid), docs/results_synthetic.md's comparison
 rows. `:tiny` runs the same grid on the `tiny` variant (2 steps each) as a smoke
 test of the whole sweep machinery.
+
+`:people` (and `:people,tiny`) runs the same rows under the new-people protocol
+(`_protocol.report(people=True)`: every training identity trains, the
+validation rows are new people), the protocol command 1's schedule and read
+size were chosen under; give it its own `--root`. The table of
+docs/results_synthetic.md was run without it (160 training identities).
 """
+
+import functools
 
 from experiments.sweeps import _protocol
 from experiments.sweeps import baseline_synthetic_select as select
@@ -38,19 +46,20 @@ SHORTER = {"optim.lr": 1e-3, "optim.epochs": 12, "optim.warmup_epochs": 2,
 
 
 def get_sweep(arg=None):
-  if arg not in (None, "tiny"):
-    raise ValueError(f"baseline_synthetic.py: unknown argument {arg!r} (expected 'tiny')")
-  config = "configs/synthetic.py:tiny" if arg == "tiny" else "configs/synthetic.py"
+  names = _protocol.sweep_args(arg, ("people", "tiny"), "baseline_synthetic.py")
+  tiny = "tiny" in names
+  report = functools.partial(_protocol.report, people="people" in names)
+  config = "configs/synthetic.py:tiny" if tiny else "configs/synthetic.py"
   runs = [{"name": f"{HEADLINE}_s{seed}", "config": config,
-           "overrides": _protocol.report({"seed": seed})} for seed in _protocol.SEEDS]
+           "overrides": report({"seed": seed})} for seed in _protocol.SEEDS]
   runs += [{"name": f"{HEADLINE}_128x64_s{seed}", "config": config,
-            "overrides": _protocol.report({**({} if arg == "tiny" else AT_128X64),
-                                           "seed": seed})} for seed in _protocol.SEEDS]
+            "overrides": report({**({} if tiny else AT_128X64), "seed": seed})}
+           for seed in _protocol.SEEDS]
   runs += [{"name": f"{HEADLINE}_e12_s{seed}", "config": config,
-            "overrides": _protocol.report({**({} if arg == "tiny" else SHORTER),
-                                           "seed": seed})} for seed in _protocol.SEEDS]
+            "overrides": report({**({} if tiny else SHORTER), "seed": seed})}
+           for seed in _protocol.SEEDS]
   for name, overrides in VARIANTS.items():
     if name != HEADLINE:
       runs.append({"name": f"{name}_s0", "config": config,
-                   "overrides": _protocol.report({**overrides, "seed": 0})})
+                   "overrides": report({**overrides, "seed": 0})})
   return runs

@@ -17,7 +17,7 @@ SWEEPS = os.path.join(REPO, "experiments", "sweeps")
 FILES = sorted(p for p in glob.glob(os.path.join(SWEEPS, "*.py"))
                if not os.path.basename(p).startswith("_"))
 # Arguments a sweep takes besides none, checked too.
-ARGS = {"baseline_synthetic.py": ("tiny",), "baseline_synthetic_select.py": ("tiny", "size"),
+ARGS = {"baseline_synthetic.py": ("tiny", "people", "people,tiny"), "baseline_synthetic_select.py": ("tiny", "size"),
         "anon_synthetic.py": ("tiny", "people", "people,tiny"),
         "dual_synthetic.py": ("tiny", "people", "people,tiny"),
         "anon_market.py": ("mosaic",),
@@ -352,9 +352,12 @@ def test_method_a_table_on_new_people_has_the_same_rows_with_every_training_id()
     ablate.load_sweep(spec + ":peoples")
 
 
-def test_method_b_table_on_new_people_has_the_same_rows_with_every_training_id():
-  spec = os.path.join(SWEEPS, "dual_synthetic.py")
+@pytest.mark.parametrize("sweep", ["dual_synthetic.py", "baseline_synthetic.py"])
+def test_method_b_and_baseline_tables_on_new_people_have_the_same_rows_with_every_training_id(
+    sweep):
+  spec = os.path.join(SWEEPS, sweep)
   from experiments.sweeps import _protocol
+  protocol_keys = set(_protocol.REPORT) | set(_protocol.REPORT_PEOPLE)
   for arg in ("", ":tiny"):
     held = ablate.load_sweep(spec + arg)
     people = ablate.load_sweep(spec + (arg + ",people" if arg else ":people"))
@@ -364,8 +367,9 @@ def test_method_b_table_on_new_people_has_the_same_rows_with_every_training_id()
       config = ablate.resolve(r, index, spec, {}, SWEEP_ROOT).resolved
       assert config.data.val_people_seed == _protocol.VAL_PEOPLE_SEED
       assert config.data.val_fraction == 0.0
-      assert {k: v for k, v in r["overrides"].items() if not k.startswith("data.")} == {
-          k: v for k, v in twin["overrides"].items() if not k.startswith("data.")}
+      assert config.evals.reid.enabled and config.eval.every_epochs == 0
+      assert {k: v for k, v in r["overrides"].items() if k not in protocol_keys} == {
+          k: v for k, v in twin["overrides"].items() if k not in protocol_keys}
   with pytest.raises(ValueError, match="people,tiny"):
     ablate.load_sweep(spec + ":person")
 
