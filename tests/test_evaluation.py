@@ -7,6 +7,8 @@ import jax
 import numpy as np
 import pytest
 
+from privreid_jax.evaluation import distances
+from privreid_jax.evaluation import metrics
 from privreid_jax.evaluation import ranking as ev
 
 GOLDEN = Path(__file__).parent / "testdata" / "market_eval_torchreid.npz"
@@ -118,7 +120,7 @@ def test_internal_chunking_does_not_change_results(monkeypatch):
   rng = np.random.default_rng(4)
   case = random_case(rng, 31, 57, levels=9)
   whole = ev.evaluate_rank(*case)
-  monkeypatch.setattr(ev, "_CHUNK_ELEMENTS", 100)   # one or two rows per chunk
+  monkeypatch.setattr(metrics, "CHUNK_ELEMENTS", 100)   # one or two rows per chunk
   chunked = ev.evaluate_rank(*case)
   np.testing.assert_array_equal(whole["cmc"], chunked["cmc"])
   assert whole["mAP"] == chunked["mAP"] and whole["mINP"] == chunked["mINP"]
@@ -129,8 +131,8 @@ def test_stable_argsort_rows_matches_numpy():
   d = np.floor(rng.standard_normal((6, 300)) * 3).astype(np.float32)
   d[0, :4] = [-0.0, 0.0, np.inf, -np.inf]
   d[1, ::7] = 0.0
-  np.testing.assert_array_equal(ev._argsort_rows(d), np.argsort(d, axis=1, kind="stable"))
-  np.testing.assert_array_equal(ev._topk_rows(d, 17),
+  np.testing.assert_array_equal(metrics.argsort_rows(d), np.argsort(d, axis=1, kind="stable"))
+  np.testing.assert_array_equal(metrics.topk_rows(d, 17),
                                 np.argsort(d, axis=1, kind="stable")[:, :17])
 
 
@@ -165,8 +167,8 @@ def test_match_positions_equal_stable_argsort_positions(dtype):
   for trial in range(6):
     case = tie_heavy_case(rng, 17, 60 + trial, dtype)
     dist, q_pids, g_pids, q_camids, g_camids = case
-    acc = ev._Accumulator(g_pids.astype(np.int64), g_camids.astype(np.int64), 10)
-    rows, pos, junk = ev._match_positions(dist, *acc.same_pid_items(q_pids, q_camids))
+    acc = metrics.Accumulator(g_pids.astype(np.int64), g_camids.astype(np.int64), 10)
+    rows, pos, junk = metrics.match_positions(dist, *acc.same_pid_items(q_pids, q_camids))
     want = positions_by_argsort(*case)
     # The new path may leave out (or keep) same-pid items after a row's last good
     # match: they are junk and rank after every match.
@@ -181,7 +183,7 @@ def test_match_positions_equal_stable_argsort_positions(dtype):
 
 def accumulate(case, max_rank, sorting):
   dist, q_pids, g_pids, q_camids, g_camids = case
-  acc = ev._Accumulator(g_pids, g_camids, max_rank)
+  acc = metrics.Accumulator(g_pids, g_camids, max_rank)
   if sorting:   # the former path: full stable argsort of every row
     acc.add_sorted(acc.sort(dist), q_pids, q_camids)
   else:
@@ -195,9 +197,9 @@ def accumulate(case, max_rank, sorting):
                                           (np.float64, 3), (np.float16, 6)])
 def test_rank_without_sort_is_bit_equal_to_sorting(monkeypatch, dense, block, dtype, levels):
   if block is not None:            # rows per internal block: block boundaries inside chunks
-    monkeypatch.setattr(ev, "_BLOCK_ELEMENTS", block * 70)
+    monkeypatch.setattr(metrics, "_BLOCK_ELEMENTS", block * 70)
   if dense is not None:            # 0: every block keys all items, 1: only candidates
-    monkeypatch.setattr(ev, "_DENSE_FRACTION", dense)
+    monkeypatch.setattr(metrics, "_DENSE_FRACTION", dense)
   rng = np.random.default_rng(20)
   for trial in range(4):
     case = list(tie_heavy_case(rng, 29, 70, np.float64, levels=levels or 10**6))
@@ -307,7 +309,7 @@ def test_chunked_distances_bit_equal_pairwise_distance(metric):
   qf = (rng.standard_normal((23, 40)) * rng.uniform(0.1, 10, (23, 1))).astype(np.float32)
   gf = (rng.standard_normal((71, 40)) * rng.uniform(0.1, 10, (71, 1))).astype(np.float32)
   for chunk in (5, 23):
-    for s, got in ev._chunked_distances(qf, gf, metric, chunk):
+    for s, got in distances._chunked_distances(qf, gf, metric, chunk):
       block = np.zeros((chunk, qf.shape[1]), np.float32)   # chunks are zero-padded
       block[:got.shape[0]] = qf[s:s + chunk]
       want = np.asarray(pairwise_jit(block, gf, metric=metric))[:got.shape[0]]
@@ -492,7 +494,7 @@ def test_cuhk03_seeded_and_chunk_independent(monkeypatch):
   np.testing.assert_array_equal(a["cmc"], b["cmc"])
   others = [ev.evaluate_cuhk03(*case, seed=s)["cmc"] for s in (4, 5, 6)]
   assert any(not np.array_equal(a["cmc"], o) for o in others)
-  monkeypatch.setattr(ev, "_CHUNK_ELEMENTS", 100)
+  monkeypatch.setattr(metrics, "CHUNK_ELEMENTS", 100)
   np.testing.assert_array_equal(ev.evaluate_cuhk03(*case, seed=3)["cmc"], a["cmc"])
 
 
