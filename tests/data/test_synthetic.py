@@ -12,6 +12,7 @@ from PIL import Image
 from scipy import ndimage
 
 from privreid_jax.data import synthetic
+from privreid_jax.data import synthetic_appearance
 from privreid_jax.data.records import DatasetError
 
 MARKET_RE = re.compile(r"([-\d]+)_c(\d)")  # the Market parser's pattern
@@ -384,7 +385,7 @@ def test_group_prints_are_distinct_even_when_mirrored():
   """A flip must not turn one member's print into another member's."""
   rng = np.random.default_rng(0)
   groups = [np.arange(i, i + 4) for i in range(0, 40, 4)]
-  people = synthetic._sample_people(rng, groups, 40)
+  people = synthetic_appearance.sample_people(rng, groups, 40)
   for members in groups:
     prints = [people["print"][m] for m in members]
     for i, a in enumerate(prints):
