@@ -18,7 +18,9 @@ Outputs in `--out` (default ROOT/report):
   the method-B table (Rank-1, mAP, mINP, ID accuracy from "id_probe:*",
   attacker accuracy from "attack:*", PSNR/SSIM of the decoder's and the
   inversion attacker's reconstructions); the epsilon table (from "dp:eps=*"). A table
-  appears when some run has its rows. Rank-1, mAP and accuracies are in %.
+  appears when some run has its rows. Rank-1, mAP and accuracies are in %. Where runs
+  have validation rows ("val/S") and test rows ("S"), Spearman's rank correlation of the
+  two over the runs says whether validation ranks them as the test split does.
 - with matplotlib: `privacy_utility.png`, `epsilon_curve.png`,
   `training_curves.png`, and for method B runs `tsne_features.png` and
   `recon_grids.png` (experiments/figures_dual.py) (matplotlib is optional: without it the plots are
@@ -256,6 +258,59 @@ def dataset_table(runs: Sequence[Run]) -> tuple[list[str], list[list[str]]] | No
   return header, rows
 
 
+def ranks(values: Sequence[float]) -> list[float]:
+  """1-based ranks, ties sharing their mean rank (as Spearman's rho needs)."""
+  order = sorted(range(len(values)), key=lambda i: values[i])
+  out = [0.0] * len(values)
+  i = 0
+  while i < len(order):
+    j = i
+    while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+      j += 1
+    for k in order[i:j + 1]:
+      out[k] = (i + j) / 2 + 1
+    i = j + 1
+  return out
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
+  """Spearman's rank correlation (Pearson's on tie-averaged ranks); None if a side is flat."""
+  rx, ry = ranks(x), ranks(y)
+  mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
+  sxy = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+  sxx = sum((a - mx) ** 2 for a in rx)
+  syy = sum((b - my) ** 2 for b in ry)
+  return None if sxx == 0 or syy == 0 else sxy / math.sqrt(sxx * syy)
+
+
+MIN_AGREEMENT_RUNS = 4
+
+
+def agreement_table(runs: Sequence[Run]) -> tuple[list[str], list[list[str]]] | None:
+  """How validation ranks the runs against how the test split does: per setting S with
+  "val/S" rows, Spearman's rho over the runs that have both (at least
+  MIN_AGREEMENT_RUNS), for Rank-1 and mAP. A choice made on validation is only as
+  good as this agreement."""
+  settings: list[str] = []
+  for run in runs:
+    for s in run.last:
+      if s.startswith("val/") and s[4:] not in settings and "rank1" in run.last[s]:
+        settings.append(s[4:])
+  rows = []
+  for s in settings:
+    cells = []
+    for key in ("rank1", "mAP"):
+      pairs = [(r.value(f"val/{s}", key), r.value(s, key)) for r in runs]
+      pairs = [(v, t) for v, t in pairs if v is not None and t is not None]
+      rho = spearman(*zip(*pairs)) if len(pairs) >= MIN_AGREEMENT_RUNS else None
+      cells.append(MISSING if rho is None else f"{rho:.2f}")
+    n = sum(1 for r in runs if r.value(f"val/{s}", "rank1") is not None
+            and r.value(s, "rank1") is not None)
+    if n >= MIN_AGREEMENT_RUNS:
+      rows.append([s] + cells + [str(n)])
+  return (["setting", "Spearman Rank-1", "Spearman mAP", "runs"], rows) if rows else None
+
+
 def _quality_header(key: str) -> str:
   kind, _, what = key.partition("_")
   return f"{kind.upper()} {what}".strip()
@@ -368,7 +423,9 @@ def tables_markdown(runs: Sequence[Run]) -> str:
                method_a_table(runs)),
               ("Method B: dual-stage (utility and identity leakage)", method_b_table(runs)),
               ("Method B stage 2: gallery released with DP (Rank-1 / mAP vs epsilon)",
-               epsilon_table(runs)))
+               epsilon_table(runs)),
+              ("Validation against the test split: do they rank the runs alike?",
+               agreement_table(runs)))
   for title, table in sections:
     if table is not None and table[1]:
       parts += [f"## {title}", "", markdown(*table), ""]

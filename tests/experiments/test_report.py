@@ -279,3 +279,30 @@ def test_dataset_table_has_a_column_per_target_dataset_with_seeds_pooled(tmp_pat
   assert header == ["runs", "own test split", "viper", "cuhk01"]
   assert rows == [["bot (2 seeds)", "–", "35.0 ± 5.0 / 20.0", "55.0 ± 5.0 / 50.0"]]
   assert report.dataset_table(report.find_runs(str(tmp_path / "real" / "other"))) is None
+
+
+def test_spearman_matches_scipy_with_ties():
+  stats = pytest.importorskip("scipy.stats")
+  rng = __import__("numpy").random.default_rng(0)
+  for n in (4, 7, 12):
+    x = rng.integers(0, 4, n).astype(float).tolist()   # many ties
+    y = rng.normal(size=n).tolist()
+    if len(set(x)) > 1:
+      assert report.spearman(x, y) == pytest.approx(stats.spearmanr(x, y)[0], abs=1e-12)
+  assert report.spearman([1, 1, 1, 1], [1, 2, 3, 4]) is None
+
+
+def test_agreement_table_ranks_validation_against_test(tmp_path):
+  root = tmp_path / "agree"
+  val = [0.2, 0.4, 0.6, 0.8, 0.5]
+  test = [0.1, 0.3, 0.5, 0.7, 0.4]      # the same order: rho 1
+  maps = [0.9, 0.7, 0.5, 0.3, 0.6]      # test mAP in the opposite order: rho -1
+  for i, (v, t, m) in enumerate(zip(val, test, maps)):
+    write_run(root, f"r{i}_s0", [(4, "O->O", {"rank1": t, "mAP": m}),
+                                 (4, "val/O->O", {"rank1": v, "mAP": v}),
+                                 (4, "P->O", {"rank1": t, "mAP": t})])
+  write_run(root, "only_three_with_val", [(4, "val/P->P", {"rank1": 0.5, "mAP": 0.5}),
+                                          (4, "P->P", {"rank1": 0.5, "mAP": 0.5})])
+  header, rows = section(report.tables_markdown(report.find_runs(str(root))), "Validation")
+  assert header == ["setting", "Spearman Rank-1", "Spearman mAP", "runs"]
+  assert rows == [["O->O", "1.00", "-1.00", "5"]]   # P->O has no val rows; P->P one run
