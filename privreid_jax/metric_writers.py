@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Any, Mapping
 
 import jax
@@ -23,6 +24,14 @@ from absl import logging
 EVAL_FILE = "eval_metrics.jsonl"
 ROUNDS_FILE = "evaluated_steps.json"
 EVAL_KEYS = ("rank1", "rank5", "rank10", "mAP", "mINP")
+_NOT_IN_TAGS = re.compile(r"[^-/\w.]")
+
+
+def tensorboard_tag(setting: str) -> str:
+  """An evaluation setting as a TensorBoard tag: "->" as "_to_", and every other
+  character a tag may not hold (":" of "3rd:P->O") as "_", which is what
+  tensorboardX would do itself, logging a warning per scalar."""
+  return _NOT_IN_TAGS.sub("_", setting.replace("->", "_to_"))
 
 
 class MetricWriter:
@@ -75,7 +84,7 @@ class MetricWriter:
           f.write(json.dumps(row) + "\n")
         self._keys.add(key)
       if self._tb is not None:
-        tag = setting.replace("->", "_to_")   # TensorBoard tags allow no '>'
+        tag = tensorboard_tag(setting)
         for k, v in metrics.items():
           self._tb.add_scalar(f"eval/{tag}/{k}", float(v), step)
     return row

@@ -284,3 +284,21 @@ def test_data_error_mid_training_saves_the_steps_before_it(tmp_path, data_root,
   with pytest.raises(DatasetError, match="broken"):
     trainer.run(config, str(tmp_path))
   assert checkpoint.latest_step(str(tmp_path)) == 3
+
+
+def test_tensorboard_tags_are_legal_without_a_warning_per_scalar(tmp_path, caplog):
+  import logging as std_logging
+  from tensorboardX import summary as tbx_summary
+  settings = ["O->O", "val/P->O", "3rd:P->O", "3rd-ft:O->P", "val/R->O"]
+  # The same tags tensorboardX makes of the old "->"-only form, so TensorBoard's
+  # curves keep their names.
+  for setting in settings:
+    assert metric_writers.tensorboard_tag(setting) == tbx_summary._clean_tag(
+        "eval/" + setting.replace("->", "_to_"))[len("eval/"):]
+  writer = metric_writers.MetricWriter(str(tmp_path), tensorboard=True)
+  with caplog.at_level(std_logging.INFO):
+    for setting in settings:
+      writer.eval_row(2, 1, setting, {"mAP": 0.5})
+  writer.close()
+  assert not [r for r in caplog.records if "illegal" in r.getMessage()]
+  assert len(metric_writers.read_eval_rows(str(tmp_path))) == len(settings)
