@@ -244,8 +244,12 @@ def test_baseline_synthetic_sweep_resolves():
       os.path.join(ablate.REPO, "experiments/sweeps/baseline_synthetic.py") + ":tiny")
   runs = [ablate.resolve(r, i, "baseline_synthetic.py") for i, r in enumerate(raw)]
   # bot, bot_128x64 (the earlier read size) and bot_e12 (the shorter schedule) x 3 seeds
-  # + 5 variants
-  assert len({r.name for r in runs}) == len(runs) == 14
+  # + 5 variants with seed 0, then the soft-margin and AGW triplets with seeds 1 and 2
+  assert len({r.name for r in runs}) == len(runs) == 18
+  assert [r.name for r in runs][14:] == ["soft_margin_s1", "wrt_s1", "soft_margin_s2",
+                                         "wrt_s2"]
+  assert [(r.resolved.loss.triplet, r.resolved.seed) for r in runs[14:]] == [
+      ("soft_margin", 1), ("weighted", 1), ("soft_margin", 2), ("weighted", 2)]
   triplets = {r.resolved.loss.triplet for r in runs}
   assert triplets == {"batch_hard", "soft_margin", "weighted", "none"}
   assert [r.resolved.seed for r in runs if r.name.startswith("bot_")] == [0, 1, 2] * 3
