@@ -24,7 +24,7 @@ test of the whole sweep machinery.
 (`_protocol.report(people=True)`: every training identity trains, the
 validation rows are new people), the protocol command 1's schedule and read
 size were chosen under; give it its own `--root`. The table of
-docs/results_synthetic.md was run without it (160 training identities).
+docs/results_synthetic.md is this one's (kept in experiments/results/base_people_table).
 """
 
 import functools

@@ -29,7 +29,8 @@ runs are named NAME_s<seed> (`experiments.report` shows mean ± std).
 `:people` (or `:people,tiny`) runs the same rows under the new-people protocol
 (`_protocol.report(people=True)`: every training identity trains, the
 validation rows on new people), as method A's `anon_synthetic.py:people`; give
-it its own `--root`. The method B table of docs/results_synthetic.md was run without it.
+it its own `--root`. The method B table of docs/results_synthetic.md is this one's (kept in
+experiments/results/dual_people_table).
 """
 
 from experiments.sweeps import _protocol
