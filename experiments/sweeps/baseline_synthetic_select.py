@@ -19,8 +19,9 @@ checkpoint of both rounds again on new people drawn with the test split's
 protocol (`data.val_people_seed`, `experiments/rescore_val.py`), a validation split
 as hard as the test split, and by the second round's rule returned command 1 to
 14 epochs at 7e-4. The fourth (`:size`) keeps that schedule and reads the same
-128x64 images at smaller sizes, scored the third round's way. `:tiny` runs a grid on
-the `tiny` variant (`:size,tiny` the fourth round's).
+128x64 images at smaller sizes, scored the third round's way. The fifth (`:width`)
+chooses the network's width, under the new-people protocol. `:tiny` runs a grid on
+the `tiny` variant (`:size,tiny` the fourth round's, `:width,tiny` the fifth's).
 """
 
 from experiments.sweeps import _protocol
@@ -33,6 +34,7 @@ LRS = (1e-3, 1.4e-3)      # second round, with SHORT epochs
 SHORT = (12, 10)
 VAL_PEOPLE_SEEDS = (7, 8)  # third round: new people, the test split's protocol
 SIZES = ((112, 56), (96, 48))  # fourth round: read sizes below 128x64 (pad-crop margin 4)
+WIDTHS = (16, 24, 32)     # fifth round: the ResNet-18's first-stage width (the config's last)
 
 
 def read_at(height: int, width: int, pad: int) -> dict:
@@ -128,6 +130,17 @@ AT_128X64 = read_at(128, 64, 5)
 # 79.69 / 77.53 (-0.86 / -1.53, mAP outside 1.0). Against the AVX2 numbers (what the rule
 # named): 112x56 -0.80 / -0.38, 96x48 -2.37 / -2.64. Either way **112x56** (pad 4), now
 # configs/synthetic.py's read size.
+#
+# Fifth round (`:width`; 2026-12-03, rule, candidates and seeds fixed here before its runs).
+# Command 1's network width (32 channels in the ResNet-18's first stage) was set in early
+# sessions by looking at test results, and rounds 1-4 kept it. This round chooses it on
+# validation only, under the new-people protocol (`_protocol.select(people=True)`: every
+# training identity trains, as in command 1; validation on new people from
+# `_protocol.VAL_PEOPLE_SEED`; no test split read), command 1's config otherwise (14 epochs
+# at 7e-4, read at 112x56), seeds 0 and 1, widths WIDTHS. Wider is not a candidate: 48
+# costs ~2.2x the FLOPs of 32, which would take command 1 well past 10 minutes on the
+# slower 2-core machines (issue 20). Rule: the smallest width whose mean val Rank-1 and
+# mean val mAP (both seeds) are both within 1.0 point of the best candidate's.
 
 
 def schedule(epochs: int) -> dict:
@@ -143,8 +156,12 @@ def _row(name: str, config: str, epochs: int, lr: float, seed: int, size: dict) 
 
 
 def get_sweep(arg=None):
-  names = _protocol.sweep_args(arg, ("size", "tiny"), "baseline_synthetic_select.py")
+  names = _protocol.sweep_args(arg, ("size", "width", "tiny"), "baseline_synthetic_select.py")
   config = f"{CONFIG}:tiny" if "tiny" in names else CONFIG
+  if "width" in names:
+    return [{"name": f"w{width}_s{seed}", "config": config,
+             "overrides": _protocol.select({"model.width": width, "seed": seed}, people=True)}
+            for seed in SEEDS for width in WIDTHS]
   if "size" in names:
     return [_row(f"e14_{h}x{w}_s{seed}", config, 14, FIRST_LR, seed, read_at(h, w, 4))
             for seed in SEEDS for h, w in SIZES]

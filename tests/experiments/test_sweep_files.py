@@ -17,7 +17,8 @@ SWEEPS = os.path.join(REPO, "experiments", "sweeps")
 FILES = sorted(p for p in glob.glob(os.path.join(SWEEPS, "*.py"))
                if not os.path.basename(p).startswith("_"))
 # Arguments a sweep takes besides none, checked too.
-ARGS = {"baseline_synthetic.py": ("tiny", "people", "people,tiny"), "baseline_synthetic_select.py": ("tiny", "size"),
+ARGS = {"baseline_synthetic.py": ("tiny", "people", "people,tiny"), "baseline_synthetic_select.py": ("tiny", "size", "width",
+                                                               "width,tiny"),
         "anon_synthetic.py": ("tiny", "people", "people,tiny"),
         "dual_synthetic.py": ("tiny", "people", "people,tiny"),
         "anon_market.py": ("mosaic",),
@@ -218,6 +219,29 @@ def test_schedule_selection_never_reads_the_test_split():
     assert tuple(config.optim.milestones) == (e - 4, e - 2) and config.eval.every_epochs == e
     epochs.add(e)
   assert epochs == {10, 12, 14}
+
+
+def test_width_selection_changes_only_the_width_and_validates_on_new_people():
+  spec = os.path.join(SWEEPS, "baseline_synthetic_select.py")
+  from experiments.sweeps import _protocol
+  from configs import synthetic
+  command1 = synthetic.get_config()
+  widths = set()
+  for index, r in enumerate(ablate.load_sweep(spec + ":width")):
+    config = ablate.resolve(r, index, spec + ":width", {}, SWEEP_ROOT).resolved
+    assert not config.evals.reid.enabled and config.evals.val.enabled
+    assert config.data.val_fraction == 0.0
+    assert config.data.val_people_seed == _protocol.VAL_PEOPLE_SEED
+    ours, theirs = config.to_dict(), command1.to_dict()
+    assert ours["optim"] == theirs["optim"] and ours["loss"] == theirs["loss"]
+    # command 1's data, validated on new people beside the protocol's fresh test split
+    for data in (ours["data"], theirs["data"]):
+      data.pop("val_people_seed"), data["synthetic"].pop("test_seed")
+    assert ours["data"] == theirs["data"]
+    ours["model"].pop("width"), theirs["model"].pop("width")
+    assert ours["model"] == theirs["model"]
+    widths.add((config.model.width, config.seed))
+  assert widths == {(w, s) for w in (16, 24, 32) for s in (0, 1)}
 
 
 def test_read_size_selection_keeps_the_schedule_and_changes_only_the_size():
