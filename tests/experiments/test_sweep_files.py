@@ -244,6 +244,34 @@ def test_width_selection_changes_only_the_width_and_validates_on_new_people():
   assert widths == {(w, s) for w in (16, 24, 32) for s in (0, 1)}
 
 
+def test_width_rule_keeps_a_smaller_width_only_within_a_point_of_the_best_in_both():
+  from experiments.sweeps import baseline_synthetic_select as select
+  assert select.choose_width({16: (80.0, 79.0), 24: (85.0, 84.1), 32: (85.5, 85.0)}) == 24
+  assert select.choose_width({16: (80.0, 79.0), 24: (85.0, 83.9), 32: (85.5, 85.0)}) == 32
+  assert select.choose_width({16: (86.0, 79.0), 24: (85.0, 85.0), 32: (84.5, 84.0)}) == 24
+
+
+def test_command1_width_is_the_rule_applied_to_the_kept_width_round():
+  """The fifth round's kept runs (experiments/results/base_width_select), the rule on their
+  means, the constant the sweep file records and command 1's config agree."""
+  import json
+  from experiments.sweeps import baseline_synthetic_select as select
+  from configs import synthetic
+  kept = os.path.join(REPO, "experiments", "results", "base_width_select")
+  scores = {}
+  for run in sorted(os.listdir(kept)):
+    with open(os.path.join(kept, run, "run.json")) as f:
+      width = json.load(f)["overrides"]["model.width"]
+    with open(os.path.join(kept, run, "eval_metrics.jsonl")) as f:
+      last = [json.loads(line) for line in f if '"val/O->O"' in line][-1]
+    assert last["epoch"] == 14
+    scores.setdefault(width, []).append((100 * last["rank1"], 100 * last["mAP"]))
+  assert sorted(scores) == list(select.WIDTHS)
+  assert all(len(v) == len(select.SEEDS) for v in scores.values())
+  means = {w: tuple(sum(x[i] for x in v) / len(v) for i in (0, 1)) for w, v in scores.items()}
+  assert select.choose_width(means) == select.CHOSEN_WIDTH == synthetic.get_config().model.width
+
+
 def test_read_size_selection_keeps_the_schedule_and_changes_only_the_size():
   spec = os.path.join(SWEEPS, "baseline_synthetic_select.py")
   first = ablate.resolve(ablate.load_sweep(spec)[0], 0, spec, {}, SWEEP_ROOT).resolved
