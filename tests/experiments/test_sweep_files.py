@@ -24,7 +24,7 @@ ARGS = {"baseline_synthetic.py": ("tiny", "people", "people,tiny"), "baseline_sy
         "anon_market.py": ("mosaic",),
         "anon_synthetic_select.py": ("lr", "noise,tiny", "lr_people", "lr_people,tiny",
                                      "min_rank1_people", "min_rank1_people,tiny"),
-        "real_small_select.py": ("tiny",),
+        "real_small_select.py": ("tiny", "triplet", "triplet,tiny"),
         "anon_real.py": ("tiny",), "dual_real.py": ("tiny",), "real_small.py": ("tiny",)}
 MARKET_ROOT = {"data.root": "/data/Market-1501-v15.09.15"}   # --set, as the docs say
 SMALL_ROOT = {"data.root": "/data/small_reid"}                 # the real_small sweeps' --set
@@ -205,6 +205,24 @@ def test_real_small_selection_never_reads_the_test_splits():
                if config[k.split(".")[0]][k.split(".")[1]]
                != base[k.split(".")[0]][k.split(".")[1]]]
     assert len(changed) == 1, (r["name"], changed)
+
+
+def test_real_triplet_round_changes_only_the_triplet_on_the_chosen_row():
+  from experiments.sweeps import real_small_select as select
+  spec = os.path.join(SWEEPS, "real_small_select.py")
+  chosen = ablate.resolve(ablate.load_sweep(spec)[list(select.GRID).index(select.CHOSEN)],
+                          0, spec, SMALL_ROOT, SWEEP_ROOT).resolved.to_dict()
+  kinds = set()
+  for index, r in enumerate(ablate.load_sweep(spec + ":triplet")):
+    config = ablate.resolve(r, index, spec + ":triplet", SMALL_ROOT, SWEEP_ROOT).resolved
+    assert not config.evals.targets.enabled and not config.evals.reid.enabled
+    assert config.data.val_fraction == 0.2 and config.evals.val.enabled
+    ours = config.to_dict()
+    kinds.add((ours["loss"].pop("triplet"), ours.pop("seed")))
+    reference = {k: v for k, v in chosen.items() if k != "seed"}
+    reference["loss"] = {k: v for k, v in chosen["loss"].items() if k != "triplet"}
+    assert ours == reference, r["name"]
+  assert kinds == {(t, s) for t in ("batch_hard", "soft_margin") for s in (0, 1)}
 
 
 def test_schedule_selection_never_reads_the_test_split():
