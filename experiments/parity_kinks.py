@@ -24,12 +24,15 @@ from __future__ import annotations
 
 import copy
 import sys
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 
 from experiments import parity_anon
 from experiments.parity_verdict import sign_flips
+
+if TYPE_CHECKING:
+  import jax
 
 PASSES = (("real", True), ("fake", False))
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -252,7 +252,7 @@ def verdict_seeds(runs: Sequence[Sequence[StepReport]], tol: float, *,
           check(g, r.groups["ours~ref64"][g].value, r.groups["ref~ref64"][g].value, r.step)
         else:
           check(g, r.groups["ours~ref"][g].value, None, r.step)
-  seed_word = "" if len(runs) == 1 else f" of run {{}}"
+  seed_word = "" if len(runs) == 1 else " of run {}"
   for quantity, (ratio, d, allowed, step, k) in exact.items():
     if not ratio <= 1.0:
       failures.append(f"{quantity} (rel {d:.1e} > allowed {allowed:.1e} at step {step}"
