@@ -322,6 +322,9 @@ def test_sigterm_to_the_runner_reaches_the_run_and_marks_it_interrupted(tmp_path
   assert status["last_attempt_s"] < 30                  # not the child's 60 s sleep
 
 
+SLEEPER = "import time; print('up', flush=True); time.sleep(60)"
+
+
 def test_a_run_still_training_on_this_host_is_left_alone(tmp_path, monkeypatch):
   sweep = write_sweep(tmp_path / "sweep.py", [{"name": "r", "config": TINY}])
   root = tmp_path / "root"
@@ -329,8 +332,10 @@ def test_a_run_still_training_on_this_host_is_left_alone(tmp_path, monkeypatch):
   workdir.mkdir(parents=True)
   same = {"config": TINY, "overrides": {}}   # written for this run
   # An orphaned trainer of this run (its runner was killed): still alive.
-  orphan = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)",
-                             f"--workdir={workdir}"])
+  orphan = subprocess.Popen([sys.executable, "-c", SLEEPER, f"--workdir={workdir}"],
+                            stdout=subprocess.PIPE)
+  # Until the child has exec'd, /proc shows pytest's command line, not this one.
+  assert orphan.stdout.readline() == b"up\n"
   try:
     ablate.write_status(str(workdir), {**same, "status": "running",
                                        "host": ablate.socket.gethostname(),
@@ -343,11 +348,12 @@ def test_a_run_still_training_on_this_host_is_left_alone(tmp_path, monkeypatch):
     assert "0 trained, 0 skipped, 0 failed, 1 busy" in out
   finally:
     orphan.kill()
-    orphan.wait()
+    orphan.communicate()
   # Once it is gone (or when the pid is another program's) the run resumes.
   code, out, _ = run_main(["--sweep", sweep, "--root", str(root)])
   assert code == 0 and started and "[1/1] r: training ... ok" in out
-  sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+  sleeper = subprocess.Popen([sys.executable, "-c", SLEEPER], stdout=subprocess.PIPE)
+  assert sleeper.stdout.readline() == b"up\n"
   try:
     ablate.write_status(str(workdir), {**same, "status": "running",
                                        "host": ablate.socket.gethostname(),
@@ -356,4 +362,4 @@ def test_a_run_still_training_on_this_host_is_left_alone(tmp_path, monkeypatch):
     assert code == 0 and len(started) == 2
   finally:
     sleeper.kill()
-    sleeper.wait()
+    sleeper.communicate()
