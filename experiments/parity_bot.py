@@ -57,7 +57,12 @@ from typing import Sequence
 
 import numpy as np
 
-from experiments import parity
+from experiments.parity_batches import Batch
+from experiments.parity_jax import load_config
+from experiments.parity_layout import Layout
+from experiments.parity_reference import (ReferenceSide, bn_counter, torch_grads, torch_load,
+                                          torch_named, torch_snapshot)
+from experiments.parity_verdict import Snapshot
 
 CONFIG_FILE = "configs/softmax_triplet_with_center.yml"
 ALIGNMENTS = ("schedule", "stem_relu")
@@ -126,7 +131,7 @@ def _closure(fn) -> dict:
 def map_config(cfg, num_classes_unused: int = 0):
   """Our config (configs/market.py) with the reference cfg's values mapped in."""
   del num_classes_unused
-  c = parity.load_config("configs/market.py")
+  c = load_config("configs/market.py")
   s = cfg.SOLVER
   if cfg.SOLVER.OPTIMIZER_NAME != "Adam":
     raise ValueError(f"SOLVER.OPTIMIZER_NAME={s.OPTIMIZER_NAME}: only Adam is mapped")
@@ -177,7 +182,7 @@ def align_schedule(c) -> None:
   c.optim.milestones = tuple(max(int(m) - 1, 0) for m in c.optim.milestones)
 
 
-class BotReference(parity.ReferenceSide):
+class BotReference(ReferenceSide):
   """reid-strong-baseline's create_supervised_trainer_with_center step on CPU."""
 
   name = "bot"
@@ -245,8 +250,8 @@ class BotReference(parity.ReferenceSide):
     if "stem_relu" in self.align:
       self.model.base.bn1.register_forward_hook(
           lambda mod, inp, out: torch.nn.functional.relu(out))
-    self.bn_counts = parity._bn_counter(self.model)  # pylint: disable=protected-access
-    self.layout = parity.Layout(backbone_prefix="base.", neck="bottleneck",
+    self.bn_counts = bn_counter(self.model)
+    self.layout = Layout(backbone_prefix="base.", neck="bottleneck",
                                 classifier="classifier", centers="centers")
     self.term_map = {"id_loss": "id", "tri_loss": "triplet", "center_loss": "center",
                      "loss": "total"}
@@ -260,13 +265,13 @@ class BotReference(parity.ReferenceSide):
         f"{tuple(cfg.SOLVER.STEPS)}; {dtype}; align: {','.join(self.align) or 'none'}")
 
   def initial_weights(self):
-    return parity._torch_named(  # pylint: disable=protected-access
+    return torch_named(
         self.model, {"centers": self.center_criterion.centers})
 
   def load_weights(self, named):
-    parity._torch_load(self.model, named, {"centers": self.center_criterion.centers})  # pylint: disable=protected-access
+    torch_load(self.model, named, {"centers": self.center_criterion.centers})
 
-  def step(self, batch: parity.Batch) -> dict[str, float]:
+  def step(self, batch: Batch) -> dict[str, float]:
     torch = self.torch
     if self.iteration % self.steps_per_epoch == 0:
       self.scheduler.step()          # do_train_with_center: Events.EPOCH_STARTED
@@ -283,13 +288,13 @@ class BotReference(parity.ReferenceSide):
     return out
 
   def grads(self) -> dict[str, np.ndarray]:
-    out = parity._torch_grads(self.model)  # pylint: disable=protected-access
+    out = torch_grads(self.model)
     # The step multiplied the centers' gradient by 1 / CENTER_LOSS_WEIGHT in
     # place; undo it so the replay's own scaling (optax.scale) is exercised.
     g = self.center_criterion.centers.grad.detach().cpu().numpy()
     out["centers"] = g * self.cfg.SOLVER.CENTER_LOSS_WEIGHT
     return out
 
-  def snapshot(self) -> parity.Snapshot:
-    return parity._torch_snapshot(  # pylint: disable=protected-access
+  def snapshot(self) -> Snapshot:
+    return torch_snapshot(
         self.model, self.optimizer, {"centers": self.center_criterion.centers})

@@ -23,12 +23,19 @@ Torch is needed (never a dependency of the package).
 from __future__ import annotations
 
 import copy
+import os
 import sys
 from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _REPO not in sys.path:      # run as a script: python experiments/parity_kinks.py
+  sys.path.insert(0, _REPO)
+
+# pylint: disable=wrong-import-position
 from experiments import parity_anon
+from experiments.parity_anon_layout import get_path, named_to_tree, to_torch
 from experiments.parity_verdict import sign_flips
 
 if TYPE_CHECKING:
@@ -80,8 +87,8 @@ class OurD1:
     self.disc = patchgan.PatchDiscriminator(ndf=ndf, n_layers=self.n_layers, dtype=dtype)
     x = jnp.zeros((1, 8 << self.n_layers, 8 << self.n_layers, 3), dtype)
     init = self.disc.init(jax.random.PRNGKey(0), x, x, train=False)
-    params, stats = parity_anon.named_to_tree(self.entries, named, init["params"],
-                                              init["batch_stats"], layout.prefix("D1"))
+    params, stats = named_to_tree(self.entries, named, init["params"], init["batch_stats"],
+                                  layout.prefix("D1"))
     self.params = jax.tree_util.tree_map(lambda v: jnp.asarray(v, dtype), params)
     self.stats = jax.tree_util.tree_map(lambda v: jnp.asarray(v, dtype), stats)
 
@@ -105,7 +112,7 @@ class OurD1:
     out = {}
     for key, coll, path in self.entries:
       if coll == "params":
-        out[key] = parity_anon._to_torch(np.asarray(parity_anon._get(g, path), np.float64))  # pylint: disable=protected-access
+        out[key] = to_torch(np.asarray(get_path(g, path), np.float64))
     return out, float(loss)
 
   def acts(self, a, b) -> list[np.ndarray]:

@@ -18,6 +18,10 @@ import sys
 
 import numpy as np
 
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _REPO not in sys.path:      # run as a script: python experiments/parity_triplet.py
+  sys.path.insert(0, _REPO)
+
 SETTINGS = ((1, 0.3), (8, 0.3), (8, 0.05), (80, 0.05), (80, 0.01))   # (norm, spread)
 
 

@@ -1,8 +1,10 @@
-"""The package's import graph: no cycles, and the shared library never imports a method.
+"""The import graphs: no cycles in the package nor in experiments/, and the shared
+library never imports a method.
 
 Reads every module's imports with `ast` (including imports inside functions),
 resolves `from a.b import c` to the module `a.b.c` when that is a module and to
-`a.b` otherwise, and checks the graph of privreid_jax's own modules.
+`a.b` otherwise, and checks the graph of privreid_jax's own modules (and of
+experiments/' own modules).
 """
 
 import ast
@@ -23,12 +25,12 @@ def _module_name(path: pathlib.Path, root: pathlib.Path) -> str:
   return ".".join(parts)
 
 
-def modules(root: pathlib.Path = ROOT) -> dict[str, pathlib.Path]:
-  return {_module_name(p, root): p for p in sorted((root / PACKAGE).rglob("*.py"))}
+def modules(root: pathlib.Path = ROOT, package: str = PACKAGE) -> dict[str, pathlib.Path]:
+  return {_module_name(p, root): p for p in sorted((root / package).rglob("*.py"))}
 
 
-def imports_of(name: str, path: pathlib.Path, known) -> set[str]:
-  """The package modules `name` imports anywhere in its file."""
+def imports_of(name: str, path: pathlib.Path, known, package: str = PACKAGE) -> set[str]:
+  """The modules of `package` that `name` imports anywhere in its file."""
   tree = ast.parse(path.read_text(), filename=str(path))
   is_package = path.name == "__init__.py"
   out = set()
@@ -48,14 +50,14 @@ def imports_of(name: str, path: pathlib.Path, known) -> set[str]:
     for t in targets:
       while t and t not in known:      # `import a.b.c` of an attribute path
         t = t.rpartition(".")[0]
-      if t.startswith(PACKAGE) and t != name:
+      if t.startswith(package) and t != name:
         out.add(t)
   return out
 
 
-def import_graph(root: pathlib.Path = ROOT) -> dict[str, set[str]]:
-  known = modules(root)
-  return {name: imports_of(name, path, known) for name, path in known.items()}
+def import_graph(root: pathlib.Path = ROOT, package: str = PACKAGE) -> dict[str, set[str]]:
+  known = modules(root, package)
+  return {name: imports_of(name, path, known, package) for name, path in known.items()}
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -96,6 +98,13 @@ def library_imports_of_methods(graph: dict[str, set[str]]) -> list[str]:
 
 def test_the_package_has_no_import_cycle():
   cycle = find_cycle(import_graph())
+  assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_the_experiments_have_no_import_cycle():
+  graph = import_graph(package="experiments")
+  assert "experiments.parity_bot" in graph and graph["experiments.parity_bot"]
+  cycle = find_cycle(graph)
   assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
 

@@ -1,4 +1,4 @@
-"""experiments/parity.py: the parts that need no reference checkout.
+"""experiments/parity*.py (the driver and its pieces): the parts that need no reference checkout.
 
 Pure-numpy tests of the comparison, the BN-variance conversion, the key layouts,
 the batches, the verdict and BoT's schedule mapping always run. Where torch is
@@ -15,7 +15,12 @@ import numpy as np
 import pytest
 
 from experiments import parity
+from experiments import parity_batches
 from experiments import parity_bot
+from experiments import parity_jax
+from experiments import parity_layout
+from experiments import parity_reference
+from experiments import parity_verdict
 from privreid_jax import optim
 
 
@@ -24,32 +29,32 @@ from privreid_jax import optim
 # ----------------------------------------------------------------------------
 def test_rel_diff_is_relative_to_the_tensors_own_scale_and_bounded():
   ref = np.array([10.0, 0.0, -1e-9])
-  assert parity.rel_diff(ref, ref) == 0.0
-  assert parity.rel_diff(ref + np.array([0.0, 1e-3, 0.0]), ref) == pytest.approx(1e-4)
+  assert parity_verdict.rel_diff(ref, ref) == 0.0
+  assert parity_verdict.rel_diff(ref + np.array([0.0, 1e-3, 0.0]), ref) == pytest.approx(1e-4)
   # a near-zero element does not blow the ratio up: the scale is the tensors' max
-  assert parity.rel_diff(np.array([10.0, 0.0, 1e-9]), ref) == pytest.approx(2e-10)
-  assert parity.rel_diff(np.zeros(3), np.zeros(3)) == 0.0
+  assert parity_verdict.rel_diff(np.array([10.0, 0.0, 1e-9]), ref) == pytest.approx(2e-10)
+  assert parity_verdict.rel_diff(np.zeros(3), np.zeros(3)) == 0.0
   # a tensor that stays zero on one side: bounded, not infinite
-  assert parity.rel_diff(np.full(3, 1e-9), np.zeros(3)) == 1.0
-  assert parity.rel_diff(-np.ones(3), np.ones(3)) == 2.0
+  assert parity_verdict.rel_diff(np.full(3, 1e-9), np.zeros(3)) == 1.0
+  assert parity_verdict.rel_diff(-np.ones(3), np.ones(3)) == 2.0
   with pytest.raises(ValueError, match="shapes differ"):
-    parity.rel_diff(np.zeros(3), np.zeros(4))
+    parity_verdict.rel_diff(np.zeros(3), np.zeros(4))
 
 
 def test_scalar_rel_diff():
-  assert parity.scalar_rel_diff(1.0001, 1.0) == pytest.approx(1e-4)
-  assert parity.scalar_rel_diff(0.0, 0.0) == 0.0
-  assert parity.scalar_rel_diff(1.0, 0.0) == math.inf
+  assert parity_verdict.scalar_rel_diff(1.0001, 1.0) == pytest.approx(1e-4)
+  assert parity_verdict.scalar_rel_diff(0.0, 0.0) == 0.0
+  assert parity_verdict.scalar_rel_diff(1.0, 0.0) == math.inf
 
 
 def test_compare_group_names_the_worst_tensor_and_one_sided_keys():
   ref = {"a": np.ones(4), "b": np.full(3, 2.0), "only_ref": np.zeros(1)}
   ours = {"a": np.ones(4), "b": np.array([2.0, 2.0, 2.002]), "only_ours": np.zeros(1)}
-  g = parity.compare_group(ours, ref)
+  g = parity_verdict.compare_group(ours, ref)
   assert g.worst == "b" and g.value == pytest.approx(1e-3, rel=1e-2) and g.count == 2
   assert g.missing == ("only_ours", "only_ref")
   assert "b" in g.fmt()
-  assert parity.compare_group(ours, ref, keys=["a"]).value == 0.0
+  assert parity_verdict.compare_group(ours, ref, keys=["a"]).value == 0.0
 
 
 def _bn_var_runs(n, steps, momentum=0.1, seed=0):
@@ -67,14 +72,14 @@ def _bn_var_runs(n, steps, momentum=0.1, seed=0):
 @pytest.mark.parametrize("n, steps", [(16, 1), (16, 5), (2048, 3)])
 def test_bn_var_unbiased_converts_flax_running_var_to_torchs(n, steps):
   v_flax, v_torch = _bn_var_runs(n, steps)
-  assert parity.rel_diff(v_flax, v_torch) > 1e-4       # they do differ
-  converted = parity.bn_var_unbiased(v_flax, np.ones(5), n, steps)
+  assert parity_verdict.rel_diff(v_flax, v_torch) > 1e-4       # they do differ
+  converted = parity_verdict.bn_var_unbiased(v_flax, np.ones(5), n, steps)
   np.testing.assert_allclose(converted, v_torch, rtol=1e-12)
 
 
 def _snapshot(scale=1.0, var=1.0):
   params = {"w": np.array([1.0, -2.0]) * scale, "centers": np.ones((2, 2)) * scale}
-  return parity.Snapshot(params=params,
+  return parity_verdict.Snapshot(params=params,
                          bn={"bn.running_mean": np.zeros(2), "bn.running_var": np.full(2, var)},
                          adam_m={"w": np.array([0.1, 0.2]) * scale},
                          adam_v={"w": np.array([0.01, 0.02]) * scale}, adam_count=1)
@@ -84,7 +89,7 @@ def test_compare_snapshots_groups_updates_and_bn_correction():
   init = _snapshot()
   ref = _snapshot(scale=1.01, var=0.9 + 0.1 * 0.5 * 16 / 15)
   ours = _snapshot(scale=1.01, var=0.9 + 0.1 * 0.5)
-  g = parity.compare_snapshots(ours, ref, init, {"bn": 16}, updates=1)
+  g = parity_verdict.compare_snapshots(ours, ref, init, {"bn": 16}, updates=1)
   assert g["params"].value == 0 and g["adam_m"].value == 0 and g["updates"].value == 0
   assert g["bn_stats"].value > 1e-3
   assert g["bn_stats_unbiased"].value < 1e-12
@@ -94,7 +99,7 @@ def test_compare_snapshots_groups_updates_and_bn_correction():
 # Layouts and batches (numpy only).
 # ----------------------------------------------------------------------------
 def test_layout_prefix_round_trip_and_head_keys():
-  bot = parity.Layout(backbone_prefix="base.", neck="bottleneck")
+  bot = parity_layout.Layout(backbone_prefix="base.", neck="bottleneck")
   assert bot.backbone_key("layer3.1.conv2.weight") == "base.layer3.1.conv2.weight"
   assert bot.torchvision_key("base.layer3.1.conv2.weight") == "layer3.1.conv2.weight"
   assert bot.torchvision_key("base.bn1.running_var") == "bn1.running_var"
@@ -103,7 +108,7 @@ def test_layout_prefix_round_trip_and_head_keys():
 
 
 def test_layout_flat_stages_round_trip():
-  twin = parity.Layout(flat_stages=(2, 2, 2, 2))
+  twin = parity_layout.Layout(flat_stages=(2, 2, 2, 2))
   pairs = {"layer1.0.conv1.weight": "layers.0.conv1.weight",
            "layer2.1.bn2.bias": "layers.3.bn2.bias",
            "layer4.0.downsample.1.running_mean": "layers.6.downsample.1.running_mean",
@@ -117,8 +122,8 @@ def test_layout_flat_stages_round_trip():
 
 
 def test_make_batches_pk_structure_determinism_and_layouts():
-  a = parity.make_batches(3, 8, 4, 10, 32, 16, seed=1)
-  b = parity.make_batches(3, 8, 4, 10, 32, 16, seed=1)
+  a = parity_batches.make_batches(3, 8, 4, 10, 32, 16, seed=1)
+  b = parity_batches.make_batches(3, 8, 4, 10, 32, 16, seed=1)
   assert len(a) == 3
   for x, y in zip(a, b):
     np.testing.assert_array_equal(x.images, y.images)
@@ -133,16 +138,16 @@ def test_make_batches_pk_structure_determinism_and_layouts():
     np.testing.assert_array_equal(nchw.transpose(0, 2, 3, 1), x.images)
   assert not np.array_equal(a[0].images, a[1].images)
   with pytest.raises(ValueError, match="P >= 2"):
-    parity.make_batches(1, 4, 4, 10, 32, 16)
+    parity_batches.make_batches(1, 4, 4, 10, 32, 16)
   with pytest.raises(ValueError, match="P x K"):
-    parity.make_batches(1, 10, 4, 10, 32, 16)
+    parity_batches.make_batches(1, 10, 4, 10, 32, 16)
 
 
 # ----------------------------------------------------------------------------
 # Verdict and report (numpy only).
 # ----------------------------------------------------------------------------
 def _gd(v):
-  return parity.GroupDiff(v, "t", 1)
+  return parity_verdict.GroupDiff(v, "t", 1)
 
 
 def _report(step, *, lr=(1e-4, 1e-4), loss=(1.0, 1.0), group=0.0, floor=None):
@@ -153,56 +158,56 @@ def _report(step, *, lr=(1e-4, 1e-4), loss=(1.0, 1.0), group=0.0, floor=None):
     groups["ref~ref64"] = {g: _gd(floor[0]) for g in groups["ours~ref"]}
     groups["ours~ref64"] = {g: _gd(floor[1]) for g in groups["ours~ref"]}
     terms = {"id": loss + (floor[2],)}
-  return parity.StepReport(step, lr, terms, groups)
+  return parity_verdict.StepReport(step, lr, terms, groups)
 
 
 def test_verdict_without_a_float64_run_uses_the_tolerance():
-  ok, text = parity.verdict([_report(1), _report(2, group=5e-5)], 1e-4)
+  ok, text = parity_verdict.verdict([_report(1), _report(2, group=5e-5)], 1e-4)
   assert ok and text.startswith("PASS")
-  ok, text = parity.verdict([_report(1), _report(2, group=2e-4)], 1e-4)
+  ok, text = parity_verdict.verdict([_report(1), _report(2, group=2e-4)], 1e-4)
   assert not ok and "params" in text and "step 2" in text
-  ok, text = parity.verdict([_report(1, lr=(1e-5, 1e-4))], 1e-4)
+  ok, text = parity_verdict.verdict([_report(1, lr=(1e-5, 1e-4))], 1e-4)
   assert not ok and "lr" in text
-  ok, text = parity.verdict([_report(1, loss=(1.001, 1.0))], 1e-4)
+  ok, text = parity_verdict.verdict([_report(1, loss=(1.001, 1.0))], 1e-4)
   assert not ok and "step-1 loss id" in text
-  assert not parity.verdict([], 1e-4)[0]
+  assert not parity_verdict.verdict([], 1e-4)[0]
 
 
 def test_verdict_with_a_float64_run_allows_the_references_own_float32_error():
   # ours is 2e-2 from float64 where the reference itself is 1e-2 away: within 4x
-  ok, text = parity.verdict([_report(1, floor=(1e-2, 2e-2, 1.0))], 1e-4)
+  ok, text = parity_verdict.verdict([_report(1, floor=(1e-2, 2e-2, 1.0))], 1e-4)
   assert ok, text
   assert "float64" in text
-  ok, text = parity.verdict([_report(1, floor=(1e-3, 2e-2, 1.0))], 1e-4)
+  ok, text = parity_verdict.verdict([_report(1, floor=(1e-3, 2e-2, 1.0))], 1e-4)
   assert not ok and "allowed 4.0e-03" in text
   # a real deviation in BN statistics fails; judging the unbiased-converted group passes
   reports = [_report(1, floor=(1e-6, 1e-6, 1.0))]
   reports[0].groups["ours~ref64"]["bn_stats"] = _gd(3e-2)
-  assert not parity.verdict(reports, 1e-4)[0]
-  assert parity.verdict(reports, 1e-4, bn_group="bn_stats_unbiased")[0]
+  assert not parity_verdict.verdict(reports, 1e-4)[0]
+  assert parity_verdict.verdict(reports, 1e-4, bn_group="bn_stats_unbiased")[0]
 
 
 def test_verdict_seeds_pools_the_float32_noise_comparisons_and_keeps_exact_checks_per_run():
   # seed 0 alone: ours 15x the reference's own error (fails); seeds 1 and 2: 0.3x and 1.5x
   runs = [[_report(1, floor=(1e-3, 1.5e-2, 1.0))], [_report(1, floor=(1e-2, 3e-3, 1.0))],
           [_report(1, floor=(5e-3, 7.5e-3, 1.0))]]
-  assert not parity.verdict(runs[0], 1e-4)[0]
-  ok, text = parity.verdict_seeds(runs, 1e-4)
+  assert not parity_verdict.verdict(runs[0], 1e-4)[0]
+  ok, text = parity_verdict.verdict_seeds(runs, 1e-4)
   assert ok and "geometric mean over 3 runs" in text, text
   # a deviation in every seed is systematic: 6x in each fails pooled
   bad = [[_report(1, floor=(f, 6 * f, 1.0))] for f in (1e-3, 1e-2, 5e-3)]
-  ok, text = parity.verdict_seeds(bad, 1e-4)
+  ok, text = parity_verdict.verdict_seeds(bad, 1e-4)
   assert not ok and "geometric mean over 3 runs of rel / allowed 1.50" in text, text
   # exact checks (here the optimizer replay) must hold in every run, not on average
   runs[1][0].groups["ours~ref"]["opt_params"] = _gd(3e-4)
-  ok, text = parity.verdict_seeds(runs, 1e-4)
+  ok, text = parity_verdict.verdict_seeds(runs, 1e-4)
   assert not ok and "opt_params" in text and "of run 1" in text, text
   # one run: exactly verdict's rule and wording
-  assert parity.verdict_seeds([runs[0]], 1e-4) == parity.verdict(runs[0], 1e-4)
-  assert not parity.verdict_seeds([], 1e-4)[0]
+  assert parity_verdict.verdict_seeds([runs[0]], 1e-4) == parity_verdict.verdict(runs[0], 1e-4)
+  assert not parity_verdict.verdict_seeds([], 1e-4)[0]
 
 
-class _CountingSide(parity.ReferenceSide):
+class _CountingSide(parity_reference.ReferenceSide):
   """A float64 stand-in: its weights move by the step number each step."""
 
   def __init__(self):
@@ -219,7 +224,7 @@ class _CountingSide(parity.ReferenceSide):
     return {"id": 1.0 / self.t, "lr": 1e-4 * self.t}
 
   def snapshot(self):
-    return parity.Snapshot({"conv.weight": self.w["conv.weight"].copy()},
+    return parity_verdict.Snapshot({"conv.weight": self.w["conv.weight"].copy()},
                            {"bn.running_var": self.w["bn.running_var"] * self.t},
                            {"conv.weight": np.full((2, 3), 0.1 * self.t)},
                            {"conv.weight": np.full((2, 3), 0.01 * self.t)}, self.t)
@@ -227,34 +232,34 @@ class _CountingSide(parity.ReferenceSide):
 
 def test_recorded_side_replays_the_float64_run_from_disk(tmp_path):
   live, batches = _CountingSide(), [0.5, 0.25, 2.0]
-  recorded = parity.RecordedSide.record(_CountingSide(), batches, str(tmp_path),
+  recorded = parity_reference.RecordedSide.record(_CountingSide(), batches, str(tmp_path),
                                         log=lambda _: None)
   for k, v in live.initial_weights().items():
     np.testing.assert_array_equal(recorded.initial_weights()[k], v)
   for b in batches:
     assert recorded.step(b) == live.step(b)
     got, want = recorded.snapshot(), live.snapshot()
-    for g in parity.RecordedSide.GROUPS:
+    for g in parity_reference.RecordedSide.GROUPS:
       assert set(getattr(got, g)) == set(getattr(want, g))
       for k in getattr(want, g):
         np.testing.assert_array_equal(getattr(got, g)[k], getattr(want, g)[k])
     assert got.adam_count == want.adam_count
   # each step's snapshot is its own, not the last one's
-  assert parity.RecordedSide(str(tmp_path)).step(None)["id"] == 1.0
+  assert parity_reference.RecordedSide(str(tmp_path)).step(None)["id"] == 1.0
 
 
 def test_verdict_flags_keys_on_one_side_only():
   r = _report(1)
-  r.groups["ours~ref"]["params"] = parity.GroupDiff(0.0, "t", 1, ("extra.weight",))
-  ok, text = parity.verdict([r], 1e-4)
+  r.groups["ours~ref"]["params"] = parity_verdict.GroupDiff(0.0, "t", 1, ("extra.weight",))
+  ok, text = parity_verdict.verdict([r], 1e-4)
   assert not ok and "extra.weight" in text
 
 
 def test_format_step_and_table_list_every_term_and_group():
   reports = [_report(1, floor=(1e-6, 2e-6, 1.0)), _report(2, floor=(1e-6, 2e-6, 1.0))]
-  step = parity.format_step(reports[-1])
+  step = parity_verdict.format_step(reports[-1])
   assert "step 2" in step and "id" in step and "ref~ref64" in step
-  table = parity.format_table(reports)
+  table = parity_verdict.format_table(reports)
   for key in ("loss `id`", "| lr |", "| params |", "| adam_v |", "ref f32 vs ref f64"):
     assert key in table
 
@@ -338,7 +343,7 @@ def test_bots_epoch_e_runs_at_its_scheduler_index_e_plus_one_and_align_schedule_
 # Against our own PyTorch twin (torch only).
 # ----------------------------------------------------------------------------
 def _tiny_config():
-  config = parity.load_config("configs/synthetic.py", "tiny")
+  config = parity_jax.load_config("configs/synthetic.py", "tiny")
   config.model.backbone = "resnet18"
   return config
 
@@ -352,14 +357,14 @@ def test_weight_copy_both_ways_and_forward_match_the_torch_twin():
   config = _tiny_config()
   torch.manual_seed(0)
   net = torch_reference.build(config, 8, channels_last=False).train()
-  layout = parity.Layout(neck="bnneck", flat_stages=(2, 2, 2, 2))
-  batch = parity.make_batches(1, 8, 4, 8, 32, 16)[0]
+  layout = parity_layout.Layout(neck="bnneck", flat_stages=(2, 2, 2, 2))
+  batch = parity_batches.make_batches(1, 8, 4, 8, 32, 16)[0]
   model = reid.build_reid_model(config.model, 8)
   variables = model.init(jax.random.PRNGKey(0), jnp.asarray(batch.images), train=False)
-  named = parity._torch_named(net)  # pylint: disable=protected-access
-  params, stats = parity.named_to_jax(named, variables["params"],
+  named = parity_reference.torch_named(net)  # pylint: disable=protected-access
+  params, stats = parity_layout.named_to_jax(named, variables["params"],
                                       variables["batch_stats"], layout)
-  back = parity.jax_to_named(params, stats, layout)
+  back = parity_layout.jax_to_named(params, stats, layout)
   assert set(back) == set(named)
   for k in named:
     np.testing.assert_array_equal(back[k], named[k], err_msg=k)
@@ -367,8 +372,8 @@ def test_weight_copy_both_ways_and_forward_match_the_torch_twin():
                                  jnp.asarray(batch.images), train=True,
                                  mutable=["batch_stats"])
   t_logits, t_feat = net(torch.from_numpy(batch.nchw()))
-  assert parity.rel_diff(np.asarray(out["feat_pre"]), t_feat.detach().numpy()) < 1e-5
-  assert parity.rel_diff(np.asarray(logits), t_logits.detach().numpy()) < 1e-5
+  assert parity_verdict.rel_diff(np.asarray(out["feat_pre"]), t_feat.detach().numpy()) < 1e-5
+  assert parity_verdict.rel_diff(np.asarray(logits), t_logits.detach().numpy()) < 1e-5
 
 
 def test_two_step_parity_run_against_the_twin():
@@ -377,8 +382,8 @@ def test_two_step_parity_run_against_the_twin():
                             "--width=16", "--num_classes=8"])
   ref = parity.build_reference(args)
   floor = parity.build_reference(args, "float64")
-  ours = parity.JaxSide(ref.config, num_classes=8, steps_per_epoch=2, layout=ref.layout)
-  batches = parity.make_batches(2, 8, 4, 8, 32, 16)
+  ours = parity_jax.JaxSide(ref.config, num_classes=8, steps_per_epoch=2, layout=ref.layout)
+  batches = parity_batches.make_batches(2, 8, 4, 8, 32, 16)
   lines = []
   reports = parity.run_parity(ref, ours, batches, floor=floor, log=lines.append)
   assert lines[0].startswith("step 0") and "params 0.00e+00" in lines[0]
@@ -386,9 +391,9 @@ def test_two_step_parity_run_against_the_twin():
   assert set(reports[0].terms) == {"id", "triplet", "total"}
   assert reports[-1].loss_rel < 1e-4
   # torch's running_var adds the unbiased batch variance, flax's the biased one
-  ok, text = parity.verdict(reports, 1e-4)
+  ok, text = parity_verdict.verdict(reports, 1e-4)
   assert not ok and "bn_stats" in text
-  ok, text = parity.verdict(reports, 1e-4, bn_group="bn_stats_unbiased")
+  ok, text = parity_verdict.verdict(reports, 1e-4, bn_group="bn_stats_unbiased")
   assert ok, text
 
 
@@ -412,12 +417,12 @@ def test_gradient_rows_single_out_a_tensor_off_by_more_than_rounding():
                                                       else 1e-3) for k, v in floor.items()}
   ours["c.w3"] = floor["c.w3"] * (1 + 1e-3)              # a formula difference
   ours["d.other"] = ref["d.other"] = floor["d.other"] = np.ones(3)
-  rows = parity.gradient_rows(ours, ref, floor, prefix="c.")
+  rows = parity_verdict.gradient_rows(ours, ref, floor, prefix="c.")
   assert [r.key for r in rows] == sorted(k for k in floor if k.startswith("c."))
   by_key = {r.key: r for r in rows}
   assert by_key["c.w3"].ratio > 100
   assert all(0.5 < r.ratio < 4 for k, r in by_key.items() if k != "c.w3")
-  text = parity.format_gradient_rows(rows, top=2)
+  text = parity_verdict.format_gradient_rows(rows, top=2)
   assert "6 of 7 tensors above float noise" in text and "1 above 4x" in text
   assert text.splitlines()[2].split()[0] == "c.w3"
 
@@ -433,10 +438,10 @@ def test_update_signs_count_the_elements_rounding_turned_around():
   ours["netC.a"][1, 2] *= -1
   ours["netC.b"][3] *= -1
   ref["netC.b"][0] *= -1
-  rows = parity.gradient_rows(ours, ref, floor)
+  rows = parity_verdict.gradient_rows(ours, ref, floor)
   assert {r.key: (r.size, r.ours_flips, r.ref_flips) for r in rows} == {
       "netC.a": (20, 1, 0), "netC.b": (7, 1, 1), "netD1.w": (9, 1, 0)}
-  table = parity.format_update_signs(rows).splitlines()
+  table = parity_verdict.format_update_signs(rows).splitlines()
   assert table[2].split()[:4] == ["netC", "27", "2", "1"]
   assert table[3].split()[:4] == ["netD1", "9", "1", "0"]
   # the flipped elements' share of the gradient's L1 mass: the rounding-level one ~0
@@ -476,13 +481,13 @@ def test_resync_verdict_allows_four_times_the_references_own_error_pooled_over_s
   # seed 0 and 1 of two steps: {term: (ours vs ref, the reference's own error)}
   within = [[{"a": (1e-5, 1e-6)}, {"a": (3e-4, 1e-4)}],
             [{"a": (2e-5, 1e-6)}, {"a": (2e-4, 1e-4)}]]
-  ok, line = parity.resync_verdict(within, tol=1e-4)
+  ok, line = parity_verdict.resync_verdict(within, tol=1e-4)
   assert ok and line.startswith("PASS") and "4 x the reference's own" in line
   outside = [[{"a": (1e-5, 1e-6)}, {"a": (9e-4, 1e-4)}],
              [{"a": (2e-5, 1e-6)}, {"a": (5e-4, 1e-4)}]]     # gm of 2.25 and 1.25 > 1
-  ok, line = parity.resync_verdict(outside, tol=1e-4)
+  ok, line = parity_verdict.resync_verdict(outside, tol=1e-4)
   assert not ok and "(a at step 2)" in line
-  ok, line = parity.resync_verdict([[{"a": (2e-4, nan)}]], tol=1e-4)  # no floor: tol
+  ok, line = parity_verdict.resync_verdict([[{"a": (2e-4, nan)}]], tol=1e-4)  # no floor: tol
   assert not ok and "within 0.0001," in line
 
 

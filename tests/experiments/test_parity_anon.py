@@ -1,4 +1,4 @@
-"""experiments/parity_anon.py: the parts that need no reference checkout.
+"""experiments/parity_anon*.py: the parts that need no reference checkout.
 
 Always (jax/numpy): the key layouts of the U-Net, the PatchGAN and AGW's
 non-local blocks / GeM (names and round trips through our Flax trees), the
@@ -18,7 +18,10 @@ import numpy as np
 import pytest
 
 from experiments import parity
-from experiments import parity_anon as pa
+from experiments import parity_anon_batches as pab
+from experiments import parity_anon_layout as pal
+from experiments import parity_jax
+from experiments import parity_verdict
 from privreid_jax.models import non_local, patchgan, reid, unet
 
 
@@ -40,7 +43,7 @@ def _assert_trees_equal(a, b):
 # Key layouts (no torch).
 # ----------------------------------------------------------------------------
 def test_unet_entries_follow_pix2pix_nesting():
-  keys = [k for k, _, _ in pa.unet_entries(5)]
+  keys = [k for k, _, _ in pal.unet_entries(5)]
   assert keys[:3] == ["model.model.0.weight", "model.model.3.weight", "model.model.3.bias"]
   assert "model.model.1.model.1.weight" in keys              # down1 conv
   assert "model.model.1.model.2.running_var" in keys         # down1 BN
@@ -49,7 +52,7 @@ def test_unet_entries_follow_pix2pix_nesting():
   inner = "model.model.1.model.3.model.3.model.3.model."
   assert {inner + "1.weight", inner + "3.weight", inner + "4.weight"} <= set(keys)
   # the twin's bare outermost block: the same keys without the wrapper's "model."
-  assert [k for k, _, _ in pa.unet_entries(5, "")] == [k[len("model."):] for k in keys]
+  assert [k for k, _, _ in pal.unet_entries(5, "")] == [k[len("model."):] for k in keys]
 
 
 @pytest.mark.parametrize("num_downs", [2, 4, 5])
@@ -58,10 +61,10 @@ def test_unet_round_trip_covers_every_leaf(num_downs):
   v = unet.UNetGenerator(num_downs=num_downs, ngf=4).init(
       jax.random.PRNGKey(0), jnp.zeros((2, h, w, 3)), train=False)
   params, stats = _randomize(v["params"], 1), _randomize(v["batch_stats"], 2)
-  entries = pa.unet_entries(num_downs)
+  entries = pal.unet_entries(num_downs)
   assert len(entries) == len(jax.tree.leaves(params)) + len(jax.tree.leaves(stats))
-  named = pa.tree_to_named(entries, params, stats, "netG.")
-  p2, s2 = pa.named_to_tree(entries, named, v["params"], v["batch_stats"], "netG.")
+  named = pal.tree_to_named(entries, params, stats, "netG.")
+  p2, s2 = pal.named_to_tree(entries, named, v["params"], v["batch_stats"], "netG.")
   _assert_trees_equal(p2, params)
   _assert_trees_equal(s2, stats)
 
@@ -70,34 +73,34 @@ def test_patchgan_round_trip_and_names():
   a = jnp.zeros((2, 64, 32, 3))
   v = patchgan.PatchDiscriminator(ndf=4, n_layers=3).init(jax.random.PRNGKey(0), a, a,
                                                          train=False)
-  entries = pa.patchgan_entries(3)
+  entries = pal.patchgan_entries(3)
   keys = [k for k, _, _ in entries]
   assert keys[:2] == ["model.0.weight", "model.0.bias"] and keys[-1] == "model.11.bias"
   assert "model.9.running_mean" in keys     # conv3_bn after the stride-1 conv at 8
   params, stats = _randomize(v["params"], 3), _randomize(v["batch_stats"], 4)
-  named = pa.tree_to_named(entries, params, stats)
+  named = pal.tree_to_named(entries, params, stats)
   assert named["model.2.weight"].shape == (8, 4, 4, 4)     # torch (out, in, kh, kw)
-  p2, s2 = pa.named_to_tree(entries, named, v["params"], v["batch_stats"])
+  p2, s2 = pal.named_to_tree(entries, named, v["params"], v["batch_stats"])
   _assert_trees_equal(p2, params)
   _assert_trees_equal(s2, stats)
 
 
 def test_named_to_tree_names_a_misfit():
-  entries = pa.patchgan_entries(1)
+  entries = pal.patchgan_entries(1)
   v = patchgan.PatchDiscriminator(ndf=4, n_layers=1).init(
       jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3)), jnp.zeros((1, 16, 16, 3)),
       train=False)
-  named = pa.tree_to_named(entries, v["params"], v["batch_stats"])
+  named = pal.tree_to_named(entries, v["params"], v["batch_stats"])
   named["model.0.weight"] = np.zeros((4, 5, 4, 4), np.float32)
   with pytest.raises(ValueError, match="model.0.weight"):
-    pa.named_to_tree(entries, named, v["params"], v["batch_stats"])
+    pal.named_to_tree(entries, named, v["params"], v["batch_stats"])
   del named["model.0.weight"]
   with pytest.raises(KeyError, match="model.0.weight"):
-    pa.named_to_tree(entries, named, v["params"], v["batch_stats"])
+    pal.named_to_tree(entries, named, v["params"], v["batch_stats"])
 
 
 def test_agw_non_local_names_follow_the_reference_module_lists():
-  keys = {k: path for k, _, path in pa.agw_extra_entries("base.", "global_pool.p")}
+  keys = {k: path for k, _, path in pal.agw_extra_entries("base.", "global_pool.p")}
   # ResNetNL: NL_2 after layer2 blocks 2, 3; NL_3 after layer3 blocks 3, 4, 5
   assert keys["base.NL_2.0.g.weight"] == ("backbone", "nl2_2", "g", "kernel")
   assert keys["base.NL_2.1.W.0.bias"] == ("backbone", "nl2_3", "W_0", "bias")
@@ -107,7 +110,7 @@ def test_agw_non_local_names_follow_the_reference_module_lists():
 
 
 def _tiny_agw_config():
-  c = parity.load_config("configs/anon_synthetic.py")
+  c = parity_jax.load_config("configs/anon_synthetic.py")
   c.model.backbone, c.model.width = "resnet18", 4
   c.model.pooling, c.model.non_local = "gem", True
   return c
@@ -124,14 +127,14 @@ def test_agw_nonlocal_width_is_the_references_and_the_reid_tree_round_trips():
   wide = reid.build_reid_model(config.model, 5).init(jax.random.PRNGKey(0), x, train=False)
   assert wide["params"]["backbone"]["nl2_1"]["theta"]["kernel"].shape == (1, 1, 8, 4)
   # resnet18 stages (2, 2, 2, 2): AGW's (0, 2, 3, 0) non-local blocks after every block
-  entries = pa.agw_extra_entries("base.", "global_pool.p", stages=(2, 2, 2, 2))
+  entries = pal.agw_extra_entries("base.", "global_pool.p", stages=(2, 2, 2, 2))
   params, stats = _randomize(v["params"], 5), _randomize(v["batch_stats"], 6)
-  named = pa.tree_to_named(entries, params, stats, "netC.")
+  named = pal.tree_to_named(entries, params, stats, "netC.")
   assert named["netC.base.NL_3.1.theta.weight"].shape == (1, 16, 1, 1)
-  p2, s2 = pa.named_to_tree(entries, named, v["params"], v["batch_stats"], "netC.")
+  p2, s2 = pal.named_to_tree(entries, named, v["params"], v["batch_stats"], "netC.")
   for key, coll, path in entries:
-    got = pa._get(p2 if coll == "params" else s2, path)  # pylint: disable=protected-access
-    want = pa._get(params if coll == "params" else stats, path)  # pylint: disable=protected-access
+    got = pal.get_path(p2 if coll == "params" else s2, path)
+    want = pal.get_path(params if coll == "params" else stats, path)
     np.testing.assert_array_equal(np.asarray(got), np.asarray(want), err_msg=key)
 
 
@@ -139,11 +142,11 @@ def test_agw_nonlocal_width_is_the_references_and_the_reid_tree_round_trips():
 # Batches and the harness's bookkeeping (no torch).
 # ----------------------------------------------------------------------------
 def test_batches_are_8_bit_with_our_mosaic_when_no_reference():
-  images8 = pa.make_images8(2, 8, 4, 751, 32, 16, seed=0)
+  images8 = pab.make_images8(2, 8, 4, 751, 32, 16, seed=0)
   assert images8[0][0].dtype == np.uint8 and images8[0][0].shape == (8, 32, 16, 3)
   assert list(images8[0][1][:4]) == [images8[0][1][0]] * 4
   lines = []
-  batches = pa.make_anon_batches(images8, mean=(0.485, 0.456, 0.406), std=(0.5,) * 3,
+  batches = pab.make_anon_batches(images8, mean=(0.485, 0.456, 0.406), std=(0.5,) * 3,
                                  block=3, log=lines.append)
   b = batches[0]
   np.testing.assert_allclose(b.images, (images8[0][0] / 255.0 - (0.485, 0.456, 0.406)) / 0.5,
@@ -160,7 +163,7 @@ def test_batches_are_8_bit_with_our_mosaic_when_no_reference():
 
 def test_reference_mosaic_is_compared_and_used():
   pytest.importorskip("PIL")
-  images8 = pa.make_images8(1, 8, 4, 751, 32, 16, seed=1)
+  images8 = pab.make_images8(1, 8, 4, 751, 32, 16, seed=1)
 
   from PIL import Image  # pylint: disable=import-outside-toplevel
   from privreid_jax.ops import desensitize  # pylint: disable=import-outside-toplevel
@@ -174,39 +177,39 @@ def test_reference_mosaic_is_compared_and_used():
     px[0, 0] = (r + 1 if r < 255 else r - 1, g, b)
     del block
   lines = []
-  batches = pa.make_anon_batches(images8, mean=(0.5,) * 3, std=(0.5,) * 3, block=3,
+  batches = pab.make_anon_batches(images8, mean=(0.5,) * 3, std=(0.5,) * 3, block=3,
                                  ref_mosaic=fake_ref, log=lines.append)
   assert "max |diff| 1 / 255" in lines[0], lines
   assert batches[0].targets.shape == (8, 32, 16, 3)
 
 
 def test_compare_snapshots_takes_bn_updates_per_module():
-  init = parity.Snapshot({}, {"a.running_var": np.ones(3), "b.running_var": np.ones(3)},
+  init = parity_verdict.Snapshot({}, {"a.running_var": np.ones(3), "b.running_var": np.ones(3)},
                          {}, {})
-  ours = parity.Snapshot({}, {"a.running_var": np.full(3, 0.9),
+  ours = parity_verdict.Snapshot({}, {"a.running_var": np.full(3, 0.9),
                               "b.running_var": np.full(3, 0.9)}, {}, {})
-  ref_bn = {"a.running_var": parity.bn_var_unbiased(np.full(3, 0.9), np.ones(3), 4, 1),
-            "b.running_var": parity.bn_var_unbiased(np.full(3, 0.9), np.ones(3), 4, 2)}
-  ref = parity.Snapshot({}, ref_bn, {}, {})
-  g = parity.compare_snapshots(ours, ref, init, {"a": 4, "b": 4}, updates={"a": 1, "b": 2})
+  ref_bn = {"a.running_var": parity_verdict.bn_var_unbiased(np.full(3, 0.9), np.ones(3), 4, 1),
+            "b.running_var": parity_verdict.bn_var_unbiased(np.full(3, 0.9), np.ones(3), 4, 2)}
+  ref = parity_verdict.Snapshot({}, ref_bn, {}, {})
+  g = parity_verdict.compare_snapshots(ours, ref, init, {"a": 4, "b": 4}, updates={"a": 1, "b": 2})
   assert g["bn_stats_unbiased"].value < 1e-12
-  g = parity.compare_snapshots(ours, ref, init, {"a": 4, "b": 4}, updates=1)
+  g = parity_verdict.compare_snapshots(ours, ref, init, {"a": 4, "b": 4}, updates=1)
   assert g["bn_stats_unbiased"].value > 1e-3
 
 
 def _report(terms):
-  groups = {p: {} for p in parity.PAIRS}
-  return parity.StepReport(1, (1e-4, 1e-4), terms, groups)
+  groups = {p: {} for p in parity_verdict.PAIRS}
+  return parity_verdict.StepReport(1, (1e-4, 1e-4), terms, groups)
 
 
 def test_verdict_step1_floor_accepts_only_when_ours_is_at_the_float64_value():
   # ours exact, the reference's float32 1.1e-4 off: passes only with step1_floor
   r = _report({"tri_P": (1.0, 1.00011, 1.0)})
-  assert not parity.verdict([r], 1e-4)[0]
-  assert parity.verdict([r], 1e-4, step1_floor=True)[0]
+  assert not parity_verdict.verdict([r], 1e-4)[0]
+  assert parity_verdict.verdict([r], 1e-4, step1_floor=True)[0]
   # ours off the float64 value: fails either way
   r = _report({"tri_P": (1.00011, 1.0, 1.0)})
-  assert not parity.verdict([r], 1e-4, step1_floor=True)[0]
+  assert not parity_verdict.verdict([r], 1e-4, step1_floor=True)[0]
 
 
 def test_parity_flags_wire_the_anon_reference():
@@ -249,9 +252,9 @@ def test_unet_weights_copied_from_the_twin_give_its_output(train):
   x = np.random.default_rng(0).normal(size=(2, 32, 16, 3)).astype(np.float32)
   model = unet.UNetGenerator(num_downs=4, ngf=4)
   v = model.init(jax.random.PRNGKey(0), jnp.asarray(x), train=False)
-  entries = pa.unet_entries(4, "")
+  entries = pal.unet_entries(4, "")
   assert set(named) == {k for k, _, _ in entries}
-  params, stats = pa.named_to_tree(entries, named, v["params"], v["batch_stats"])
+  params, stats = pal.named_to_tree(entries, named, v["params"], v["batch_stats"])
   twin.train(train)
   with torch.no_grad():
     want = twin(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).numpy().transpose(0, 2, 3, 1)
@@ -261,7 +264,7 @@ def test_unet_weights_copied_from_the_twin_give_its_output(train):
   else:
     got = model.apply({"params": params, "batch_stats": stats}, jnp.asarray(x), train=False)
   np.testing.assert_allclose(np.asarray(got), want, atol=2e-5)
-  back = pa.tree_to_named(entries, params, stats)
+  back = pal.tree_to_named(entries, params, stats)
   for k, val in named.items():
     np.testing.assert_array_equal(back[k], val, err_msg=k)
 
@@ -278,7 +281,7 @@ def test_patchgan_weights_copied_from_the_twin_give_its_logits():
   a, b = (rng.normal(size=(2, 64, 32, 3)).astype(np.float32) for _ in range(2))
   model = patchgan.PatchDiscriminator(ndf=4, n_layers=3)
   v = model.init(jax.random.PRNGKey(0), jnp.asarray(a), jnp.asarray(b), train=False)
-  params, stats = pa.named_to_tree(pa.patchgan_entries(3, ""), named, v["params"],
+  params, stats = pal.named_to_tree(pal.patchgan_entries(3, ""), named, v["params"],
                                    v["batch_stats"])
   with torch.no_grad():
     ab = torch.from_numpy(np.concatenate([a, b], -1).transpose(0, 3, 1, 2).copy())
@@ -321,10 +324,10 @@ def test_non_local_width_one_matches_a_torch_twin_of_agw_non_local():
   block = non_local.NonLocal(inter_channels=1, name="nl2_0")
   v = block.init(jax.random.PRNGKey(0), jnp.asarray(x), train=False)
   # a one-block "backbone" tree so the AGW entries apply as they do to C
-  entries = [e for e in pa.agw_extra_entries("", "", stages=(2, 2, 2, 2))
+  entries = [e for e in pal.agw_extra_entries("", "", stages=(2, 2, 2, 2))
              if e[0].startswith("NL_2.0.")]
   tree_p, tree_s = {"backbone": {"nl2_0": v["params"]}}, {"backbone": {"nl2_0": v["batch_stats"]}}
-  p, s = pa.named_to_tree(entries, sd, tree_p, tree_s)
+  p, s = pal.named_to_tree(entries, sd, tree_p, tree_s)
   got = block.apply({"params": p["backbone"]["nl2_0"], "batch_stats": s["backbone"]["nl2_0"]},
                     jnp.asarray(x), train=False)
   with torch.no_grad():
