@@ -60,14 +60,15 @@ run goes first, alone, and is replayed from a temporary folder (RecordedSide),
 so at most two models are in memory at once. After step 1 that float32 error
 is one draw of a chaotic process: `--seeds 0,1,2` runs the comparison once per
 seed and pools those comparisons over the runs (verdict_seeds).
-
-This file is the driver and its flags; the pieces: parity_batches (the shared
-batches), parity_layout (our trees <-> a reference's names), parity_jax (our
-side, the optimizer replay), parity_reference (the reference interface, the
-twin, the recorded float64 run, torch helpers), parity_verdict (the
-comparisons and verdicts, numpy only); the references parity_bot and
-parity_anon (with parity_anon_layout, _batches, _jax and _shims).
 """
+
+# This file is the driver and its flags (the docstring above is --help's text,
+# so the map of the pieces is a comment): parity_batches (the shared batches),
+# parity_layout (our trees <-> a reference's names), parity_jax (our side, the
+# optimizer replay), parity_reference (the reference interface, the twin, the
+# recorded float64 run, torch helpers), parity_verdict (the comparisons and
+# verdicts, numpy only); the references parity_bot and parity_anon (with
+# parity_anon_layout, _batches, _jax and _shims).
 
 from __future__ import annotations
 
