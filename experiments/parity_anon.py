@@ -378,4 +378,4 @@ class AnonReference(ReferenceSide):
           adam_v[names[id(p)]] = st["exp_avg_sq"].detach().cpu().numpy().copy()
           counts.add(int(st["step"]))
     return Snapshot(params, bn, adam_m, adam_v,
-                           counts.pop() if len(counts) == 1 else None)
+                    counts.pop() if len(counts) == 1 else None)

@@ -129,7 +129,7 @@ def tree_to_named(entries: Sequence[Entry], params, stats=None, prefix: str = ""
     if trees[coll] is None:
       continue
     out[prefix + key] = np.ascontiguousarray(to_torch(np.asarray(get_path(trees[coll], path),
-                                                                  np.float32)))
+                                                                 np.float32)))
   return out
 
 
@@ -172,7 +172,7 @@ class AnonLayout:
   @property
   def reid(self) -> Layout:
     return Layout(backbone_prefix=self.c + "base.", neck=self.c + "bottleneck",
-                         classifier=self.c + "classifier", centers=self.centers)
+                  classifier=self.c + "classifier", centers=self.centers)
 
   def prefix(self, net: str) -> str:
     return {"G": self.g, "G_R": self.g_r, "D1": self.d1, "D2": self.d2}[net]

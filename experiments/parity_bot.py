@@ -252,7 +252,7 @@ class BotReference(ReferenceSide):
           lambda mod, inp, out: torch.nn.functional.relu(out))
     self.bn_counts = bn_counter(self.model)
     self.layout = Layout(backbone_prefix="base.", neck="bottleneck",
-                                classifier="classifier", centers="centers")
+                         classifier="classifier", centers="centers")
     self.term_map = {"id_loss": "id", "tri_loss": "triplet", "center_loss": "center",
                      "loss": "total"}
     self.iteration = 0

@@ -196,7 +196,7 @@ def torch_named(module, extra: Mapping[str, Any] | None = None) -> dict[str, np.
 
 
 def torch_load(module, named: Mapping[str, np.ndarray],
-                extra: Mapping[str, Any] | None = None) -> None:
+               extra: Mapping[str, Any] | None = None) -> None:
   """Copies `named` (as `torch_named` gives it) into the module's state and the
   `extra` tensors, in place, each converted to its own dtype."""
   import torch  # pylint: disable=import-outside-toplevel

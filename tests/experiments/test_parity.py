@@ -79,10 +79,10 @@ def test_bn_var_unbiased_converts_flax_running_var_to_torchs(n, steps):
 
 def _snapshot(scale=1.0, var=1.0):
   params = {"w": np.array([1.0, -2.0]) * scale, "centers": np.ones((2, 2)) * scale}
-  return parity_verdict.Snapshot(params=params,
-                         bn={"bn.running_mean": np.zeros(2), "bn.running_var": np.full(2, var)},
-                         adam_m={"w": np.array([0.1, 0.2]) * scale},
-                         adam_v={"w": np.array([0.01, 0.02]) * scale}, adam_count=1)
+  bn = {"bn.running_mean": np.zeros(2), "bn.running_var": np.full(2, var)}
+  return parity_verdict.Snapshot(params=params, bn=bn,
+                                 adam_m={"w": np.array([0.1, 0.2]) * scale},
+                                 adam_v={"w": np.array([0.01, 0.02]) * scale}, adam_count=1)
 
 
 def test_compare_snapshots_groups_updates_and_bn_correction():
@@ -233,7 +233,7 @@ class _CountingSide(parity_reference.ReferenceSide):
 def test_recorded_side_replays_the_float64_run_from_disk(tmp_path):
   live, batches = _CountingSide(), [0.5, 0.25, 2.0]
   recorded = parity_reference.RecordedSide.record(_CountingSide(), batches, str(tmp_path),
-                                        log=lambda _: None)
+                                                  log=lambda _: None)
   for k, v in live.initial_weights().items():
     np.testing.assert_array_equal(recorded.initial_weights()[k], v)
   for b in batches:
@@ -361,9 +361,9 @@ def test_weight_copy_both_ways_and_forward_match_the_torch_twin():
   batch = parity_batches.make_batches(1, 8, 4, 8, 32, 16)[0]
   model = reid.build_reid_model(config.model, 8)
   variables = model.init(jax.random.PRNGKey(0), jnp.asarray(batch.images), train=False)
-  named = parity_reference.torch_named(net)  # pylint: disable=protected-access
+  named = parity_reference.torch_named(net)
   params, stats = parity_layout.named_to_jax(named, variables["params"],
-                                      variables["batch_stats"], layout)
+                                             variables["batch_stats"], layout)
   back = parity_layout.jax_to_named(params, stats, layout)
   assert set(back) == set(named)
   for k in named:

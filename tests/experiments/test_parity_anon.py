@@ -147,7 +147,7 @@ def test_batches_are_8_bit_with_our_mosaic_when_no_reference():
   assert list(images8[0][1][:4]) == [images8[0][1][0]] * 4
   lines = []
   batches = pab.make_anon_batches(images8, mean=(0.485, 0.456, 0.406), std=(0.5,) * 3,
-                                 block=3, log=lines.append)
+                                  block=3, log=lines.append)
   b = batches[0]
   np.testing.assert_allclose(b.images, (images8[0][0] / 255.0 - (0.485, 0.456, 0.406)) / 0.5,
                              atol=1e-6)
@@ -178,7 +178,7 @@ def test_reference_mosaic_is_compared_and_used():
     del block
   lines = []
   batches = pab.make_anon_batches(images8, mean=(0.5,) * 3, std=(0.5,) * 3, block=3,
-                                 ref_mosaic=fake_ref, log=lines.append)
+                                  ref_mosaic=fake_ref, log=lines.append)
   assert "max |diff| 1 / 255" in lines[0], lines
   assert batches[0].targets.shape == (8, 32, 16, 3)
 
@@ -187,7 +187,7 @@ def test_compare_snapshots_takes_bn_updates_per_module():
   init = parity_verdict.Snapshot({}, {"a.running_var": np.ones(3), "b.running_var": np.ones(3)},
                          {}, {})
   ours = parity_verdict.Snapshot({}, {"a.running_var": np.full(3, 0.9),
-                              "b.running_var": np.full(3, 0.9)}, {}, {})
+                                      "b.running_var": np.full(3, 0.9)}, {}, {})
   ref_bn = {"a.running_var": parity_verdict.bn_var_unbiased(np.full(3, 0.9), np.ones(3), 4, 1),
             "b.running_var": parity_verdict.bn_var_unbiased(np.full(3, 0.9), np.ones(3), 4, 2)}
   ref = parity_verdict.Snapshot({}, ref_bn, {}, {})
@@ -282,7 +282,7 @@ def test_patchgan_weights_copied_from_the_twin_give_its_logits():
   model = patchgan.PatchDiscriminator(ndf=4, n_layers=3)
   v = model.init(jax.random.PRNGKey(0), jnp.asarray(a), jnp.asarray(b), train=False)
   params, stats = pal.named_to_tree(pal.patchgan_entries(3, ""), named, v["params"],
-                                   v["batch_stats"])
+                                    v["batch_stats"])
   with torch.no_grad():
     ab = torch.from_numpy(np.concatenate([a, b], -1).transpose(0, 3, 1, 2).copy())
     want = twin(ab).numpy().transpose(0, 2, 3, 1)
