@@ -177,7 +177,7 @@ class AnonReference(ReferenceSide):
   """privacy-reid's create_supervised_trainer step (GCR, both) on CPU."""
 
   name = "anon"
-  step1_floor = True   # parity.verdict: the WRT triplet's own float32 error at step 1
+  step1_floor = True   # parity_verdict.verdict: the WRT triplet's own float32 error at step 1
 
   def __init__(self, ref_dir: str, *, batch: int, num_instances: int, height: int,
                width: int, num_classes: int, steps_per_epoch: int, seed: int = 0,
