@@ -1,5 +1,6 @@
-"""The baseline on real pedestrians, reported: configs/real_small.py at the choice made on
-validation identities (real_small_select.py's CHOSEN), three seeds.
+"""The baseline on real pedestrians, reported: configs/real_small.py at the choices made on
+validation identities (real_small_select.py's CHOSEN row; its CHOSEN_TRIPLET is in the
+config), three seeds.
 
   python -m experiments.ablate --sweep experiments/sweeps/real_small.py \
       --root /tmp/real_small --set data.root=PARENT

@@ -205,6 +205,41 @@ def test_real_small_selection_never_reads_the_test_splits():
                if config[k.split(".")[0]][k.split(".")[1]]
                != base[k.split(".")[0]][k.split(".")[1]]]
     assert len(changed) == 1, (r["name"], changed)
+    # the first round ran with BoT's triplet, whatever the config now says
+    assert config.loss.triplet == base.loss.triplet == "batch_hard"
+
+
+def test_real_triplet_rule_needs_more_than_a_point_of_rank1_and_no_lower_map():
+  from experiments.sweeps import real_small_select as select
+  hard = (44.0, 55.0)
+  assert select.choose_triplet({"hard": hard, "soft": (45.1, 55.0)}) == "soft"
+  assert select.choose_triplet({"hard": hard, "soft": (45.0, 56.0)}) == "hard"   # not > 1
+  assert select.choose_triplet({"hard": hard, "soft": (50.0, 54.9)}) == "hard"   # mAP lower
+
+
+def test_real_small_triplet_is_the_rule_applied_to_the_kept_round():
+  """The second round's kept runs (experiments/results/real_triplet_select), the rule on
+  their means, the constant the sweep file records and configs/real_small.py agree."""
+  import json
+  from experiments.sweeps import real_small_select as select
+  from configs import real_small
+  kept = os.path.join(REPO, "experiments", "results", "real_triplet_select")
+  kinds = {v["loss.triplet"]: k for k, v in select.TRIPLETS.items()}
+  scores = {}
+  for run in sorted(os.listdir(kept)):
+    with open(os.path.join(kept, run, "run.json")) as f:
+      overrides = json.load(f)["overrides"]
+    with open(os.path.join(kept, run, "eval_metrics.jsonl")) as f:
+      last = [json.loads(line) for line in f if '"val/O->O"' in line][-1]
+    assert last["epoch"] == 40 and overrides["seed"] in select.TRIPLET_SEEDS
+    scores.setdefault(kinds[overrides["loss.triplet"]], []).append(
+        (100 * last["rank1"], 100 * last["mAP"]))
+  assert sorted(scores) == sorted(select.TRIPLETS)
+  assert all(len(v) == len(select.TRIPLET_SEEDS) for v in scores.values())
+  means = {k: tuple(sum(x[i] for x in v) / len(v) for i in (0, 1)) for k, v in scores.items()}
+  assert select.choose_triplet(means) == select.CHOSEN_TRIPLET
+  chosen = select.TRIPLETS[select.CHOSEN_TRIPLET]["loss.triplet"]
+  assert real_small.get_config().loss.triplet == chosen
 
 
 def test_real_triplet_round_changes_only_the_triplet_on_the_chosen_row():
@@ -338,6 +373,8 @@ def test_real_small_reports_the_row_chosen_on_validation_with_three_seeds():
     for key, value in chosen.items():
       section, name = key.split(".")
       assert config[section][name] == value
+    triplet = real_small_select.TRIPLETS[real_small_select.CHOSEN_TRIPLET]["loss.triplet"]
+    assert config.loss.triplet == triplet
 
 
 def test_method_a_lr_on_new_people_validates_on_them_with_every_training_id():
