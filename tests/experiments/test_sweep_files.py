@@ -242,6 +242,27 @@ def test_real_small_triplet_is_the_rule_applied_to_the_kept_round():
   assert real_small.get_config().loss.triplet == chosen
 
 
+def test_kept_real_baseline_table_read_each_test_split_once_with_the_chosen_config():
+  """experiments/results/real_small_table (docs/results_real.md's reported row): three seeds
+  of real_small.py, trained with the validated triplet, every split scored once at the end."""
+  import json
+  from experiments.sweeps import _protocol, real_small_select as select
+  kept = os.path.join(REPO, "experiments", "results", "real_small_table")
+  assert sorted(os.listdir(kept)) == [f"{select.CHOSEN}_s{s}" for s in _protocol.SEEDS]
+  rank1 = []
+  for run in sorted(os.listdir(kept)):
+    with open(os.path.join(kept, run, "run.json")) as f:
+      config = json.load(f)["resolved_config"]
+    assert config["loss"]["triplet"] == select.TRIPLETS[select.CHOSEN_TRIPLET]["loss.triplet"]
+    with open(os.path.join(kept, run, "eval_metrics.jsonl")) as f:
+      rows = [json.loads(line) for line in f]
+    settings = [r["setting"] for r in rows]
+    assert len(settings) == len(set(settings)) and "cuhk01/O->O" in settings
+    assert {r["epoch"] for r in rows} == {config["optim"]["epochs"]}
+    rank1 += [100 * r["rank1"] for r in rows if r["setting"] == "cuhk01/O->O"]
+  assert round(sum(rank1) / len(rank1), 1) == 44.7     # the README's and results_real.md's
+
+
 def test_real_triplet_round_changes_only_the_triplet_on_the_chosen_row():
   from experiments.sweeps import real_small_select as select
   spec = os.path.join(SWEEPS, "real_small_select.py")
