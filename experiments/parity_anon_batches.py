@@ -11,7 +11,7 @@ import types
 
 import numpy as np
 
-from experiments.parity_batches import Batch
+from experiments.parity_batches import Batch, patterns
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,22 +24,10 @@ class AnonBatch(Batch):
 
 def make_images8(steps: int, batch: int, num_instances: int, num_classes: int,
                  height: int, width: int, seed: int = 0):
-  """[(uint8 images [B, H, W, 3], pids)] per step: parity_batches.make_batches' patterns
-  (per-identity coarse colour grid + per-image noise) rounded to 8 bits."""
-  if batch % num_instances or batch // num_instances < 2:
-    raise ValueError(f"batch={batch} must be P x K with K={num_instances} and P >= 2")
-  p = batch // num_instances
-  rng = np.random.default_rng(seed)
-  cell = 16 if height % 16 == 0 and width % 16 == 0 else 1
-  out = []
-  for _ in range(steps):
-    ids = rng.choice(num_classes, size=p, replace=False)
-    pids = np.repeat(ids, num_instances).astype(np.int32)
-    base = rng.uniform(0.0, 1.0, size=(p, height // cell, width // cell, 3))
-    base = np.repeat(base.repeat(cell, axis=1).repeat(cell, axis=2), num_instances, axis=0)
-    img = np.clip(base + rng.normal(0.0, 0.1, size=base.shape), 0.0, 1.0)
-    out.append((np.round(img * 255.0).astype(np.uint8), pids))
-  return out
+  """[(uint8 images [B, H, W, 3], pids)] per step: parity_batches.patterns rounded to 8 bits."""
+  return [(np.round(img * 255.0).astype(np.uint8), pids)
+          for img, pids in patterns(steps, batch, num_instances, num_classes, height, width,
+                                    seed)]
 
 
 def load_reference_mosaic(ref_dir: str):
