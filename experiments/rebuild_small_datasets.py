@@ -398,14 +398,13 @@ def write(plan: Plan, out: str) -> str:
   tmp = os.path.join(out, f".{plan.name}.partial")
   shutil.rmtree(tmp, ignore_errors=True)
   try:
-    for dst, (src, folder, name) in sorted(plan.copies.items()):
+    for dst in sorted({**plan.copies, **plan.data}):
       path = os.path.join(tmp, dst)
       os.makedirs(os.path.dirname(path), exist_ok=True)
-      with open(path, "wb") as f:
-        f.write(src.read(folder, name))
-    for dst, data in plan.data.items():
-      path = os.path.join(tmp, dst)
-      os.makedirs(os.path.dirname(path), exist_ok=True)
+      data = plan.data.get(dst)
+      if data is None:
+        src, folder, name = plan.copies[dst]
+        data = src.read(folder, name)
       with open(path, "wb") as f:
         f.write(data)
     if not os.path.exists(final):
