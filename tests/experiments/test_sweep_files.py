@@ -6,6 +6,7 @@ run, while the config file does not know that variant yet.
 """
 
 import glob
+import json
 import os
 
 import pytest
@@ -29,6 +30,16 @@ ARGS = {"baseline_synthetic.py": ("tiny", "people", "people,tiny"), "baseline_sy
 MARKET_ROOT = {"data.root": "/data/Market-1501-v15.09.15"}   # --set, as the docs say
 SMALL_ROOT = {"data.root": "/data/small_reid"}                 # the real_small sweeps' --set
 SWEEP_ROOT = "/runs/sweep"                                     # --root
+
+
+def kept_runs(folder: str):
+  """(run name, run.json, evaluation rows) of each run kept in experiments/results/FOLDER."""
+  kept = os.path.join(REPO, "experiments", "results", folder)
+  for run in sorted(os.listdir(kept)):
+    with open(os.path.join(kept, run, "run.json")) as f:
+      status = json.load(f)
+    with open(os.path.join(kept, run, "eval_metrics.jsonl")) as f:
+      yield run, status, [json.loads(line) for line in f]
 
 
 def specs() -> list[str]:
@@ -220,17 +231,13 @@ def test_real_triplet_rule_needs_more_than_a_point_of_rank1_and_no_lower_map():
 def test_real_small_triplet_is_the_rule_applied_to_the_kept_round():
   """The second round's kept runs (experiments/results/real_triplet_select), the rule on
   their means, the constant the sweep file records and configs/real_small.py agree."""
-  import json
   from experiments.sweeps import real_small_select as select
   from configs import real_small
-  kept = os.path.join(REPO, "experiments", "results", "real_triplet_select")
   kinds = {v["loss.triplet"]: k for k, v in select.TRIPLETS.items()}
   scores = {}
-  for run in sorted(os.listdir(kept)):
-    with open(os.path.join(kept, run, "run.json")) as f:
-      overrides = json.load(f)["overrides"]
-    with open(os.path.join(kept, run, "eval_metrics.jsonl")) as f:
-      last = [json.loads(line) for line in f if '"val/O->O"' in line][-1]
+  for _, status, rows in kept_runs("real_triplet_select"):
+    overrides = status["overrides"]
+    last = [r for r in rows if r["setting"] == "val/O->O"][-1]
     assert last["epoch"] == 40 and overrides["seed"] in select.TRIPLET_SEEDS
     scores.setdefault(kinds[overrides["loss.triplet"]], []).append(
         (100 * last["rank1"], 100 * last["mAP"]))
@@ -245,17 +252,13 @@ def test_real_small_triplet_is_the_rule_applied_to_the_kept_round():
 def test_kept_real_baseline_table_read_each_test_split_once_with_the_chosen_config():
   """experiments/results/real_small_table (docs/results_real.md's reported row): three seeds
   of real_small.py, trained with the validated triplet, every split scored once at the end."""
-  import json
   from experiments.sweeps import _protocol, real_small_select as select
-  kept = os.path.join(REPO, "experiments", "results", "real_small_table")
-  assert sorted(os.listdir(kept)) == [f"{select.CHOSEN}_s{s}" for s in _protocol.SEEDS]
+  runs = list(kept_runs("real_small_table"))
+  assert [run for run, _, _ in runs] == [f"{select.CHOSEN}_s{s}" for s in _protocol.SEEDS]
   rank1 = []
-  for run in sorted(os.listdir(kept)):
-    with open(os.path.join(kept, run, "run.json")) as f:
-      config = json.load(f)["resolved_config"]
+  for _, status, rows in runs:
+    config = status["resolved_config"]
     assert config["loss"]["triplet"] == select.TRIPLETS[select.CHOSEN_TRIPLET]["loss.triplet"]
-    with open(os.path.join(kept, run, "eval_metrics.jsonl")) as f:
-      rows = [json.loads(line) for line in f]
     settings = [r["setting"] for r in rows]
     assert len(settings) == len(set(settings)) and "cuhk01/O->O" in settings
     assert {r["epoch"] for r in rows} == {config["optim"]["epochs"]}
@@ -328,16 +331,12 @@ def test_width_rule_keeps_a_smaller_width_only_within_a_point_of_the_best_in_bot
 def test_command1_width_is_the_rule_applied_to_the_kept_width_round():
   """The fifth round's kept runs (experiments/results/base_width_select), the rule on their
   means, the constant the sweep file records and command 1's config agree."""
-  import json
   from experiments.sweeps import baseline_synthetic_select as select
   from configs import synthetic
-  kept = os.path.join(REPO, "experiments", "results", "base_width_select")
   scores = {}
-  for run in sorted(os.listdir(kept)):
-    with open(os.path.join(kept, run, "run.json")) as f:
-      width = json.load(f)["overrides"]["model.width"]
-    with open(os.path.join(kept, run, "eval_metrics.jsonl")) as f:
-      last = [json.loads(line) for line in f if '"val/O->O"' in line][-1]
+  for _, status, rows in kept_runs("base_width_select"):
+    width = status["overrides"]["model.width"]
+    last = [r for r in rows if r["setting"] == "val/O->O"][-1]
     assert last["epoch"] == 14
     scores.setdefault(width, []).append((100 * last["rank1"], 100 * last["mAP"]))
   assert sorted(scores) == list(select.WIDTHS)
