@@ -8,7 +8,7 @@ import pytest
 
 from experiments import ablate
 from experiments import keep_results
-from experiments import report
+from experiments import report_runs
 
 
 def make_run(root, name, status, rank1=50.0):
@@ -32,7 +32,7 @@ def test_only_finished_runs_are_kept_without_their_checkpoints(tmp_path):
   assert sorted(os.listdir(out / "a_s0")) == sorted(
       [ablate.RUN_FILE, ablate.EVAL_FILE, "stages.jsonl"])
   # the report reads the kept folder as it reads the sweep's
-  runs = report.find_runs(str(out))
+  runs = report_runs.find_runs(str(out))
   assert [r.name for r in runs] == ["a_s0"] and runs[0].value("O->O", "rank1") == 61.0
   # b finishes later: only it is new
   ablate.write_status(str(root / "b_s0"), {"name": "b_s0", "status": "done"})
@@ -47,7 +47,7 @@ def test_a_kept_result_that_changes_is_refused(tmp_path):
   make_run(tmp_path / "other", "a_s0", "done", 60.0)
   with pytest.raises(ValueError, match=r"kept/a_s0/eval_metrics.jsonl differs"):
     keep_results.keep(str(tmp_path / "other"), str(out))
-  assert report.find_runs(str(out))[0].value("O->O", "rank1") == 61.0
+  assert report_runs.find_runs(str(out))[0].value("O->O", "rank1") == 61.0
 
 
 def test_the_next_only_list_brings_the_outsider_a_missing_row_needs(tmp_path):

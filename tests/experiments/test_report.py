@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from experiments import ablate, report
+from experiments import ablate, report, report_runs, report_tables
 
 BASE = [  # (step, setting, metrics) of a baseline run
     (10, "O->O", {"rank1": 0.5, "mAP": 0.3, "mINP": 0.1}),
@@ -73,7 +73,7 @@ def section(md: str, title: str) -> dict[tuple[str, ...], list[str]]:
 
 
 def test_runs_are_found_in_sweep_order_with_last_rows(root):
-  runs = report.find_runs(str(root))
+  runs = report_runs.find_runs(str(root))
   assert [r.name for r in runs] == ["zz_base", "anon", "dual"]
   base = runs[0]
   assert len(base.rows) == 3                    # curves keep every row
@@ -82,7 +82,7 @@ def test_runs_are_found_in_sweep_order_with_last_rows(root):
 
 
 def test_generic_table_has_rank1_and_map_of_the_last_step(root):
-  md = report.tables_markdown(report.find_runs(str(root)))
+  md = report_tables.tables_markdown(report_runs.find_runs(str(root)))
   header, rows = section(md, "All runs")
   assert header == ["run", "setting", "Rank-1", "mAP", "step"]
   assert ["zz_base", "O->O", "62.0", "43.0", "20"] in rows
@@ -93,14 +93,16 @@ def test_generic_table_has_rank1_and_map_of_the_last_step(root):
 
 
 def test_method_a_table_lays_out_the_four_settings_and_image_quality(root):
-  header, rows = section(report.tables_markdown(report.find_runs(str(root))), "Method A")
+  header, rows = section(report_tables.tables_markdown(report_runs.find_runs(str(root))),
+                         "Method A")
   assert header == ["run", "O->O R1", "O->P R1", "P->O R1", "P->P R1",
                     "PSNR M", "PSNR P", "SSIM M", "SSIM P"]
   assert rows == [["anon", "87.4", "75.3", "70.9", "64.3", "20.50", "21.25", "0.500", "0.550"]]
 
 
 def test_method_b_table_has_id_and_attacker_accuracy(root):
-  header, rows = section(report.tables_markdown(report.find_runs(str(root))), "Method B:")
+  header, rows = section(report_tables.tables_markdown(report_runs.find_runs(str(root))),
+                         "Method B:")
   assert header == ["run", "Rank-1", "mAP", "mINP", "ID acc (clean)", "ID acc (recon)",
                     "attack (inversion)", "attack (inversion) probe_acc",
                     "decoder (quality) psnr_input", "decoder (quality) ssim_input",
@@ -110,7 +112,7 @@ def test_method_b_table_has_id_and_attacker_accuracy(root):
 
 
 def test_epsilon_table_is_ordered_by_epsilon_with_noise_spread(root):
-  header, rows = section(report.tables_markdown(report.find_runs(str(root))),
+  header, rows = section(report_tables.tables_markdown(report_runs.find_runs(str(root))),
                          "Method B stage 2")
   assert header[:2] == ["run", "epsilon (image)"]
   assert [r[1] for r in rows] == ["10", "100", "inf"]
@@ -134,7 +136,7 @@ def test_seeds_are_one_row_with_mean_and_std_and_linkage_sits_with_epsilon(tmp_p
   root = tmp_path / "seeds"
   write_run(root, "twostage_s0", _seeded_dual(0, 0.6, 0.2), index=0)
   write_run(root, "twostage_s1", _seeded_dual(1, 0.8, 0.4), index=1)
-  md = report.tables_markdown(report.find_runs(str(root)))
+  md = report_tables.tables_markdown(report_runs.find_runs(str(root)))
   header, rows = section(md, "Method B stage 2")
   assert [r[:2] for r in rows] == [["twostage (2 seeds)", "10"], ["twostage (2 seeds)", "inf"]]
   by = dict(zip(header, rows[0]))
@@ -153,7 +155,7 @@ def test_a_runs_stage_folders_are_not_runs_of_their_own(tmp_path):
   root = tmp_path / "staged"
   write_run(root, "full_mosaic_s0", ANON, index=0)
   write_run(root / "full_mosaic_s0", "stage_1", ANON)       # the staged driver's stage runs
-  assert [r.name for r in report.find_runs(str(root))] == ["full_mosaic_s0"]
+  assert [r.name for r in report_runs.find_runs(str(root))] == ["full_mosaic_s0"]
 
 
 def test_a_staged_run_still_training_is_not_reported_through_its_stage_folder(tmp_path):
@@ -164,12 +166,12 @@ def test_a_staged_run_still_training_is_not_reported_through_its_stage_folder(tm
   ablate.write_status(str(running), {"name": "full_mosaic_s0", "sweep_index": 1,
                                      "status": "running"})
   write_run(running, "stage_0", [(148, "stage_check", {"rank1": 0.3, "passed": 0.0})])
-  assert [r.name for r in report.find_runs(str(root))] == ["wo_mosaic_s0"]
+  assert [r.name for r in report_runs.find_runs(str(root))] == ["wo_mosaic_s0"]
 
 
 def test_tables_only_for_methods_present(tmp_path):
   write_run(tmp_path / "only", "base", BASE)
-  md = report.tables_markdown(report.find_runs(str(tmp_path / "only")))
+  md = report_tables.tables_markdown(report_runs.find_runs(str(tmp_path / "only")))
   assert "## All runs" in md
   assert "Method A" not in md and "Method B" not in md
 
@@ -190,7 +192,7 @@ def test_csv_has_one_row_per_run_and_setting_with_every_metric(root, tmp_path):
   assert (base["step"], float(base["rank1"]), base["psnr_P"]) == ("20", 0.62, "")
   with open(out / "evaluations.csv") as f:
     assert len(list(csv.DictReader(f))) == len(BASE) + len(ANON) + len(DUAL)
-  assert (out / "tables.md").read_text() == report.tables_markdown(result["runs"])
+  assert (out / "tables.md").read_text() == report_tables.tables_markdown(result["runs"])
 
 
 def test_training_scalars_are_read_from_tensorboard(root, tmp_path):
@@ -201,7 +203,7 @@ def test_training_scalars_are_read_from_tensorboard(root, tmp_path):
       w.add_scalar("loss", loss, step)
     w.add_scalar("eval/O_to_O/rank1", 0.5, 2)
     w.close()
-  scalars = report.read_tb_scalars(str(root / "zz_base" / "tensorboard"))
+  scalars = report_runs.read_tb_scalars(str(root / "zz_base" / "tensorboard"))
   assert scalars["loss"] == [(1, 3.0), (2, 2.0)]     # the later file wins step 2
   report.write_report(str(root), str(tmp_path / "out"), plots=False)
   with open(tmp_path / "out" / "train_scalars.csv") as f:
@@ -260,7 +262,7 @@ def test_seed_table_averages_runs_named_by_seed(tmp_path):
   write_run(root, "bot_s0", [(4, "O->O", {"rank1": 0.5, "mAP": 0.2})])
   write_run(root, "bot_s1", [(4, "O->O", {"rank1": 0.7, "mAP": 0.4})])
   write_run(root, "gem_s0", [(4, "O->O", {"rank1": 0.9, "mAP": 0.9})])   # one seed: no row
-  header, rows = section(report.tables_markdown(report.find_runs(str(root))), "Mean")
+  header, rows = section(report_tables.tables_markdown(report_runs.find_runs(str(root))), "Mean")
   assert header == ["runs", "setting", "Rank-1", "mAP", "seeds"]
   assert rows == [["bot", "O->O", "60.0 ± 10.0", "30.0 ± 10.0", "2"]]
 
@@ -274,11 +276,12 @@ def test_dataset_table_has_a_column_per_target_dataset_with_seeds_pooled(tmp_pat
         (50, "val/O->O", {"rank1": 0.9, "mAP": 0.9}),
         (50, "viper/P->O", {"rank1": 0.1, "mAP": 0.1})], index=seed)
   write_run(root, "other", BASE, index=2)          # no target rows: not in the table
-  md = report.tables_markdown(report.find_runs(str(root)))
+  md = report_tables.tables_markdown(report_runs.find_runs(str(root)))
   header, rows = section(md, "Per dataset")
   assert header == ["runs", "own test split", "viper", "cuhk01"]
   assert rows == [["bot (2 seeds)", "–", "35.0 ± 5.0 / 20.0", "55.0 ± 5.0 / 50.0"]]
-  assert report.dataset_table(report.find_runs(str(tmp_path / "real" / "other"))) is None
+  other = report_runs.find_runs(str(tmp_path / "real" / "other"))
+  assert report_tables.dataset_table(other) is None
 
 
 def test_spearman_matches_scipy_with_ties():
@@ -288,8 +291,8 @@ def test_spearman_matches_scipy_with_ties():
     x = rng.integers(0, 4, n).astype(float).tolist()   # many ties
     y = rng.normal(size=n).tolist()
     if len(set(x)) > 1:
-      assert report.spearman(x, y) == pytest.approx(stats.spearmanr(x, y)[0], abs=1e-12)
-  assert report.spearman([1, 1, 1, 1], [1, 2, 3, 4]) is None
+      assert report_tables.spearman(x, y) == pytest.approx(stats.spearmanr(x, y)[0], abs=1e-12)
+  assert report_tables.spearman([1, 1, 1, 1], [1, 2, 3, 4]) is None
 
 
 def test_agreement_table_ranks_validation_against_test(tmp_path):
@@ -303,6 +306,7 @@ def test_agreement_table_ranks_validation_against_test(tmp_path):
                                  (4, "P->O", {"rank1": t, "mAP": t})])
   write_run(root, "only_three_with_val", [(4, "val/P->P", {"rank1": 0.5, "mAP": 0.5}),
                                           (4, "P->P", {"rank1": 0.5, "mAP": 0.5})])
-  header, rows = section(report.tables_markdown(report.find_runs(str(root))), "Validation")
+  header, rows = section(report_tables.tables_markdown(report_runs.find_runs(str(root))),
+                         "Validation")
   assert header == ["setting", "Spearman Rank-1", "Spearman mAP", "runs"]
   assert rows == [["O->O", "1.00", "-1.00", "5"]]   # P->O has no val rows; P->P one run
