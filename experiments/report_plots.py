@@ -10,17 +10,17 @@ import os
 from typing import Sequence
 
 from experiments.report_runs import Run
-from experiments.report_tables import (PERCENT_KEYS, _accuracy_columns, _quality_header,
+from experiments.report_tables import (PERCENT_KEYS, accuracy_columns, quality_header,
                                        epsilon_points)
 
 
 def _privacy_measures(runs: Sequence[Run]) -> list[tuple[str, str, str]]:
   """(setting, key, axis label) of every privacy figure some run reports."""
-  out = [(s, k, f"{s} {k} (%)") for s, k in _accuracy_columns(runs, "id_probe:")
-         + _accuracy_columns(runs, "attack:")]
+  out = [(s, k, f"{s} {k} (%)") for s, k in accuracy_columns(runs, "id_probe:")
+         + accuracy_columns(runs, "attack:")]
   if any("image_quality" in r.last for r in runs):
     keys = {k for r in runs for k in r.last.get("image_quality", {})}
-    out += [("image_quality", k, f"{_quality_header(k)} of P vs O")
+    out += [("image_quality", k, f"{quality_header(k)} of P vs O")
             for k in ("psnr_P", "ssim_P") if k in keys]
   return out
 

@@ -169,7 +169,7 @@ def agreement_table(runs: Sequence[Run]) -> tuple[list[str], list[list[str]]] | 
   return (["setting", "Spearman Rank-1", "Spearman mAP", "runs"], rows) if rows else None
 
 
-def _quality_header(key: str) -> str:
+def quality_header(key: str) -> str:
   kind, _, what = key.partition("_")
   return f"{kind.upper()} {what}".strip()
 
@@ -187,7 +187,7 @@ def method_a_table(runs: Sequence[Run]) -> tuple[list[str], list[list[str]]] | N
                     if k not in ROW_KEYS},
                    key=lambda k: (not k.startswith("psnr"), k))
   headers = (["run"] + [f"{s} R1" for s in settings + third]
-             + [_quality_header(k) for k in quality])
+             + [quality_header(k) for k in quality])
   rows = []
   for label, members in seed_groups(chosen):
     rows.append([label] + [cell(members, s, "rank1") for s in settings + third]
@@ -195,7 +195,7 @@ def method_a_table(runs: Sequence[Run]) -> tuple[list[str], list[list[str]]] | N
   return headers, rows
 
 
-def _accuracy_columns(runs: Sequence[Run], prefix: str) -> list[tuple[str, str]]:
+def accuracy_columns(runs: Sequence[Run], prefix: str) -> list[tuple[str, str]]:
   """(setting, key) for each `prefix*` setting: its accuracy, or every metric."""
   columns = []
   for setting in sorted({s for r in runs for s in r.settings(prefix)}):
@@ -210,8 +210,8 @@ def method_b_table(runs: Sequence[Run]) -> tuple[list[str], list[list[str]]] | N
   chosen = [r for r in runs if r.settings("id_probe:") or r.settings("attack:")]
   if not chosen:
     return None
-  columns = _accuracy_columns(chosen, "id_probe:") + [
-      c for c in _accuracy_columns(chosen, "attack:")
+  columns = accuracy_columns(chosen, "id_probe:") + [
+      c for c in accuracy_columns(chosen, "attack:")
       if not c[0].startswith(LINKAGE)]          # linkage: in the epsilon table
   # Image quality of the decoder's and the inversion attacker's reconstructions
   # (vs the input), and the clean ID probe on the attacker's reconstructions.
