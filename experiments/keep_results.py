@@ -23,9 +23,9 @@ import shutil
 import sys
 from typing import Sequence
 
-from experiments import ablate
+from experiments import ablate_status, ablate_sweep
 
-KEPT_FILES = (ablate.RUN_FILE, ablate.EVAL_FILE, "stages.jsonl")
+KEPT_FILES = (ablate_status.RUN_FILE, ablate_status.EVAL_FILE, "stages.jsonl")
 
 
 def finished_runs(root: str) -> list[str]:
@@ -33,8 +33,8 @@ def finished_runs(root: str) -> list[str]:
   if not os.path.isdir(root):
     raise FileNotFoundError(f"--root: no folder {root}")
   return [name for name in sorted(os.listdir(root))
-          if ablate.read_status(os.path.join(root, name)).get("status") == "done"
-          and os.path.exists(os.path.join(root, name, ablate.EVAL_FILE))]
+          if ablate_status.read_status(os.path.join(root, name)).get("status") == "done"
+          and os.path.exists(os.path.join(root, name, ablate_status.EVAL_FILE))]
 
 
 def keep(root: str, out: str) -> list[str]:
@@ -45,8 +45,8 @@ def keep(root: str, out: str) -> list[str]:
     files = [f for f in KEPT_FILES if os.path.exists(os.path.join(src, f))]
     if os.path.isdir(dst):
       for f in files:
-        if f != ablate.RUN_FILE and not filecmp.cmp(os.path.join(src, f),
-                                                    os.path.join(dst, f), shallow=False):
+        if f != ablate_status.RUN_FILE and not filecmp.cmp(os.path.join(src, f),
+                                                           os.path.join(dst, f), shallow=False):
           raise ValueError(f"{os.path.join(dst, f)} differs from {os.path.join(src, f)}: "
                            "the same run gave other results; keep neither until it is "
                            "understood")
@@ -65,7 +65,7 @@ def keep(root: str, out: str) -> list[str]:
 def missing(spec: str, out: str) -> tuple[list[str], list[str]]:
   """(the sweep's runs not in OUT, those plus the outsider runs they point to:
   the next `--only`)."""
-  runs = ablate.load_sweep(spec)
+  runs = ablate_sweep.load_sweep(spec)
   kept = set(os.listdir(out)) if os.path.isdir(out) else set()
   left = [r["name"] for r in runs if r["name"] not in kept]
   needed = set(left)

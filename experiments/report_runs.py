@@ -13,9 +13,9 @@ import re
 import struct
 from typing import Any, Iterable, Mapping, Sequence
 
-from experiments import ablate
+from experiments import ablate_status, ablate_sweep
 
-EVAL_FILE = ablate.EVAL_FILE
+EVAL_FILE = ablate_status.EVAL_FILE
 ROW_KEYS = ("step", "epoch", "setting")
 
 
@@ -73,15 +73,15 @@ def find_runs(root: str) -> list[Run]:
     dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
                          and d not in ("checkpoints", "tensorboard"))
     if EVAL_FILE not in filenames:
-      if ablate.RUN_FILE in filenames:
+      if ablate_status.RUN_FILE in filenames:
         dirnames[:] = []   # a sweep run still training: its stage_<s> folders are not runs
       continue
     dirnames[:] = []       # a run's own subfolders (method A's stage_<s>) are part of it
     rel = os.path.relpath(dirpath, root)
     name = os.path.basename(os.path.abspath(root)) if rel == "." else rel
     try:
-      meta = ablate.read_status(dirpath)
-    except ablate.SweepError:
+      meta = ablate_status.read_status(dirpath)
+    except ablate_sweep.SweepError:
       meta = {}
     runs.append(Run(name, dirpath, read_rows(os.path.join(dirpath, EVAL_FILE)), meta))
   runs.sort(key=lambda r: (r.meta.get("sweep_index", math.inf), r.name))

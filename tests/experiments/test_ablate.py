@@ -16,7 +16,7 @@ import types
 
 import pytest
 
-from experiments import ablate
+from experiments import ablate, ablate_status, ablate_sweep
 
 TINY = "configs/synthetic.py:tiny"
 
@@ -34,7 +34,7 @@ def run_main(args):
 
 
 def eval_rows(workdir):
-  with open(os.path.join(workdir, ablate.EVAL_FILE)) as f:
+  with open(os.path.join(workdir, ablate_status.EVAL_FILE)) as f:
     return [json.loads(line) for line in f if line.strip()]
 
 
@@ -55,14 +55,14 @@ def test_sweep_trains_each_run_in_its_own_workdir(swept):
   lines = swept.out.splitlines()
   for k, seed in enumerate((0, 1), 1):
     workdir = os.path.join(swept.root, f"seed{seed}")
-    status = ablate.read_status(workdir)
+    status = ablate_status.read_status(workdir)
     assert status["status"] == "done" and status["returncode"] == 0
     assert status["attempts"] == 1 and status["wall_time_s"] > 0 and status["host"]
     assert status["overrides"]["seed"] == seed
     assert status["resolved_config"]["seed"] == seed        # what the subprocess saw
     assert status["resolved_config"]["optim"]["epochs"] == 2
     assert status["code_versions"] == [ablate.code_version()]   # the code that trained
-    step, meta = ablate.latest_checkpoint(workdir)
+    step, meta = ablate_status.latest_checkpoint(workdir)
     assert (step, meta["epoch"], meta["config"]["seed"]) == (2, 2, seed)
     assert [r["step"] for r in eval_rows(workdir)] == [1, 2]
     line = next(ln for ln in lines if ln.startswith(f"[{k}/2] seed{seed}:"))
@@ -77,8 +77,8 @@ def test_rerun_skips_finished_runs_without_training(swept, monkeypatch):
   before = {}
   for name in ("seed0", "seed1"):
     workdir = os.path.join(swept.root, name)
-    before[name] = (open(os.path.join(workdir, ablate.RUN_FILE)).read(),
-                    os.path.getsize(os.path.join(workdir, ablate.LOG_FILE)))
+    before[name] = (open(os.path.join(workdir, ablate_status.RUN_FILE)).read(),
+                    os.path.getsize(os.path.join(workdir, ablate_status.LOG_FILE)))
   monkeypatch.setattr(subprocess, "Popen", no_training)
   code, out, err = run_main(["--sweep", swept.sweep, "--root", swept.root])
   assert code == 0, err
@@ -86,8 +86,8 @@ def test_rerun_skips_finished_runs_without_training(swept, monkeypatch):
   assert "0 trained, 2 skipped, 0 failed" in out
   for name, (status, log_size) in before.items():
     workdir = os.path.join(swept.root, name)
-    assert open(os.path.join(workdir, ablate.RUN_FILE)).read() == status
-    assert os.path.getsize(os.path.join(workdir, ablate.LOG_FILE)) == log_size
+    assert open(os.path.join(workdir, ablate_status.RUN_FILE)).read() == status
+    assert os.path.getsize(os.path.join(workdir, ablate_status.LOG_FILE)) == log_size
 
 
 def test_interrupted_run_resumes_from_its_checkpoint(swept, tmp_path):
@@ -97,21 +97,21 @@ def test_interrupted_run_resumes_from_its_checkpoint(swept, tmp_path):
   shutil.copytree(os.path.join(swept.root, "seed0"), workdir)
   shutil.rmtree(workdir / "checkpoints" / "2")          # killed before the last save
   rows = [r for r in eval_rows(str(workdir)) if r["step"] == 1]
-  (workdir / ablate.EVAL_FILE).write_text("".join(json.dumps(r) + "\n" for r in rows))
-  status = ablate.read_status(str(workdir))
+  (workdir / ablate_status.EVAL_FILE).write_text("".join(json.dumps(r) + "\n" for r in rows))
+  status = ablate_status.read_status(str(workdir))
   status["status"] = "running"
-  ablate.write_status(str(workdir), status)
+  ablate_status.write_status(str(workdir), status)
 
   code, out, err = run_main(["--sweep", swept.sweep, "--root", str(root), "--only", "seed0",
                              "--compile_cache", os.path.join(swept.root, ".jax_cache")])
   assert code == 0, out + err
   assert "[1/1] seed0: resuming from step 1 ... done" in out
-  assert ablate.latest_checkpoint(str(workdir))[0] == 2
+  assert ablate_status.latest_checkpoint(str(workdir))[0] == 2
   # Step 1 was not evaluated again: the trainer resumed rather than restarted.
   assert [r["step"] for r in eval_rows(str(workdir))] == [1, 2]
-  log = (workdir / ablate.LOG_FILE).read_text()
+  log = (workdir / ablate_status.LOG_FILE).read_text()
   assert "resumed from" in log and "attempt 2" in log
-  status = ablate.read_status(str(workdir))
+  status = ablate_status.read_status(str(workdir))
   assert status["status"] == "done" and status["attempts"] == 2
   assert not (root / "seed1").exists()                  # --only
 
@@ -121,20 +121,21 @@ def test_failed_run_is_reported_and_the_sweep_goes_on(tmp_path, monkeypatch):
   sweep = write_sweep(tmp_path / "sweep.py", runs)
   scripts = {"bad": "import sys; print('error: the data is gone'); sys.exit(3)",
              "good": "print('fine')"}
-  monkeypatch.setattr(ablate.Run, "command",
+  monkeypatch.setattr(ablate_sweep.Run, "command",
                       lambda self, root: [sys.executable, "-c", scripts[self.name]])
   root = tmp_path / "root"
   code, out, _ = run_main(["--sweep", sweep, "--root", str(root)])
   assert code == 1
   assert "[1/2] bad: training ... FAILED (exit 3)" in out
-  assert "error: the data is gone" in out and str(root / "bad" / ablate.LOG_FILE) in out
+  assert "error: the data is gone" in out and str(root / "bad" / ablate_status.LOG_FILE) in out
   assert "1 trained, 0 skipped, 1 failed" in out
-  bad, good = (ablate.read_status(str(root / n)) for n in ("bad", "good"))
+  bad, good = (ablate_status.read_status(str(root / n)) for n in ("bad", "good"))
   assert (bad["status"], bad["returncode"]) == ("failed", 3)
   assert good["status"] == "done"
   # A failed run is not finished: the next sweep starts it again.
   code, out, _ = run_main(["--sweep", sweep, "--root", str(root)])
-  assert "[1/2] bad: training" in out and ablate.read_status(str(root / "bad"))["attempts"] == 2
+  assert "[1/2] bad: training" in out
+  assert ablate_status.read_status(str(root / "bad"))["attempts"] == 2
   # "good" exited 0 but wrote no checkpoint at the final epoch: not skipped either.
   assert "[2/2] good: training" in out
 
@@ -177,18 +178,18 @@ def test_bad_override_key_fails_naming_the_key(tmp_path):
     ({"nosuch.key": 3}, "unknown config key 'nosuch.key'"),
 ])
 def test_override_type_errors_name_the_key(tmp_path, overrides, expected):
-  with pytest.raises(ablate.SweepError, match="run 'x'") as e:
-    ablate.resolve({"name": "x", "config": TINY, "overrides": overrides}, 0,
-                   str(tmp_path / "sweep.py"))
+  with pytest.raises(ablate_sweep.SweepError, match="run 'x'") as e:
+    ablate_sweep.resolve({"name": "x", "config": TINY, "overrides": overrides}, 0,
+                         str(tmp_path / "sweep.py"))
   assert expected in str(e.value)
 
 
 def test_overrides_reach_the_config_as_main_parses_them(tmp_path):
-  run = ablate.resolve(
+  run = ablate_sweep.resolve(
       {"name": "x", "config": TINY,
        "overrides": {"optim.milestones": [1, 3], "log.tensorboard": False, "optim.lr": 1,
                      "model.pooling": "gem", "data.mean": (0.5, 0.5, 0.5)}},
-      0, str(tmp_path / "sweep.py"), extra=ablate.parse_set(["seed=7", "data.root=/d/x"]))
+      0, str(tmp_path / "sweep.py"), extra=ablate_sweep.parse_set(["seed=7", "data.root=/d/x"]))
   c = run.resolved
   assert c.optim.milestones == (1, 3) and c.log.tensorboard is False
   assert c.optim.lr == 1.0 and isinstance(c.optim.lr, float)
@@ -201,19 +202,19 @@ def test_overrides_reach_the_config_as_main_parses_them(tmp_path):
 
 def test_root_placeholder_in_overrides_becomes_the_sweep_root(tmp_path):
   raw = {"name": "x", "config": TINY, "overrides": {"data.root": "{root}/data"}}
-  run = ablate.resolve(raw, 0, str(tmp_path / "sweep.py"), root="/sweeps/a")
+  run = ablate_sweep.resolve(raw, 0, str(tmp_path / "sweep.py"), root="/sweeps/a")
   assert run.resolved.data.root == "/sweeps/a/data"
   assert "--config.data.root=/sweeps/a/data" in run.flags
   assert raw["overrides"]["data.root"] == "{root}/data"   # the sweep's dict is untouched
-  with pytest.raises(ablate.SweepError, match="data.root=.*uses {root}, but no root"):
-    ablate.resolve(raw, 0, str(tmp_path / "sweep.py"))
+  with pytest.raises(ablate_sweep.SweepError, match="data.root=.*uses {root}, but no root"):
+    ablate_sweep.resolve(raw, 0, str(tmp_path / "sweep.py"))
 
 
 def test_run_folder_written_for_other_overrides_is_an_error(tmp_path):
   sweep = write_sweep(tmp_path / "sweep.py",
                       [{"name": "a", "config": TINY, "overrides": {"seed": 2}}])
-  ablate.write_status(str(tmp_path / "root" / "a"),
-                      {"config": TINY, "overrides": {"seed": 1}, "status": "done"})
+  ablate_status.write_status(str(tmp_path / "root" / "a"),
+                             {"config": TINY, "overrides": {"seed": 1}, "status": "done"})
   code, _, err = run_main(["--sweep", sweep, "--root", str(tmp_path / "root")])
   assert code == 2 and "run 'a'" in err and "rename the run or delete" in err
 
@@ -240,9 +241,9 @@ def test_misspelt_flag_is_one_line_with_exit_2(tmp_path, capsys):
 
 
 def test_baseline_synthetic_sweep_resolves():
-  raw = ablate.load_sweep(
-      os.path.join(ablate.REPO, "experiments/sweeps/baseline_synthetic.py") + ":tiny")
-  runs = [ablate.resolve(r, i, "baseline_synthetic.py") for i, r in enumerate(raw)]
+  raw = ablate_sweep.load_sweep(
+      os.path.join(ablate_sweep.REPO, "experiments/sweeps/baseline_synthetic.py") + ":tiny")
+  runs = [ablate_sweep.resolve(r, i, "baseline_synthetic.py") for i, r in enumerate(raw)]
   # bot, bot_128x64 (the earlier read size) and bot_e12 (the shorter schedule) x 3 seeds
   # + 5 variants with seed 0, then the soft-margin and AGW triplets with seeds 1 and 2
   assert len({r.name for r in runs}) == len(runs) == 18
@@ -254,8 +255,9 @@ def test_baseline_synthetic_sweep_resolves():
   assert triplets == {"batch_hard", "soft_margin", "weighted", "none"}
   assert [r.resolved.seed for r in runs if r.name.startswith("bot_")] == [0, 1, 2] * 3
   assert all(r.resolved.optim.epochs == 2 for r in runs)     # tiny keeps its own schedule
-  full = ablate.load_sweep(os.path.join(ablate.REPO, "experiments/sweeps/baseline_synthetic.py"))
-  full = {r["name"]: ablate.resolve(r, i, "baseline_synthetic.py").resolved
+  full = ablate_sweep.load_sweep(
+      os.path.join(ablate_sweep.REPO, "experiments/sweeps/baseline_synthetic.py"))
+  full = {r["name"]: ablate_sweep.resolve(r, i, "baseline_synthetic.py").resolved
           for i, r in enumerate(full)}
   for seed in (0, 1, 2):
     now, short = full[f"bot_s{seed}"].optim, full[f"bot_e12_s{seed}"].optim
@@ -303,7 +305,7 @@ def test_sigterm_to_the_runner_reaches_the_run_and_marks_it_interrupted(tmp_path
             "signal.signal(signal.SIGTERM, on_term)\n"
             "os.kill(os.getppid(), signal.SIGTERM)\n"
             "time.sleep(60)\n")
-  monkeypatch.setattr(ablate.Run, "command",
+  monkeypatch.setattr(ablate_sweep.Run, "command",
                       lambda self, root: [sys.executable, "-c", script])
   root = tmp_path / "root"
 
@@ -317,7 +319,7 @@ def test_sigterm_to_the_runner_reaches_the_run_and_marks_it_interrupted(tmp_path
     signal.signal(signal.SIGTERM, previous)
   assert code == 130 and "interrupted; rerun the same command to resume" in out
   assert mark.read_text() == "15"                       # passed on to the run
-  status = ablate.read_status(str(root / "r"))
+  status = ablate_status.read_status(str(root / "r"))
   assert (status["status"], status["returncode"]) == ("interrupted", 143)
   assert status["last_attempt_s"] < 30                  # not the child's 60 s sleep
 
@@ -337,9 +339,9 @@ def test_a_run_still_training_on_this_host_is_left_alone(tmp_path, monkeypatch):
   # Until the child has exec'd, /proc shows pytest's command line, not this one.
   assert orphan.stdout.readline() == b"up\n"
   try:
-    ablate.write_status(str(workdir), {**same, "status": "running",
-                                       "host": ablate.socket.gethostname(),
-                                       "pid": 999999999, "child_pid": orphan.pid})
+    ablate_status.write_status(str(workdir), {**same, "status": "running",
+                                              "host": ablate_status.socket.gethostname(),
+                                              "pid": 999999999, "child_pid": orphan.pid})
     started = []
     monkeypatch.setattr(ablate, "execute", lambda *a, **k: started.append(a) or ("done", "ok"))
     code, out, _ = run_main(["--sweep", sweep, "--root", str(root)])
@@ -355,9 +357,9 @@ def test_a_run_still_training_on_this_host_is_left_alone(tmp_path, monkeypatch):
   sleeper = subprocess.Popen([sys.executable, "-c", SLEEPER], stdout=subprocess.PIPE)
   assert sleeper.stdout.readline() == b"up\n"
   try:
-    ablate.write_status(str(workdir), {**same, "status": "running",
-                                       "host": ablate.socket.gethostname(),
-                                       "child_pid": sleeper.pid})
+    ablate_status.write_status(str(workdir), {**same, "status": "running",
+                                              "host": ablate_status.socket.gethostname(),
+                                              "child_pid": sleeper.pid})
     code, out, _ = run_main(["--sweep", sweep, "--root", str(root)])
     assert code == 0 and len(started) == 2
   finally:

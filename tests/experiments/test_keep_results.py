@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from experiments import ablate
+from experiments import ablate_status
 from experiments import keep_results
 from experiments import report_runs
 
@@ -15,9 +15,9 @@ def make_run(root, name, status, rank1=50.0):
   workdir = root / name
   (workdir / "checkpoints" / "8").mkdir(parents=True)
   (workdir / "checkpoints" / "8" / "state").write_bytes(b"\0" * 64)
-  ablate.write_status(str(workdir), {"name": name, "status": status})
+  ablate_status.write_status(str(workdir), {"name": name, "status": status})
   row = {"step": 8, "epoch": 8, "setting": "O->O", "rank1": rank1, "mAP": rank1 - 2}
-  (workdir / ablate.EVAL_FILE).write_text(json.dumps(row) + "\n")
+  (workdir / ablate_status.EVAL_FILE).write_text(json.dumps(row) + "\n")
   return workdir
 
 
@@ -30,12 +30,12 @@ def test_only_finished_runs_are_kept_without_their_checkpoints(tmp_path):
   assert keep_results.keep(str(root), str(out)) == ["a_s0"]
   assert sorted(os.listdir(out)) == ["a_s0"]
   assert sorted(os.listdir(out / "a_s0")) == sorted(
-      [ablate.RUN_FILE, ablate.EVAL_FILE, "stages.jsonl"])
+      [ablate_status.RUN_FILE, ablate_status.EVAL_FILE, "stages.jsonl"])
   # the report reads the kept folder as it reads the sweep's
   runs = report_runs.find_runs(str(out))
   assert [r.name for r in runs] == ["a_s0"] and runs[0].value("O->O", "rank1") == 61.0
   # b finishes later: only it is new
-  ablate.write_status(str(root / "b_s0"), {"name": "b_s0", "status": "done"})
+  ablate_status.write_status(str(root / "b_s0"), {"name": "b_s0", "status": "done"})
   assert keep_results.keep(str(root), str(out)) == ["b_s0"]
   assert keep_results.keep(str(root), str(out)) == []
 

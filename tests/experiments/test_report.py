@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from experiments import ablate, report, report_runs, report_tables
+from experiments import ablate_status, report, report_runs, report_tables
 
 BASE = [  # (step, setting, metrics) of a baseline run
     (10, "O->O", {"rank1": 0.5, "mAP": 0.3, "mINP": 0.1}),
@@ -45,12 +45,12 @@ DUAL = [
 def write_run(root, name, rows, index=None):
   workdir = root / name
   workdir.mkdir(parents=True)
-  with open(workdir / ablate.EVAL_FILE, "w") as f:
+  with open(workdir / ablate_status.EVAL_FILE, "w") as f:
     for step, setting, metrics in rows:
       f.write(json.dumps({"step": step, "epoch": step // 10, "setting": setting,
                           **metrics}) + "\n")
   if index is not None:
-    ablate.write_status(str(workdir), {"name": name, "sweep_index": index, "status": "done"})
+    ablate_status.write_status(str(workdir), {"name": name, "sweep_index": index, "status": "done"})
   return workdir
 
 
@@ -163,8 +163,8 @@ def test_a_staged_run_still_training_is_not_reported_through_its_stage_folder(tm
   write_run(root, "wo_mosaic_s0", ANON, index=0)
   running = root / "full_mosaic_s0"        # run.json written, stage 0 evaluated, no run rows yet
   running.mkdir()
-  ablate.write_status(str(running), {"name": "full_mosaic_s0", "sweep_index": 1,
-                                     "status": "running"})
+  ablate_status.write_status(str(running), {"name": "full_mosaic_s0", "sweep_index": 1,
+                                            "status": "running"})
   write_run(running, "stage_0", [(148, "stage_check", {"rank1": 0.3, "passed": 0.0})])
   assert [r.name for r in report_runs.find_runs(str(root))] == ["wo_mosaic_s0"]
 
@@ -235,7 +235,7 @@ def test_bad_inputs_fail_with_one_line(tmp_path, capsys):
   assert report.main(["--root", str(tmp_path / "empty")]) == 1
   assert "no eval_metrics.jsonl" in capsys.readouterr().err
   workdir = write_run(tmp_path / "bad", "r", BASE)
-  with open(workdir / ablate.EVAL_FILE, "a") as f:
+  with open(workdir / ablate_status.EVAL_FILE, "a") as f:
     f.write('{"step": 3, "setting": "O->O"\n')
   assert report.main(["--root", str(tmp_path / "bad"), "--noplots"]) == 1
   err = capsys.readouterr().err

@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from experiments import ablate
+from experiments import ablate_sweep
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SWEEPS = os.path.join(REPO, "experiments", "sweeps")
@@ -51,7 +51,7 @@ def specs() -> list[str]:
 
 
 def runs_of(spec: str) -> list[tuple[str, int, dict]]:
-  return [(spec, i, raw) for i, raw in enumerate(ablate.load_sweep(spec))]
+  return [(spec, i, raw) for i, raw in enumerate(ablate_sweep.load_sweep(spec))]
 
 
 ALL_RUNS = [r for spec in specs() for r in runs_of(spec)]
@@ -73,7 +73,7 @@ def test_the_sweeps_of_the_papers_tables_exist():
 
 @pytest.mark.parametrize("spec", specs(), ids=lambda s: os.path.relpath(s, SWEEPS))
 def test_sweep_loads_with_unique_folder_names(spec):
-  raw = ablate.load_sweep(spec)
+  raw = ablate_sweep.load_sweep(spec)
   names = [r["name"] for r in raw]
   assert len(names) == len(set(names)), names
   assert all(set(r) <= {"name", "config", "overrides"} for r in raw)
@@ -86,8 +86,8 @@ def test_run_config_and_overrides_build(run):
   base = os.path.basename(sweep_file)
   extra = MARKET_ROOT if "market" in base else SMALL_ROOT if "real" in base else {}
   try:
-    resolved = ablate.resolve(raw, index, sweep_file, extra, SWEEP_ROOT)
-  except ablate.SweepError as e:
+    resolved = ablate_sweep.resolve(raw, index, sweep_file, extra, SWEEP_ROOT)
+  except ablate_sweep.SweepError as e:
     if _is_stages(raw) and "unknown variant" in str(e):
       pytest.skip(f"{raw['name']}: {raw['config']} waits for the progressive-stages "
                   f"variant ({e})")
@@ -124,7 +124,7 @@ def _check_rows(module, raw, third_party):
 
 
 def test_method_a_market_sweep_has_the_papers_rows():
-  module = ablate._load_module(os.path.join(SWEEPS, "anon_market.py"), "anon_market.py")
+  module = ablate_sweep._load_module(os.path.join(SWEEPS, "anon_market.py"), "anon_market.py")
   raw = module.get_sweep()
   assert [r["name"] for r in raw] == ["third_party"] + _row_names("")
   _check_rows(module, raw[1:], "third_party")
@@ -132,7 +132,7 @@ def test_method_a_market_sweep_has_the_papers_rows():
 
 def test_method_a_synthetic_sweep_has_the_papers_rows_with_seeds_on_the_headline():
   from experiments.sweeps import _protocol
-  module = ablate._load_module(os.path.join(SWEEPS, "anon_synthetic.py"), "anon_synthetic.py")
+  module = ablate_sweep._load_module(os.path.join(SWEEPS, "anon_synthetic.py"), "anon_synthetic.py")
   raw = module.get_sweep()
   expected = ["third_party_s0"] + _row_names("_s0") + [
       f"wo_noise_l1w{w:g}_s0" for w in module.select.L1_WEIGHTS if w != module.NOISE_L1]
@@ -156,10 +156,10 @@ def test_method_a_synthetic_sweep_has_the_papers_rows_with_seeds_on_the_headline
 
 def test_method_a_rows_set_the_mode_and_the_supervision():
   spec = os.path.join(SWEEPS, "anon_synthetic.py")
-  for index, raw in enumerate(ablate.load_sweep(spec)):
+  for index, raw in enumerate(ablate_sweep.load_sweep(spec)):
     if _is_stages(raw) or raw["name"].startswith("third_party"):
       continue
-    config = ablate.resolve(raw, index, spec, root=SWEEP_ROOT).resolved
+    config = ablate_sweep.resolve(raw, index, spec, root=SWEEP_ROOT).resolved
     row, d = raw["name"].split("_")[:2]
     assert config.anon.mode == ("base" if row == "base" else "learned")
     assert config.anon.desensitize == d
@@ -168,9 +168,9 @@ def test_method_a_rows_set_the_mode_and_the_supervision():
 
 def test_market_sweeps_need_the_dataset_root_from_set():
   spec = os.path.join(SWEEPS, "dual_market.py")
-  raw = ablate.load_sweep(spec)
+  raw = ablate_sweep.load_sweep(spec)
   assert all("data.root" not in r["overrides"] for r in raw)
-  assert ablate.resolve(raw[0], 0, spec).resolved.data.root == ""
+  assert ablate_sweep.resolve(raw[0], 0, spec).resolved.data.root == ""
 
 
 @pytest.mark.parametrize("sweep, extra", [("anon_synthetic.py", {}),
@@ -178,8 +178,8 @@ def test_market_sweeps_need_the_dataset_root_from_set():
                                           ("anon_real.py", SMALL_ROOT)])
 def test_method_a_third_party_matches_the_rows_data_and_image_size(sweep, extra):
   spec = os.path.join(SWEEPS, sweep)
-  runs = [(r["name"], ablate.resolve(r, i, spec, extra, SWEEP_ROOT))
-          for i, r in enumerate(ablate.load_sweep(spec)) if not _is_stages(r)]
+  runs = [(r["name"], ablate_sweep.resolve(r, i, spec, extra, SWEEP_ROOT))
+          for i, r in enumerate(ablate_sweep.load_sweep(spec)) if not _is_stages(r)]
   thirds = {name: run.resolved for name, run in runs if name.startswith("third_party")}
   for name, run in runs:
     if name.startswith("third_party"):
@@ -202,16 +202,16 @@ def test_method_a_third_party_matches_the_rows_data_and_image_size(sweep, extra)
 
 def test_real_small_selection_never_reads_the_test_splits():
   spec = os.path.join(SWEEPS, "real_small_select.py")
-  raw = ablate.load_sweep(spec)
+  raw = ablate_sweep.load_sweep(spec)
   for index, r in enumerate(raw):
-    config = ablate.resolve(r, index, spec, SMALL_ROOT, SWEEP_ROOT).resolved
+    config = ablate_sweep.resolve(r, index, spec, SMALL_ROOT, SWEEP_ROOT).resolved
     assert not config.evals.targets.enabled and not config.evals.reid.enabled
     assert config.data.val_fraction == 0.2 and config.evals.val.enabled
     assert config.data.root == SMALL_ROOT["data.root"]
   # one change at a time from the config's own guess (the first row)
-  base = ablate.resolve(raw[0], 0, spec, SMALL_ROOT, SWEEP_ROOT).resolved
+  base = ablate_sweep.resolve(raw[0], 0, spec, SMALL_ROOT, SWEEP_ROOT).resolved
   for index, r in enumerate(raw[1:], 1):
-    config = ablate.resolve(r, index, spec, SMALL_ROOT, SWEEP_ROOT).resolved
+    config = ablate_sweep.resolve(r, index, spec, SMALL_ROOT, SWEEP_ROOT).resolved
     changed = [k for k in ("model.width", "data.erasing_prob", "optim.lr", "optim.epochs")
                if config[k.split(".")[0]][k.split(".")[1]]
                != base[k.split(".")[0]][k.split(".")[1]]]
@@ -269,11 +269,12 @@ def test_kept_real_baseline_table_read_each_test_split_once_with_the_chosen_conf
 def test_real_triplet_round_changes_only_the_triplet_on_the_chosen_row():
   from experiments.sweeps import real_small_select as select
   spec = os.path.join(SWEEPS, "real_small_select.py")
-  chosen = ablate.resolve(ablate.load_sweep(spec)[list(select.GRID).index(select.CHOSEN)],
-                          0, spec, SMALL_ROOT, SWEEP_ROOT).resolved.to_dict()
+  chosen = ablate_sweep.resolve(
+      ablate_sweep.load_sweep(spec)[list(select.GRID).index(select.CHOSEN)],
+      0, spec, SMALL_ROOT, SWEEP_ROOT).resolved.to_dict()
   kinds = set()
-  for index, r in enumerate(ablate.load_sweep(spec + ":triplet")):
-    config = ablate.resolve(r, index, spec + ":triplet", SMALL_ROOT, SWEEP_ROOT).resolved
+  for index, r in enumerate(ablate_sweep.load_sweep(spec + ":triplet")):
+    config = ablate_sweep.resolve(r, index, spec + ":triplet", SMALL_ROOT, SWEEP_ROOT).resolved
     assert not config.evals.targets.enabled and not config.evals.reid.enabled
     assert config.data.val_fraction == 0.2 and config.evals.val.enabled
     ours = config.to_dict()
@@ -286,10 +287,10 @@ def test_real_triplet_round_changes_only_the_triplet_on_the_chosen_row():
 
 def test_schedule_selection_never_reads_the_test_split():
   spec = os.path.join(SWEEPS, "baseline_synthetic_select.py")
-  raw = ablate.load_sweep(spec)
+  raw = ablate_sweep.load_sweep(spec)
   epochs = set()
   for index, r in enumerate(raw):
-    config = ablate.resolve(r, index, spec, {}, SWEEP_ROOT).resolved
+    config = ablate_sweep.resolve(r, index, spec, {}, SWEEP_ROOT).resolved
     assert not config.evals.reid.enabled and config.evals.val.enabled
     assert config.data.val_fraction == 0.2 and config.data.synthetic.test_seed == 1
     e = config.optim.epochs
@@ -304,8 +305,8 @@ def test_width_selection_changes_only_the_width_and_validates_on_new_people():
   from configs import synthetic
   command1 = synthetic.get_config()
   widths = set()
-  for index, r in enumerate(ablate.load_sweep(spec + ":width")):
-    config = ablate.resolve(r, index, spec + ":width", {}, SWEEP_ROOT).resolved
+  for index, r in enumerate(ablate_sweep.load_sweep(spec + ":width")):
+    config = ablate_sweep.resolve(r, index, spec + ":width", {}, SWEEP_ROOT).resolved
     assert not config.evals.reid.enabled and config.evals.val.enabled
     assert config.data.val_fraction == 0.0
     assert config.data.val_people_seed == _protocol.VAL_PEOPLE_SEED
@@ -347,14 +348,14 @@ def test_command1_width_is_the_rule_applied_to_the_kept_width_round():
 
 def test_read_size_selection_keeps_the_schedule_and_changes_only_the_size():
   spec = os.path.join(SWEEPS, "baseline_synthetic_select.py")
-  first = ablate.resolve(ablate.load_sweep(spec)[0], 0, spec, {}, SWEEP_ROOT).resolved
+  first = ablate_sweep.resolve(ablate_sweep.load_sweep(spec)[0], 0, spec, {}, SWEEP_ROOT).resolved
   assert first.optim.epochs == 14 and (first.data.height, first.data.width) == (128, 64)
-  for index, r in enumerate(ablate.load_sweep(spec)):   # rounds 1-3 ran at 128x64
-    config = ablate.resolve(r, index, spec, {}, SWEEP_ROOT).resolved
+  for index, r in enumerate(ablate_sweep.load_sweep(spec)):   # rounds 1-3 ran at 128x64
+    config = ablate_sweep.resolve(r, index, spec, {}, SWEEP_ROOT).resolved
     assert (config.data.height, config.data.width, config.data.pad) == (128, 64, 5)
   sizes = set()
-  for index, r in enumerate(ablate.load_sweep(spec + ":size")):
-    config = ablate.resolve(r, index, spec + ":size", {}, SWEEP_ROOT).resolved
+  for index, r in enumerate(ablate_sweep.load_sweep(spec + ":size")):
+    config = ablate_sweep.resolve(r, index, spec + ":size", {}, SWEEP_ROOT).resolved
     assert not config.evals.reid.enabled and config.data.val_fraction == 0.2
     assert config.data.synthetic.height == 128 and config.data.height < 128
     for section, key in (("optim", "epochs"), ("optim", "lr"), ("optim", "milestones"),
@@ -363,18 +364,18 @@ def test_read_size_selection_keeps_the_schedule_and_changes_only_the_size():
     sizes.add((config.data.height, config.data.width, config.seed))
   assert sizes == {(h, w, s) for h, w in ((112, 56), (96, 48)) for s in (0, 1)}
   with pytest.raises(ValueError, match="'sizes'"):   # a misspelt round, named
-    ablate.load_sweep(spec + ":sizes")
+    ablate_sweep.load_sweep(spec + ":sizes")
 
 
 @pytest.mark.parametrize("sweep", ["anon_real.py", "dual_real.py"])
 def test_real_method_sweeps_train_on_the_same_ids_and_read_the_tests_once(sweep):
   spec = os.path.join(SWEEPS, sweep)
-  raw = ablate.load_sweep(spec)
+  raw = ablate_sweep.load_sweep(spec)
   from experiments.sweeps import _protocol
   per_seed = len(raw) // len(_protocol.SEEDS)
   assert all(r["name"].endswith("_s0") for r in raw[:per_seed])    # a whole table first
   for index, r in enumerate(raw):
-    config = ablate.resolve(r, index, spec, SMALL_ROOT, SWEEP_ROOT).resolved
+    config = ablate_sweep.resolve(r, index, spec, SMALL_ROOT, SWEEP_ROOT).resolved
     assert config.data.val_fraction == 0.2 and config.eval.every_epochs == 0
     assert config.data.sources[0] == "cuhk01" and config.evals.reid.enabled
     assert "synthetic" not in str(r["overrides"])
@@ -383,11 +384,11 @@ def test_real_method_sweeps_train_on_the_same_ids_and_read_the_tests_once(sweep)
 def test_real_small_reports_the_row_chosen_on_validation_with_three_seeds():
   from experiments.sweeps import _protocol, real_small_select
   spec = os.path.join(SWEEPS, "real_small.py")
-  raw = ablate.load_sweep(spec)
+  raw = ablate_sweep.load_sweep(spec)
   assert [r["name"] for r in raw] == [f"{real_small_select.CHOSEN}_s{s}" for s in _protocol.SEEDS]
   chosen = real_small_select.GRID[real_small_select.CHOSEN]
   for index, r in enumerate(raw):
-    config = ablate.resolve(r, index, spec, SMALL_ROOT, SWEEP_ROOT).resolved
+    config = ablate_sweep.resolve(r, index, spec, SMALL_ROOT, SWEEP_ROOT).resolved
     assert config.eval.every_epochs == 0 and config.data.val_fraction == 0.2
     assert tuple(config.evals.targets.datasets) == tuple(config.data.sources)
     for key, value in chosen.items():
@@ -400,12 +401,12 @@ def test_real_small_reports_the_row_chosen_on_validation_with_three_seeds():
 def test_method_a_lr_on_new_people_validates_on_them_with_every_training_id():
   spec = os.path.join(SWEEPS, "anon_synthetic_select.py")
   from experiments.sweeps import _protocol, anon_synthetic_select as select
-  held = {r["name"]: ablate.resolve(r, i, spec + ":lr", {}, SWEEP_ROOT).resolved
-          for i, r in enumerate(ablate.load_sweep(spec + ":lr"))}
-  raw = ablate.load_sweep(spec + ":lr_people")
+  held = {r["name"]: ablate_sweep.resolve(r, i, spec + ":lr", {}, SWEEP_ROOT).resolved
+          for i, r in enumerate(ablate_sweep.load_sweep(spec + ":lr"))}
+  raw = ablate_sweep.load_sweep(spec + ":lr_people")
   assert [r["name"] for r in raw] == ["people_" + n for n in held]
   for index, r in enumerate(raw):
-    config = ablate.resolve(r, index, spec + ":lr_people", {}, SWEEP_ROOT).resolved
+    config = ablate_sweep.resolve(r, index, spec + ":lr_people", {}, SWEEP_ROOT).resolved
     twin = held[r["name"][len("people_"):]]
     assert config.optim.lr == twin.optim.lr and config.anon.mode == twin.anon.mode
     assert not config.evals.reid.enabled and config.evals.val.enabled   # no test split
@@ -422,8 +423,8 @@ def test_method_a_lr_on_new_people_validates_on_them_with_every_training_id():
   run = {"name": "full_mosaic_s0", "config": "configs/anon_synthetic.py:mosaic,stages",
          "overrides": _protocol.report({"seed": 0}, people=True)}
   try:
-    config = ablate.resolve(run, 0, spec, {}, SWEEP_ROOT).resolved
-  except ablate.SweepError as e:
+    config = ablate_sweep.resolve(run, 0, spec, {}, SWEEP_ROOT).resolved
+  except ablate_sweep.SweepError as e:
     pytest.skip(f"no stages variant: {e}")
   from privreid_jax import config_checks
   config_checks.check(config, devices=1, processes=1)
@@ -434,10 +435,10 @@ def test_method_a_lr_on_new_people_validates_on_them_with_every_training_id():
 def test_method_a_min_rank1_on_new_people_runs_the_full_method_at_the_chosen_lr():
   spec = os.path.join(SWEEPS, "anon_synthetic_select.py")
   from experiments.sweeps import _protocol, anon_synthetic_select as select
-  raw = ablate.load_sweep(spec + ":min_rank1_people")
+  raw = ablate_sweep.load_sweep(spec + ":min_rank1_people")
   seen = set()
   for index, r in enumerate(raw):
-    config = ablate.resolve(r, index, spec, {}, SWEEP_ROOT).resolved
+    config = ablate_sweep.resolve(r, index, spec, {}, SWEEP_ROOT).resolved
     assert _is_stages(r) and config.anon.stages.enabled, r["name"]
     assert config.optim.lr == select.CHOSEN_LR_PEOPLE
     assert not config.evals.reid.enabled and config.evals.val.enabled   # no test split
@@ -449,20 +450,20 @@ def test_method_a_min_rank1_on_new_people_runs_the_full_method_at_the_chosen_lr(
   assert select.CHOSEN_MIN_RANK1_PEOPLE in (None,) + select.MIN_RANK1S
   if select.CHOSEN_MIN_RANK1_PEOPLE is not None:   # the config carries the choice
     plain = {"name": "x", "config": "configs/anon_synthetic.py:mosaic,stages"}
-    c = ablate.resolve(plain, 0, spec, {}, SWEEP_ROOT).resolved
+    c = ablate_sweep.resolve(plain, 0, spec, {}, SWEEP_ROOT).resolved
     assert c.anon.stages.min_rank1 == select.CHOSEN_MIN_RANK1_PEOPLE
 
 
 def test_method_a_table_on_new_people_has_the_same_rows_with_every_training_id():
   spec = os.path.join(SWEEPS, "anon_synthetic.py")
   from experiments.sweeps import _protocol, anon_synthetic_select as select
-  held = {r["name"]: (i, r) for i, r in enumerate(ablate.load_sweep(spec))}
-  raw = ablate.load_sweep(spec + ":people")
+  held = {r["name"]: (i, r) for i, r in enumerate(ablate_sweep.load_sweep(spec))}
+  raw = ablate_sweep.load_sweep(spec + ":people")
   assert [r["name"] for r in raw] == list(held)
   for index, r in enumerate(raw):
-    config = ablate.resolve(r, index, spec, {}, SWEEP_ROOT).resolved
+    config = ablate_sweep.resolve(r, index, spec, {}, SWEEP_ROOT).resolved
     i, twin_raw = held[r["name"]]
-    twin = ablate.resolve(twin_raw, i, spec, {}, SWEEP_ROOT).resolved
+    twin = ablate_sweep.resolve(twin_raw, i, spec, {}, SWEEP_ROOT).resolved
     assert r["config"] == twin_raw["config"]
     assert config.data.val_people_seed == _protocol.VAL_PEOPLE_SEED
     assert config.data.val_fraction == 0.0 and twin.data.val_fraction > 0.0
@@ -476,7 +477,7 @@ def test_method_a_table_on_new_people_has_the_same_rows_with_every_training_id()
       if select.CHOSEN_MIN_RANK1_PEOPLE is not None:
         assert config.anon.stages.min_rank1 == select.CHOSEN_MIN_RANK1_PEOPLE
   with pytest.raises(ValueError, match="people,tiny"):
-    ablate.load_sweep(spec + ":peoples")
+    ablate_sweep.load_sweep(spec + ":peoples")
 
 
 @pytest.mark.parametrize("sweep", ["dual_synthetic.py", "baseline_synthetic.py"])
@@ -486,19 +487,19 @@ def test_method_b_and_baseline_tables_on_new_people_have_the_same_rows_with_ever
   from experiments.sweeps import _protocol
   protocol_keys = set(_protocol.REPORT) | set(_protocol.REPORT_PEOPLE)
   for arg in ("", ":tiny"):
-    held = ablate.load_sweep(spec + arg)
-    people = ablate.load_sweep(spec + (arg + ",people" if arg else ":people"))
+    held = ablate_sweep.load_sweep(spec + arg)
+    people = ablate_sweep.load_sweep(spec + (arg + ",people" if arg else ":people"))
     assert [(r["name"], r["config"]) for r in people] == [(r["name"], r["config"])
                                                           for r in held]
     for index, (r, twin) in enumerate(zip(people, held)):
-      config = ablate.resolve(r, index, spec, {}, SWEEP_ROOT).resolved
+      config = ablate_sweep.resolve(r, index, spec, {}, SWEEP_ROOT).resolved
       assert config.data.val_people_seed == _protocol.VAL_PEOPLE_SEED
       assert config.data.val_fraction == 0.0
       assert config.evals.reid.enabled and config.eval.every_epochs == 0
       assert {k: v for k, v in r["overrides"].items() if k not in protocol_keys} == {
           k: v for k, v in twin["overrides"].items() if k not in protocol_keys}
   with pytest.raises(ValueError, match="people,tiny"):
-    ablate.load_sweep(spec + ":person")
+    ablate_sweep.load_sweep(spec + ":person")
 
 
 def test_sweep_arguments_are_comma_separated_words_each_checked():
@@ -512,6 +513,6 @@ def test_sweep_arguments_are_comma_separated_words_each_checked():
                           ("anon_synthetic_select.py", "lr_people,tiny", "lr_peopl"),
                           ("baseline_synthetic_select.py", "size,tiny", "tiny,sizes")):
     path = os.path.join(SWEEPS, spec)
-    assert ablate.load_sweep(f"{path}:{good}")
-    with pytest.raises(ablate.SweepError, match=repr(bad.split(",")[-1])):
-      ablate.load_sweep(f"{path}:{bad}")
+    assert ablate_sweep.load_sweep(f"{path}:{good}")
+    with pytest.raises(ablate_sweep.SweepError, match=repr(bad.split(",")[-1])):
+      ablate_sweep.load_sweep(f"{path}:{bad}")
