@@ -13,6 +13,7 @@ resume can tell a round cut short (re-run it) from one that finished.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from typing import Any, Mapping
@@ -83,10 +84,11 @@ class MetricWriter:
         with open(os.path.join(self.workdir, EVAL_FILE), "a") as f:
           f.write(json.dumps(row) + "\n")
         self._keys.add(key)
-      if self._tb is not None:
+      if self._tb is not None:   # only finite values: eps_image=inf labels a row
         tag = tensorboard_tag(setting)
         for k, v in metrics.items():
-          self._tb.add_scalar(f"eval/{tag}/{k}", float(v), step)
+          if math.isfinite(float(v)):
+            self._tb.add_scalar(f"eval/{tag}/{k}", float(v), step)
     return row
 
   def round_done(self, step: int) -> None:

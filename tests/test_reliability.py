@@ -163,6 +163,21 @@ def test_eval_row_of_a_step_again_replaces_it(tmp_path):
       (2, "O->O", 0.4), (2, "O->P", 0.2), (4, "O->O", 0.3), (6, "O->O", 0.5)]
 
 
+def test_an_infinite_label_stays_in_the_rows_and_out_of_tensorboard(tmp_path, caplog):
+  """Method B's clean gallery row carries eps_image=inf: the JSON row keeps it, the
+  event file gets the finite metrics only (tensorboardX warned "NaN or Inf found")."""
+  from experiments.report_runs import read_tb_scalars
+  writer = metric_writers.MetricWriter(str(tmp_path))
+  with caplog.at_level("WARNING"):
+    writer.eval_row(8, 2, "dp:eps=inf", {"rank1": 0.25, "eps_image": float("inf")})
+  writer.close()
+  assert not [r for r in caplog.records if "Inf" in r.getMessage()]
+  (row,) = metric_writers.read_eval_rows(str(tmp_path))
+  assert row["eps_image"] == float("inf") and row["rank1"] == 0.25
+  scalars = read_tb_scalars(str(tmp_path / "tensorboard"))
+  assert scalars == {"eval/dp_eps_inf/rank1": [(8, 0.25)]}
+
+
 def test_failed_evaluation_is_rerun_on_resume(tmp_path, data_root, monkeypatch):
   """An evaluation that fails costs no training, and the rerun evaluates that step."""
   workdir = str(tmp_path)
