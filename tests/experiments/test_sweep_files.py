@@ -516,3 +516,28 @@ def test_sweep_arguments_are_comma_separated_words_each_checked():
     assert ablate_sweep.load_sweep(f"{path}:{good}")
     with pytest.raises(ablate_sweep.SweepError, match=repr(bad.split(",")[-1])):
       ablate_sweep.load_sweep(f"{path}:{bad}")
+
+
+# Kept tables the docs report, with the sweep whose runs they are: each kept run's config
+# must be what that sweep resolves to today, or the table no longer describes the code.
+REPORTED_TABLES = {"real_small_table": "real_small.py", "dual_real_table": "dual_real.py"}
+
+
+def _without_paths(config: dict, root: str) -> dict:
+  """A resolved config with the sweep root's path (a run's outsider workdir) as '{root}'."""
+  text = json.dumps(config, sort_keys=True)
+  return json.loads(text.replace(json.dumps(root)[1:-1], "{root}"))
+
+
+@pytest.mark.parametrize("folder", sorted(REPORTED_TABLES))
+def test_a_reported_table_was_trained_with_its_sweep_as_it_is_today(folder):
+  spec = os.path.join(SWEEPS, REPORTED_TABLES[folder])
+  runs = {r["name"]: (i, r) for i, r in enumerate(ablate_sweep.load_sweep(spec))}
+  kept = list(kept_runs(folder))
+  assert sorted(run for run, _, _ in kept) == sorted(runs)
+  for run, status, _ in kept:
+    index, raw = runs[run]
+    root = os.path.dirname(status["command"].rsplit("--workdir=", 1)[1])
+    extra = {"data.root": status["overrides"]["data.root"]}
+    today = ablate_sweep.resolve(raw, index, spec, extra, root).resolved.to_dict()
+    assert _without_paths(status["resolved_config"], root) == _without_paths(today, root), run
