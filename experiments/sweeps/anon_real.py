@@ -16,7 +16,10 @@ split.
 Per seed, `third_party_s<seed>` (the baseline on raw images only at the rows' image
 size, data and Re-ID model: the outsider, "3rd:*", fine-tuned by each learned row
 with its released G, "3rd-ft:*"), then Base, w/o upgrade and full for mosaic and
-blur (anon_synthetic.py's ROWS). Seed 0's seven runs come first (a complete table),
+blur (anon_synthetic.py's ROWS). The outsider trains with real_small.py's recipe as
+chosen on validation identities (no erasing, the soft-margin triplet since
+real_small_select.py's second round), not C's BoT triplet: the attacker gets the best
+raw-image model we know how to train. Seed 0's seven runs come first (a complete table),
 then seeds 1 and 2. `:tiny` runs seed 0 on the `tiny` variants as a smoke test.
 """
 
