@@ -49,12 +49,10 @@ steps ran 5-15% slower that way, see the README).
 from __future__ import annotations
 
 import copy
-import dataclasses
 import functools
 import importlib.util
 import json
 import os
-import resource
 import statistics
 import sys
 import time
@@ -74,12 +72,13 @@ from absl import flags
 from ml_collections import config_flags
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # torch_reference.py
-
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax  # noqa: E402
 import optax  # noqa: E402
 
+from experiments.bench_measure import Result, measure_round  # noqa: E402
+from experiments.bench_train_torch import (  # noqa: E402
+    RemoteStep, TorchProcess, remote_torch_runner, torch_runner, twin_of)
 from privreid_jax import sharding, trainer  # noqa: E402
 from privreid_jax.methods import base as methods_base  # noqa: E402
 # pylint: enable=g-import-not-at-top,wrong-import-position
@@ -118,58 +117,6 @@ _TORCH_PROCESS = flags.DEFINE_enum(
     "(idle while JAX runs), or 'same', this process (both frameworks' threads and "
     "heaps in one process).")
 _JSON = flags.DEFINE_string("json", "", "Also write the rows to this JSON file.")
-
-
-@dataclasses.dataclass
-class Result:
-  """One variant's measurements."""
-  label: str
-  batch: int
-  framework: str
-  # The PyTorch twin this row compares with ("baseline": torch_reference.py,
-  # "anonymization": torch_anon_reference.py; "": none).
-  twin: str = ""
-  compile_s: float = float("nan")
-  flops: float = float("nan")
-  xla_bytes: float = float("nan")
-  rss_bytes: float = float("nan")
-  times: list[list[float]] = dataclasses.field(default_factory=list)
-
-  def median_step(self) -> float:
-    return statistics.median(t for r in self.times for t in r)
-
-  def row(self) -> dict:
-    med = self.median_step()
-    rounds = [self.batch / statistics.median(r) for r in self.times]
-    return {"label": self.label, "framework": self.framework, "batch": self.batch,
-            "compile_s": self.compile_s, "img_s": self.batch / med,
-            "img_s_rounds": rounds, "step_ms": 1e3 * med,
-            "gflop_per_step": self.flops / 1e9, "gflop_s": self.flops / med / 1e9,
-            "xla_peak_gb": self.xla_bytes / 1e9, "rss_hwm_gb": self.rss_bytes / 1e9}
-
-
-# ----------------------------------------------------------------------------
-# Process memory.
-# ----------------------------------------------------------------------------
-def reset_rss_peak() -> bool:
-  """Resets VmHWM to the current RSS (Linux); False where unsupported."""
-  try:
-    with open("/proc/self/clear_refs", "w") as f:
-      f.write("5")
-    return True
-  except OSError:
-    return False
-
-
-def rss_peak_bytes() -> float:
-  try:
-    with open("/proc/self/status") as f:
-      for line in f:
-        if line.startswith("VmHWM:"):
-          return float(line.split()[1]) * 1024
-  except OSError:
-    pass
-  return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
 # ----------------------------------------------------------------------------
@@ -268,130 +215,6 @@ def jax_runner(config, label: str, batch: int, optimizer: str
     jax.block_until_ready((holder["state"], metrics))
 
   return result, step
-
-
-def twin_of(config) -> str:
-  """The PyTorch twin of a config's step, "" when there is none."""
-  if config.method == "baseline":
-    return "baseline"
-  if config.method == "anonymization" and config.anon.mode == "learned":
-    return "anonymization"
-  return ""
-
-
-def torch_runner(config, label: str, batch: int, optimizer: str,
-                 channels_last: bool, num_classes: int
-                 ) -> tuple[Result, Callable[[], None]]:
-  # pylint: disable=g-import-not-at-top
-  import torch_reference
-  config = copy.deepcopy(config)
-  twin = twin_of(config)
-  if twin == "anonymization":
-    import torch_anon_reference
-    step = torch_anon_reference.make_step(config, num_classes, batch, channels_last)
-  else:
-    step = torch_reference.make_step(config, num_classes, batch, channels_last,
-                                     optimizer)
-  t0 = time.perf_counter()
-  step()
-  return Result(label, batch, "torch", twin=twin,
-                compile_s=time.perf_counter() - t0), step
-
-
-def measure_round(step: Callable[[], None], steps: int, fresh: bool
-                  ) -> tuple[list[float], float, float, float | None]:
-  """Runs `steps` timed steps.
-
-  Returns the seconds of each step, the minor page faults and kernel CPU seconds
-  per step (getrusage of this process), and when `fresh` (the variant's first
-  timed round) the resident-set peak over the round, else None.
-  """
-  if fresh:
-    reset_rss_peak()
-  times = []
-  usage0 = resource.getrusage(resource.RUSAGE_SELF)
-  for _ in range(steps):
-    t0 = time.perf_counter()
-    step()
-    times.append(time.perf_counter() - t0)
-  usage1 = resource.getrusage(resource.RUSAGE_SELF)
-  faults = (usage1.ru_minflt - usage0.ru_minflt) / steps
-  sys_s = (usage1.ru_stime - usage0.ru_stime) / steps
-  return times, faults, sys_s, (rss_peak_bytes() if fresh else None)
-
-
-def _torch_worker(conn) -> None:
-  """Body of the --torch_process=separate child: builds and times torch steps."""
-  steps = {}
-  while True:
-    msg = conn.recv()
-    if msg[0] == "stop":
-      return
-    try:
-      if msg[0] == "build":
-        result, steps[msg[1]] = torch_runner(*msg[2])
-        conn.send(("ok", result))
-      elif msg[0] == "info":
-        import torch  # pylint: disable=g-import-not-at-top
-        conn.send(("ok", f"torch {torch.__version__}, {torch.get_num_threads()} threads"))
-      elif msg[0] == "step":
-        steps[msg[1]]()
-        conn.send(("ok", None))
-      else:  # "round"
-        conn.send(("ok", measure_round(steps[msg[1]], msg[2], msg[3])))
-    except Exception as e:  # pylint: disable=broad-except
-      conn.send(("error", f"{type(e).__name__}: {e}"))
-
-
-class TorchProcess:
-  """PyTorch in a child process of its own (--torch_process=separate).
-
-  Neither framework then runs beside the other's threads and heap: the child
-  waits on a pipe while JAX's rounds run, and times its own rounds itself.
-  """
-
-  def __init__(self):
-    import multiprocessing  # pylint: disable=g-import-not-at-top
-    ctx = multiprocessing.get_context("spawn")
-    self._conn, child = ctx.Pipe()
-    self._proc = ctx.Process(target=_torch_worker, args=(child,), daemon=True)
-    self._proc.start()
-    child.close()
-
-  def call(self, *msg):
-    self._conn.send(msg)
-    try:
-      status, payload = self._conn.recv()
-    except EOFError:
-      raise ValueError(f"PyTorch process exited (code {self._proc.exitcode})") from None
-    if status == "error":
-      raise ValueError(f"PyTorch process: {payload}")
-    return payload
-
-  def close(self) -> None:
-    if self._proc.is_alive():
-      self._conn.send(("stop",))
-      self._proc.join(timeout=60)
-
-
-class RemoteStep:
-  """A step built in a TorchProcess: calling it runs one step there."""
-
-  def __init__(self, process: TorchProcess, key: str):
-    self.process, self.key = process, key
-
-  def __call__(self) -> None:
-    self.process.call("step", self.key)
-
-  def round(self, steps: int, fresh: bool):
-    """`measure_round` in the child, so faults and memory are the child's."""
-    return self.process.call("round", self.key, steps, fresh)
-
-
-def remote_torch_runner(process: TorchProcess, *args) -> tuple[Result, RemoteStep]:
-  """`torch_runner(*args)` in `process`."""
-  key = f"{args[1]}@{args[2]}"  # label@batch
-  return process.call("build", key, args), RemoteStep(process, key)
 
 
 # ----------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""experiments/device_check.py: the smoke run end to end, its parsers and timeouts."""
+"""experiments/device_check.py: the smoke run end to end, its timeouts and its parsers
+(experiments/device_check_report.py)."""
 
 import json
 import os
@@ -6,6 +7,7 @@ import subprocess
 import sys
 
 from experiments import device_check
+from experiments import device_check_report
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STATUSES = {"ok", "failed", "timeout", "skipped"}
@@ -73,31 +75,31 @@ def test_env_sets_the_detected_platform_for_tests_and_eval():
 
 
 def test_parsers():
-  assert device_check.parse_tests("..F\n1 failed, 6 passed in 12.3s\n") == {
+  assert device_check_report.parse_tests("..F\n1 failed, 6 passed in 12.3s\n") == {
       "passed": 6, "failed": 1, "error": 0, "skipped": 0}
-  assert device_check.parse_tests("= 2 passed, 1 error in 3s =")["error"] == 1
-  assert device_check.mfu(100.0, 100.0, 1.0) == 1.0      # 100 GFLOP in 0.1 s of 1 TFLOP/s
-  assert device_check.mfu(float("nan"), 100.0, 1.0) is None
-  assert device_check.mfu(100.0, 100.0, 0.0) is None
-  rows = device_check.parse_train(
+  assert device_check_report.parse_tests("= 2 passed, 1 error in 3s =")["error"] == 1
+  assert device_check_report.mfu(100.0, 100.0, 1.0) == 1.0      # 100 GFLOP in 0.1 s of 1 TFLOP/s
+  assert device_check_report.mfu(float("nan"), 100.0, 1.0) is None
+  assert device_check_report.mfu(100.0, 100.0, 0.0) is None
+  rows = device_check_report.parse_train(
       "  round 0: baseline/resnet50/auto b64: 128.00 img/s (0 page faults)\n",
       "/nonexistent.json", 312.0)
   assert rows[0]["setting"] == "baseline/resnet50/auto b64"
   assert rows[0]["step_ms"] == 500.0
-  inp = device_check.parse_input(
+  inp = device_check_report.parse_input(
       "145 training images ...; output 32x16, batch 8, 2 CPUs\n"
       "workers first batch s  ms/batch    img/s        img/s per run\n"
       "      0          0.02       3.9   2037.9                 2038\n"
       "      2          3.95       2.5   3155.4                 3155\n")
   assert [r["setting"] for r in inp] == ["workers=0 32x16 b8", "workers=2 32x16 b8"]
   assert inp[1]["img_s"] == 3155.4
-  ev = device_check.parse_eval(
+  ev = device_check_report.parse_eval(
       "data: 117 queries x 822 gallery x 256-d, 31 ids\n"
       "evaluate_features (all 117 queries, chunk 256, incl. jit compile): 0.5 s, peak "
       "RSS +0.05 GiB; Rank-1 0.4701 mAP 0.2050 mINP 0.0458 (117 valid queries)\n"
       "  torchreid loop        0.1 s   peak RSS +0.00 GiB\n")
   assert ev[0]["setting"] == "117 q x 822 g x 256-d" and ev[0]["img_s"] == 234.0
-  assert device_check.error_line(
+  assert device_check_report.error_line(
       "Traceback (most recent call last):\n  x\nValueError: boom\n\n") == "ValueError: boom"
 
 
@@ -112,6 +114,7 @@ def test_a_failing_or_hanging_part_is_recorded(tmp_path):
   res = device_check.run_part(hang, str(tmp_path), dict(os.environ), "cpu", True, 2, 0)
   assert res["status"] == "timeout" and res["seconds"] < 30
   assert res["error"].startswith("timeout after 2 s")
-  table = device_check.markdown([res], {"smoke": True, "when": "now", "platform": "cpu",
-                                        "peak_tflops": None, "wall_s": 1.0})
+  table = device_check_report.markdown([res], {"smoke": True, "when": "now",
+                                               "platform": "cpu", "peak_tflops": None,
+                                               "wall_s": 1.0})
   assert "| eval |  | timeout |" in table
