@@ -24,6 +24,11 @@ class ResumeMismatchError(ConfigError):
   """The workdir's checkpoint was written with a config that differs in meaning."""
 
 
+class NonFiniteLossError(FloatingPointError):
+  """Raised when a training loss, the parameters or evaluation features turn NaN
+  or inf (nothing is saved after it; the message names the step)."""
+
+
 # OSErrors that come from what the user asked for (paths, permissions, space), not
 # from a bug: reported in one line.
 FILE_ERRORS = (FileNotFoundError, FileExistsError, PermissionError, NotADirectoryError,
@@ -38,8 +43,7 @@ def is_user_error(e: BaseException) -> bool:
     return True
   if isinstance(e, OSError) and e.errno in _USER_ERRNOS:
     return True
-  # The trainer's NonFiniteLossError (a FloatingPointError defined there).
-  return type(e).__name__ == "NonFiniteLossError"
+  return isinstance(e, NonFiniteLossError)       # a run that diverged
 
 
 def describe(e: BaseException) -> str:

@@ -2,11 +2,11 @@
 
 `run(config, workdir)` trains `config.method` (a method under methods/) and
 never branches on its name; it calls only the hooks `methods/base.py`
-declares. Resume order (big_vision's): a checkpoint in the workdir, else the
-driver's `resume_from` (another run's checkpoint), else
+declares. Resume order (big_vision's, `_initial_state`): a checkpoint in the
+workdir, else the driver's `resume_from` (another run's checkpoint), else
 `config.checkpoint.init_file`, else from scratch. At each checkpoint boundary
-the state is saved before the evaluators run, so a failing evaluation never
-costs the training before it.
+the state is saved (`_Saver`) before the evaluators run (`eval_rounds.py`), so
+a failing evaluation never costs the training before it.
 """
 
 from __future__ import annotations
@@ -25,23 +25,16 @@ import numpy as np
 from absl import logging
 from clu import parameter_overview
 
-from privreid_jax import (checkpoint, config_checks, errors, interrupts, metric_writers,
-                          sharding, train_state, workdir_lock)
+from privreid_jax import (checkpoint, config_checks, errors, eval_rounds, interrupts,
+                          metric_writers, sharding, train_state, workdir_lock)
 from privreid_jax.data import (device_finish, image_check, pipeline, preresized,
                                splits as data_splits, transforms)
 from privreid_jax.data.records import DatasetError
-from privreid_jax.evaluation import base as eval_base
-from privreid_jax.evaluation.reid import ReidEvaluator
 from privreid_jax.methods import base as methods_base
 from privreid_jax.methods.base import RunContext, RunResult
 
 
 IMAGE_CHECK_FILE = "image_check.json"   # cache of the startup image check
-
-
-class NonFiniteLossError(FloatingPointError):
-  """Raised when a training loss, the parameters or evaluation features turn NaN
-  or inf (nothing is saved after it; the message names the step)."""
 
 
 def example_batch(data_cfg, paired: bool, size: int = 2) -> dict[str, np.ndarray]:
@@ -73,8 +66,8 @@ class _Loss:
     values = {k: float(v) for k, v in jax.device_get(metrics).items()}
     loss = values.get("loss", 0.0)
     if not np.isfinite(loss):
-      raise NonFiniteLossError(f"loss is {loss} at step {step}: stopping; "
-                               "the last checkpoint was written before it and is intact")
+      raise errors.NonFiniteLossError(f"loss is {loss} at step {step}: stopping; the "
+                                      "last checkpoint was written before it and is intact")
     for k, v in values.items():
       self.sums[k] = self.sums.get(k, 0.0) + v
     self.count += 1
@@ -91,33 +84,6 @@ class _QuietLibraries:
 
   def filter(self, record) -> bool:
     return record.levelno > 20 or "/orbax/" not in record.pathname
-
-
-def _evaluators(method, ctx: RunContext):
-  """[(name, evaluator, schedule)] of the method's evaluators enabled in config.evals."""
-  config = ctx.config
-  offered = method.evaluators(ctx)
-  unknown = [name for name in config.evals.keys() if name not in offered]
-  if unknown:
-    raise ValueError(f"config.evals.{unknown[0]}: method {config.method!r} offers "
-                     f"{', '.join(offered)}")
-  out = []
-  for name, factory in offered.items():
-    ev_cfg = config.evals.get(name)
-    if ev_cfg is None or not ev_cfg.enabled:
-      continue
-    schedule = eval_base.Schedule.from_config(ev_cfg, config.eval.every_epochs, name)
-    evaluator = factory(ev_cfg)        # None: nothing to evaluate with these options
-    if evaluator is not None:
-      out.append((name, evaluator, schedule))
-  return out
-
-
-def _rows_at(workdir: str, step: int) -> dict[str, dict[str, float]]:
-  """The evaluation rows eval_metrics.jsonl holds for `step`."""
-  return {r["setting"]: {k: v for k, v in r.items() if k not in ("step", "epoch", "setting")}
-          for r in metric_writers.read_eval_rows(workdir) if r["step"] == step}
-
 
 
 # --- resume: the same run, or a one-line error ------------------------------------
@@ -184,24 +150,6 @@ def _check_resume(meta: dict, config, workdir: str, step: int) -> None:
                     "%s", step, "; ".join(tolerated))
 
 
-# --- evaluation: features must be finite ---------------------------------------------
-
-
-class _FiniteFeatures(ReidEvaluator):
-  """The run's Re-ID evaluator, refusing non-finite features (named by step)."""
-
-  step: int = -1
-
-  def features(self, state, split: str, kind: str) -> np.ndarray:
-    out = super().features(state, split, kind)
-    if not np.all(np.isfinite(out)):
-      raise NonFiniteLossError(
-          f"the {split} features ({kind} images) hold NaN or inf at step {self.step}: "
-          f"stopping; the checkpoint of step {self.step} was written before this "
-          "evaluation")
-    return out
-
-
 def _check_identities(config, splits) -> None:
   batch, k = int(config.data.batch_size), int(config.data.num_instances)
   have = len(np.unique(splits.train.pids))
@@ -226,6 +174,75 @@ def _check_not_reimported_main() -> None:
     raise errors.UserError(
         f"{script} starts a training run when it is imported, and data worker processes "
         "import it again: put the call under `if __name__ == \"__main__\":`")
+
+
+# --- the state: built or restored, and saved ---------------------------------------
+
+
+def _initial_state(config, method, paired: bool, repl, ckpts: checkpoint.Checkpoints,
+                   latest: int | None, resume_from: tuple[str, int] | None):
+  """The state a run starts from, in the resume order of the module docstring.
+
+  Args:
+    paired: whether training batches carry target images (network init needs
+      the batch's shapes only).
+    repl: the replicated sharding the state lives in.
+    latest: the latest step of the workdir's own checkpoints `ckpts`, or None.
+    resume_from: `run`'s argument of that name.
+
+  Returns (state, data_state, resumed_meta): `data_state` is the data iterator
+  position saved with a restored state (None for a new state), `resumed_meta`
+  the meta of the workdir's own checkpoint ({} when there is none).
+  """
+  template = example_batch(config.data, paired)
+  rng = jax.random.PRNGKey(config.seed)
+  init_fn = jax.jit(method.init, out_shardings=repl)
+  abstract = checkpoint.abstract_like(jax.eval_shape(init_fn, rng, template), repl)
+  if latest is not None:
+    state, data_state, resumed_meta = ckpts.restore(abstract)
+    logging.info("resumed from %s at step %d", ckpts.directory, int(state.step))
+    return state, data_state, resumed_meta
+  if resume_from is not None:
+    state, data_state, _ = checkpoint.restore_from_run(*resume_from, abstract)
+    logging.info("continuing %s from step %d", resume_from[0], int(state.step))
+    return state, data_state, {}
+  if config.checkpoint.init_file:
+    init = checkpoint.restore_init(config.checkpoint.init_file, abstract)
+    state = init_fn(rng, template).replace(params=init.params,
+                                           batch_stats=init.batch_stats)
+    logging.info("initialised from %s", config.checkpoint.init_file)
+    return state, None, {}
+  return init_fn(rng, template), None, {}
+
+
+class _Saver:
+  """Writes the run's checkpoints, never one with non-finite parameters.
+
+  `step` is the step of the last checkpoint written (or found in the workdir
+  when the run started; None before the first).
+  """
+
+  def __init__(self, ckpts: checkpoint.Checkpoints, config, steps_per_epoch: int,
+               step: int | None):
+    self.ckpts = ckpts
+    self.config = config
+    self.steps_per_epoch = steps_per_epoch
+    self.step = step
+    self._finite = jax.jit(lambda s: train_state.all_finite((s.params, s.batch_stats)))
+
+  def save(self, step: int, state, data_state: dict, stop_info: dict | None) -> None:
+    """Saves `state` after `step` steps with the data iterator position
+    `data_state` and a method's stop request `stop_info` (in the meta)."""
+    with interrupts.deferred():   # a signal waits for the save to be complete
+      if not bool(self._finite(state)):
+        raise errors.NonFiniteLossError(
+            f"parameters are not finite at step {step}: not saving; the last good "
+            f"checkpoint in {self.ckpts.directory} is intact")
+      self.ckpts.save(step, state, data_state,
+                      checkpoint.config_meta(self.config, step=step,
+                                             epoch=step // self.steps_per_epoch,
+                                             stop=stop_info))
+      self.step = step
 
 
 # --- the run -----------------------------------------------------------------------
@@ -312,40 +329,26 @@ def _run(config, workdir: str, options: dict,
                         steps_per_epoch=steps_per_epoch, options=options)
 
     repl = sharding.replicated(mesh)
-    template = example_batch(config.data, targets is not None)
-    rng = jax.random.PRNGKey(config.seed)
-    init_fn = jax.jit(method.init, out_shardings=repl)
-    abstract = checkpoint.abstract_like(jax.eval_shape(init_fn, rng, template), repl)
-    resumed_meta: dict = {}
-    if latest is not None:
-      state, data_state, resumed_meta = ckpts.restore(abstract)
+    state, data_state, resumed_meta = _initial_state(
+        config, method, targets is not None, repl, ckpts, latest, resume_from)
+    if data_state is not None:
       loader.set_state(data_state)
-      logging.info("resumed from %s at step %d", ckpts.directory, int(state.step))
-    elif resume_from is not None:
-      state, data_state, _ = checkpoint.restore_from_run(*resume_from, abstract)
-      loader.set_state(data_state)
-      logging.info("continuing %s from step %d", resume_from[0], int(state.step))
-    elif config.checkpoint.init_file:
-      init = checkpoint.restore_init(config.checkpoint.init_file, abstract)
-      state = init_fn(rng, template).replace(params=init.params,
-                                             batch_stats=init.batch_stats)
-      logging.info("initialised from %s", config.checkpoint.init_file)
-    else:
-      state = init_fn(rng, template)
     logging.info("parameters\n%s", parameter_overview.get_parameter_overview(
         jax.device_get(state.params)))
 
     start = int(state.step)
     if resumed_meta.get("stop") is not None:     # stopped by a hook before a crash
       logging.info("this run stopped at step %d at its method's request", start)
-      return RunResult(_rows_at(workdir, start), workdir, start, resumed_meta["stop"])
+      return RunResult(eval_rounds.rows_at(workdir, start), workdir, start,
+                       resumed_meta["stop"])
 
     writer = metric_writers.MetricWriter(workdir, config.log.tensorboard)
     cleanup.callback(writer.close)
-    evaluator = _FiniteFeatures(method, splits, config.data, config.eval, mesh,
-                                cache=True)
+    evaluator = eval_rounds.FiniteFeatures(method, splits, config.data, config.eval, mesh,
+                                           cache=True)
     ctx = RunContext(config, workdir, splits, evaluator, writer, mesh)
-    evaluators = _evaluators(method, ctx)
+    rounds = eval_rounds.EvalRounds(eval_rounds.enabled_evaluators(method, ctx),
+                                    evaluator, writer, workdir, steps_per_epoch)
     # The batch arrives as the workers built it (uint8 + erasing rectangles): the
     # step normalises and erases it on the devices (device_finish.py).
     finish = device_finish.finisher(transforms.TransformConfig.from_config(config.data))
@@ -356,76 +359,22 @@ def _run(config, workdir: str, options: dict,
     step_fn = jax.jit(train_step,
                       in_shardings=(repl, sharding.data_sharded(mesh)),
                       out_shardings=(repl, repl), donate_argnums=0)
-    finite_fn = jax.jit(lambda s: train_state.all_finite((s.params, s.batch_stats)))
-
+    saver = _Saver(ckpts, config, steps_per_epoch, latest)
     data_state = loader.get_state()  # iterator position matching `state`
-    saved = {"step": latest if latest is not None else None}
-
-    def save(step: int) -> None:
-      with interrupts.deferred():   # a signal waits for the save to be complete
-        if not bool(finite_fn(state)):
-          raise NonFiniteLossError(f"parameters are not finite at step {step}: not "
-                                   f"saving; the last good checkpoint in "
-                                   f"{ckpts.directory} is intact")
-        ckpts.save(step, state, data_state,
-                   checkpoint.config_meta(config, step=step,
-                                          epoch=step // steps_per_epoch,
-                                          stop=ctx.stop_info))
-        saved["step"] = step
-
-    def evaluate(step: int, last: bool) -> dict:
-      t0 = time.time()
-      epoch = step // steps_per_epoch
-      evaluator.clear()
-      evaluator.step = step
-      results = {}
-      ran = False
-      for name, ev, schedule in evaluators:
-        if not schedule.due(epoch, last):
-          continue
-        ran = True
-        try:
-          rows = ev.run(state, step)
-        except ValueError as e:     # NaN distances or features met outside _FiniteFeatures
-          if "nan" not in str(e).lower() and "infinite" not in str(e).lower():
-            raise
-          raise NonFiniteLossError(f"evaluation {name!r} at step {step}: "
-                                   f"{errors.describe(e)}: stopping; the checkpoint of "
-                                   f"step {step} was written before it") from None
-        for setting, metrics in rows.items():
-          writer.eval_row(step, epoch, setting, metrics)
-          logging.info("eval step %d %s: %s", step, setting,
-                       " ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
-        results.update(rows)
-      evaluator.clear()
-      if ran:
-        writer.round_done(step)
-      if results:
-        logging.info("evaluation took %.1fs", time.time() - t0)
-      return results
-
-    def evaluated(step: int) -> bool:
-      """Did the evaluation round of `step` complete (in an earlier process)?"""
-      done = metric_writers.evaluated_steps(workdir)
-      return step in done if done is not None else bool(_rows_at(workdir, step))
-
-    def due(step: int, last: bool) -> bool:
-      return step > 0 and step % steps_per_epoch == 0 and any(
-          schedule.due(step // steps_per_epoch, last) for _, _, schedule in evaluators)
 
     results: dict = {}
     losses = _Loss()
     try:
       if start >= total_steps:
         logging.info("already trained to step %d of %d", start, total_steps)
-        if not evaluated(start):
-          evaluate(start, last=True)
-        return RunResult(_rows_at(workdir, start), workdir, start)
-      if latest is not None and due(start, last=False) and not evaluated(start):
+        if not rounds.completed(start):
+          rounds.run(state, start, last=True)
+        return RunResult(eval_rounds.rows_at(workdir, start), workdir, start)
+      if latest is not None and rounds.due(start, last=False) and not rounds.completed(start):
         # The evaluation after this checkpoint was cut short or failed: redo it.
         logging.info("the evaluation of step %d did not complete: running it again",
                      start)
-        results = evaluate(start, last=False)
+        results = rounds.run(state, start, last=False)
 
       from tqdm import tqdm
       bar = tqdm(total=total_steps, initial=start, unit="step", dynamic_ncols=True,
@@ -462,12 +411,12 @@ def _run(config, workdir: str, options: dict,
             stop = ctx.stop_info is not None
             last = done_steps == total_steps or stop
             if last or epoch % config.checkpoint.every_epochs == 0:
-              save(done_steps)
+              saver.save(done_steps, state, data_state, ctx.stop_info)
         if boundary:
           # A stop the method requested (method A's stage upgrade) ends this run but
           # not the training: end-of-training evaluators (every_epochs=0, the test
           # split's rows in a reported run) wait for the real end.
-          results = evaluate(done_steps, last and not stop) or results
+          results = rounds.run(state, done_steps, last and not stop) or results
           if stop:
             logging.info("stopping after epoch %d at the method's request", epoch)
             break
@@ -475,11 +424,11 @@ def _run(config, workdir: str, options: dict,
       # The state is a whole step here (see above): keep it, unless it diverged.
       losses.flush()
       step = int(state.step)
-      if saved["step"] != step:
+      if saver.step != step:
         logging.warning("%s at step %d: saving a checkpoint",
                         "interrupted" if isinstance(e, KeyboardInterrupt) else
                         "data error", step)
-        save(step)
+        saver.save(step, state, data_state, ctx.stop_info)
         with interrupts.deferred():
           ckpts.wait()
       detail = (f"at step {step} of {total_steps}: the checkpoint of step {step} is in "

@@ -185,7 +185,7 @@ def test_failed_evaluation_is_rerun_on_resume(tmp_path, data_root, monkeypatch):
   real_embed = baseline.Method.embed
   monkeypatch.setattr(baseline.Method, "embed",
                       lambda self, s, x, k: real_embed(self, s, x, k) * jax.numpy.nan)
-  with pytest.raises(trainer.NonFiniteLossError,
+  with pytest.raises(errors.NonFiniteLossError,
                      match=r"query features \(raw images\) hold NaN or inf at step 2"):
     trainer.run(config, workdir)
   assert checkpoint.latest_step(workdir) == 2          # saved before the evaluation

@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from privreid_jax import checkpoint, metric_writers, trainer
+from privreid_jax import checkpoint, errors, metric_writers, trainer
 from privreid_jax.methods import baseline
 
 from configs import synthetic as synthetic_config
@@ -95,7 +95,7 @@ def test_nan_loss_stops_run_and_keeps_last_good_checkpoint(tmp_path, data_root,
     return new_state, metrics
 
   monkeypatch.setattr(baseline.Method, "train_step", nan_from_step_3)
-  with pytest.raises(trainer.NonFiniteLossError, match="at step 3"):
+  with pytest.raises(errors.NonFiniteLossError, match="at step 3"):
     trainer.run(config, str(tmp_path))
   step, leaves = _latest_state(str(tmp_path))
   assert step == 2                   # the epoch-1 checkpoint, written before the NaN
