@@ -197,7 +197,8 @@ def main(argv):
     cli.fail(errors.describe(e))
   what = "recovered" if _RECOVER.value else "anonymized"
   print(f"{what} {summary.written} images into {_OUTPUT.value} (checkpoint step "
-        f"{anonymizer.step}); skipped {len(summary.skipped)} unreadable files")
+        f"{anonymizer.step}, run at the model's {anonymizer.height}x{anonymizer.width} and "
+        f"resized back); skipped {len(summary.skipped)} unreadable files")
 
 
 if __name__ == "__main__":

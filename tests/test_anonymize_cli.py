@@ -111,6 +111,8 @@ def test_command_line(run, images, tmp_path):
   done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=root)
   assert done.returncode == 0, done.stderr
   assert "anonymized 3 images" in done.stdout and "skipped 1 unreadable" in done.stdout
+  model = anonymize.Anonymizer(run[0])
+  assert f"run at the model's {model.height}x{model.width} and resized" in done.stdout
   assert "broken.jpg" in done.stderr
   assert sorted(_digest(out)) == sorted(SIZES)
   bad = subprocess.run(cmd[:-1] + [f"--output={images / 'x'}"], capture_output=True,
