@@ -41,7 +41,7 @@ import random
 import numpy as np
 import pytest
 
-from privreid_jax.data import pipeline
+from privreid_jax.data import sampler as sampler_lib
 
 K, P = 4, 8
 # Images per identity: 4 ids with 1, 3 with 2, 4 with 3 (fewer than K), the
@@ -92,7 +92,7 @@ def _check_batches(batches, counts_seen=None):
 
 
 def _ours(epochs=EPOCHS, seed=0):
-  sampler = pipeline.PKSampler(PIDS, batch_size=P * K, num_instances=K, seed=seed)
+  sampler = sampler_lib.PKSampler(PIDS, batch_size=P * K, num_instances=K, seed=seed)
   return [sampler.epoch(e) for e in range(epochs)]
 
 
