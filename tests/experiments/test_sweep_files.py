@@ -36,6 +36,8 @@ def kept_runs(folder: str):
   """(run name, run.json, evaluation rows) of each run kept in experiments/results/FOLDER."""
   kept = os.path.join(REPO, "experiments", "results", folder)
   for run in sorted(os.listdir(kept)):
+    if run == "report":   # experiments.report's default output (git ignores it)
+      continue
     with open(os.path.join(kept, run, "run.json")) as f:
       status = json.load(f)
     with open(os.path.join(kept, run, "eval_metrics.jsonl")) as f:
