@@ -1,4 +1,4 @@
-"""docs/results_real.md prints the kept runs' numbers, to its last digit.
+"""The docs' results tables print the kept runs' numbers, to the last digit.
 
 Each table row below is recomputed from the runs kept in experiments/results/
 (the last evaluation row of every seed's run; mean ± population std over the
@@ -17,56 +17,103 @@ from experiments import report_runs
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RESULTS = os.path.join(REPO, "experiments", "results")
-DOC = os.path.join(REPO, "docs", "results_real.md")
+REAL = os.path.join(REPO, "docs", "results_real.md")
+SYNTHETIC = os.path.join(REPO, "docs", "results_synthetic.md")
 OTHERS = ("viper", "grid", "prid2011", "ilids")
 
+
 # Column specs: (setting, key, scale); a cell "a / b" takes two specs.
-R1 = lambda s: (s, "rank1", 100)          # noqa: E731
-MAP = lambda s: (s, "mAP", 100)           # noqa: E731
+def R1(setting: str) -> tuple:   # noqa: N802 (reads like the column it names)
+  return setting, "rank1", 100
+
+
+def MAP(setting: str) -> tuple:  # noqa: N802
+  return setting, "mAP", 100
+
+
+def DATASETS(names) -> list:     # noqa: N802
+  """Cells "Rank-1 / mAP" of each dataset's own test split."""
+  return [[R1(f"{d}/O->O"), MAP(f"{d}/O->O")] for d in names]
+
+
 QUALITY = [("image_quality", "psnr_P", 1), ("image_quality", "ssim_P", 1),
            ("image_quality", "psnr_R", 1), ("image_quality", "ssim_R", 1)]
 METHOD_A = [R1(s) for s in ("O->O", "O->P", "P->O", "P->P", "R->O", "3rd:P->O",
                             "3rd-ft:P->O", "3rd-ft:P->P")] + QUALITY
-DATASETS = lambda names: [[R1(f"{d}/O->O"), MAP(f"{d}/O->O")] for d in names]  # noqa: E731
+ROWS_A = (("Base", "base"), ("w/o upgrade", "wo"), ("full (progressive upgrade)", "full"))
+EPSILONS = (("10", "10"), ("30", "30"), ("100", "100"), ("300", "300"), ("1000", "1000"),
+            ("no noise", "inf"))
+ATTACKS_B = [[("attack:feature_classifier", "id_acc", 100)],
+             [("attack:inversion", "id_acc", 100)],
+             [("attack:inversion", "people_id_acc", 100)]]
 
-# (row prefix in the doc, kept folder, run group, cells after the prefix)
+
+def _epsilon_cells(eps: str, identity: list) -> list:
+  return [identity, [(f"dp:eps={eps}", "rank1", 100)],
+          [(f"attack:linkage@eps={eps}", "rank1", 100)],
+          [(f"attack:linkage@eps={eps}", "classifier_acc", 100)]]
+
+
+
+# (doc, row prefix, kept folder, run group, cells after the prefix)
 ROWS = [
-    ("| width-32 ResNet-18 from scratch, 128x64, no erasing, 40 epochs, **soft-margin "
+    # docs/results_real.md
+    (REAL, "| width-32 ResNet-18 from scratch, 128x64, no erasing, 40 epochs, **soft-margin "
      "triplet** (the config) |", "real_small_table", "w32_noerase",
      DATASETS(("viper", "grid", "prid2011", "cuhk01", "ilids", "val"))),
-    *[(f"| {d} | {row} | 3 |", "anon_real_table", f"{group}_{d}", [[c] for c in METHOD_A])
-      for d in ("mosaic", "blur")
-      for row, group in (("Base", "base"), ("w/o upgrade", "wo"),
-                         ("full (progressive upgrade)", "full"))],
-    ("| – | outsider: raw images only | 3 |", "anon_real_table", "third_party",
+    *[(REAL, f"| {d} | {row} | 3 |", "anon_real_table", f"{group}_{d}", [[c] for c in METHOD_A])
+      for d in ("mosaic", "blur") for row, group in ROWS_A],
+    (REAL, "| – | outsider: raw images only | 3 |", "anon_real_table", "third_party",
      [[R1("O->O")]] + [[None]] * (len(METHOD_A) - 1)),
-    ("| outsider: raw images only |", "anon_real_table", "third_party", DATASETS(OTHERS)),
-    *[(f"| {d} {row} |", "anon_real_table", f"{group}_{d}", DATASETS(OTHERS))
-      for d in ("mosaic", "blur")
-      for row, group in (("Base", "base"), ("w/o upgrade", "wo"), ("full", "full"))],
-    *[(f"| {row} | 3 |", "dual_real_table", group,
+    (REAL, "| outsider: raw images only |", "anon_real_table", "third_party", DATASETS(OTHERS)),
+    *[(REAL, f"| {d} {row.split(' (')[0]} |", "anon_real_table", f"{group}_{d}",
+       DATASETS(OTHERS)) for d in ("mosaic", "blur") for row, group in ROWS_A],
+    *[(REAL, f"| {row} | 3 |", "dual_real_table", group,
        [[R1("O->O"), MAP("O->O")], *DATASETS(OTHERS),
-        [("id_probe:clean", "id_acc", 100), ("id_probe:recon", "id_acc", 100)],
-        [("attack:feature_classifier", "id_acc", 100)],
-        [("attack:inversion", "id_acc", 100)], [("attack:inversion", "people_id_acc", 100)]])
+        [("id_probe:clean", "id_acc", 100), ("id_probe:recon", "id_acc", 100)], *ATTACKS_B])
       for row, group in (("baseline", "baseline"),
                          ("1-stage (pixelation + Adv-ID)", "twostage"))],
-    *[(f"| {row} | {label} | ", "dual_real_table", group,
-       [[(f"dp:eps={eps}", "eps_identity", 1)], [(f"dp:eps={eps}", "rank1", 100)],
-        [(f"attack:linkage@eps={eps}", "rank1", 100)],
-        [(f"attack:linkage@eps={eps}", "classifier_acc", 100)]])
+    *[(REAL, f"| {row} | {label} | ", "dual_real_table", group,
+       _epsilon_cells(eps, [(f"dp:eps={eps}", "eps_identity", 1)]))
       for row, group in (("baseline", "baseline"), ("2-stage", "twostage"))
-      for label, eps in (("10", "10"), ("30", "30"), ("100", "100"), ("300", "300"),
-                         ("1000", "1000"), ("no noise", "inf"))],
+      for label, eps in EPSILONS],
+    # docs/results_synthetic.md
+    *[(SYNTHETIC, f"| {row} | {seeds} |", "base_people_table", group,
+       [[R1("O->O")], [("O->O", "rank5", 100)], [MAP("O->O")], [("O->O", "mINP", 100)],
+        [R1("val/O->O")], [MAP("val/O->O")]])
+      for row, seeds, group in (
+          ("BoT (command 1's config)", 3, "bot"),
+          ("BoT read at 128x64 (`bot_128x64`)", 3, "bot_128x64"),
+          ("BoT, 12 epochs at 1e-3, 128x64 (`bot_e12`)", 3, "bot_e12"),
+          ("soft-margin triplet (`soft_margin`)", 3, "soft_margin"),
+          ("weighted triplet, AGW's (`wrt`)", 3, "wrt"), ("ID loss only (`id_only`)", 1, "id_only"),
+          ("GeM pooling (`gem`)", 1, "gem"), ("+ center loss (`center`)", 1, "center"))],
+    *[(SYNTHETIC, f"| {row} | {seeds} |", "dual_people_table", group,
+       [[R1("O->O")], [MAP("O->O")], [("id_probe:recon", "id_acc", 100)], *ATTACKS_B])
+      for row, seeds, group in (
+          ("baseline", 3, "baseline"), ("+ clean decoder", 1, "clean"),
+          ("+ De-ID decoder, pixelation", 1, "mosaic"), ("+ De-ID decoder, blur", 1, "blur"),
+          ("+ De-ID decoder, noise", 1, "noise"), ("+ Adv-ID", 1, "advid"),
+          ("1-stage (pixelation + Adv-ID)", 3, "twostage"))],
+    *[(SYNTHETIC, f"| {row} | {label} | ", "dual_people_table", group,
+       _epsilon_cells(eps, [(f"dp:eps={eps}", "eps_identity", 1),
+                            (f"dp:eps={eps}", "eps_identity_median", 1)]))
+      for row, group in (("baseline", "baseline"), ("2-stage", "twostage"))
+      for label, eps in EPSILONS],
+    *[(SYNTHETIC, f"| {d} | {row} | {1 if d == 'noise' else 3} |", "anon_people_table",
+       f"{group}_{d}", [[c] for c in METHOD_A[:-1]])
+      for d in ("mosaic", "blur", "noise") for row, group in ROWS_A],
+    (SYNTHETIC, "| – | outsider: raw images only | 3 |", "anon_people_table", "third_party",
+     [[R1("O->O")]] + [[None]] * (len(METHOD_A) - 2)),
 ]
 
 NUMBER = r"-?\d+(?:\.\d+)?"
 
 
-def _doc_line(prefix: str) -> str:
-  with open(DOC) as f:
+def _doc_line(doc: str, prefix: str) -> str:
+  with open(doc) as f:
     lines = [line.rstrip("\n") for line in f if line.startswith(prefix)]
-  assert len(lines) == 1, f"{len(lines)} lines of {DOC} start with {prefix!r}"
+  assert len(lines) == 1, f"{len(lines)} lines of {doc} start with {prefix!r}"
   return lines[0]
 
 
@@ -86,15 +133,18 @@ def _close(printed: str, value: float) -> bool:
   return abs(float(printed) - value) <= 0.5 * 10 ** -decimals + 1e-9
 
 
-@pytest.mark.parametrize("prefix,folder,group,specs", ROWS, ids=[r[0][:60] for r in ROWS])
-def test_a_table_row_of_results_real_is_its_kept_runs(prefix, folder, group, specs):
+@pytest.mark.parametrize("doc,prefix,folder,group,specs", ROWS,
+                         ids=[f"{os.path.basename(r[0])}:{r[1][:50]}" for r in ROWS])
+def test_a_results_table_row_is_its_kept_runs(doc, prefix, folder, group, specs):
   runs = _members(folder, group)
-  cells = _cells(_doc_line(prefix), prefix)
+  cells = _cells(_doc_line(doc, prefix), prefix)
   assert len(cells) >= len(specs), (prefix, cells)
   for cell, parts in zip(cells, specs):
     if parts == [None]:
       continue
     texts = [t.strip() for t in cell.split(" / ")]
+    if texts == ["–"]:    # one dash stands for every part of the cell
+      texts = texts * len(parts)
     assert len(texts) == len(parts), (prefix, cell)
     for text, (setting, key, scale) in zip(texts, parts):
       values = [r.value(setting, key) for r in runs]
