@@ -20,6 +20,8 @@ RESULTS = os.path.join(REPO, "experiments", "results")
 REAL = os.path.join(REPO, "docs", "results_real.md")
 SYNTHETIC = os.path.join(REPO, "docs", "results_synthetic.md")
 OTHERS = ("viper", "grid", "prid2011", "ilids")
+# The header of the noise rows' L1 table on new people (its rows read like the selection's).
+NOISE_L1_TABLE = "| L1 weight (GAN 1) | PSNR(O,P) dB | SSIM(O,P) | authorized O->O |"
 
 
 # Column specs: (setting, key, scale); a cell "a / b" takes two specs.
@@ -105,15 +107,33 @@ ROWS = [
       for d in ("mosaic", "blur", "noise") for row, group in ROWS_A],
     (SYNTHETIC, "| – | outsider: raw images only | 3 |", "anon_people_table", "third_party",
      [[R1("O->O")]] + [[None]] * (len(METHOD_A) - 2)),
+    *[((SYNTHETIC, NOISE_L1_TABLE), f"| {weight} |", "anon_people_table", group,
+       [[QUALITY[0]], [QUALITY[1]], [R1("O->O")], [R1("P->O")], [R1("P->P")], [R1("3rd:P->O")],
+        [R1("3rd-ft:P->O")], [QUALITY[2]]])
+      for weight, group in (("100 (the reference's)", "wo_noise"), ("25", "wo_noise_l1w25"),
+                            ("6.25", "wo_noise_l1w6.25"))],
 ]
 
 NUMBER = r"-?\d+(?:\.\d+)?"
 
 
-def _doc_line(doc: str, prefix: str) -> str:
-  with open(doc) as f:
-    lines = [line.rstrip("\n") for line in f if line.startswith(prefix)]
-  assert len(lines) == 1, f"{len(lines)} lines of {doc} start with {prefix!r}"
+def _path(doc) -> str:
+  return doc if isinstance(doc, str) else doc[0]
+
+
+def _doc_line(doc, prefix: str) -> str:
+  """The one line of `doc` starting with `prefix`; doc = path or (path, the table's
+  header), the latter searching that table only."""
+  path, header = _path(doc), (None if isinstance(doc, str) else doc[1])
+  with open(path) as f:
+    lines = [line.rstrip("\n") for line in f]
+  if header is not None:
+    start = next(i for i, line in enumerate(lines) if line.startswith(header))
+    end = next((i for i in range(start + 2, len(lines)) if not lines[i].startswith("|")),
+               len(lines))
+    lines = lines[start:end]
+  lines = [line for line in lines if line.startswith(prefix)]
+  assert len(lines) == 1, f"{len(lines)} lines of {path} start with {prefix!r}"
   return lines[0]
 
 
@@ -134,7 +154,7 @@ def _close(printed: str, value: float) -> bool:
 
 
 @pytest.mark.parametrize("doc,prefix,folder,group,specs", ROWS,
-                         ids=[f"{os.path.basename(r[0])}:{r[1][:50]}" for r in ROWS])
+                         ids=[f"{os.path.basename(_path(r[0]))}:{r[1][:50]}" for r in ROWS])
 def test_a_results_table_row_is_its_kept_runs(doc, prefix, folder, group, specs):
   runs = _members(folder, group)
   cells = _cells(_doc_line(doc, prefix), prefix)
