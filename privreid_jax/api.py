@@ -92,7 +92,7 @@ class Model:
 
   def __init__(self, path: str, *, where: str | None = None):
     import jax
-    from privreid_jax import checkpoint, train_state
+    from privreid_jax import checkpoint, errors, train_state
     from privreid_jax.data import transforms
     from privreid_jax.methods import base as methods_base
 
@@ -103,7 +103,7 @@ class Model:
                               "checkpoints/ folder)")
     try:
       state, config, step = checkpoint.restore_run(path, where)
-    except FileNotFoundError:
+    except (FileNotFoundError, errors.CheckpointError):
       raise
     except (ValueError, KeyError, OSError) as e:
       raise ValueError(f"{where}: not a readable privreid_jax checkpoint "

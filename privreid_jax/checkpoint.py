@@ -10,10 +10,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+
+from privreid_jax import errors
 
 
 CHECKPOINT_DIR = "checkpoints"
@@ -29,6 +32,37 @@ def _remove_partial_saves(directory: str) -> None:
   for name in os.listdir(directory):
     if PARTIAL_MARK in name:
       shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
+
+
+def _quiet_closed_loop_callbacks() -> None:
+  """After a failed restore, tensorstore reads still in flight complete into
+  orbax's event loop, already closed, and each prints an unraisable "Event loop
+  is closed" traceback: noise after the one-line error, dropped from then on."""
+  previous = sys.unraisablehook
+  if getattr(previous, "_privreid_quiet", False):
+    return
+
+  def hook(unraisable):
+    if not (isinstance(unraisable.exc_value, RuntimeError)
+            and "Event loop is closed" in str(unraisable.exc_value)):
+      previous(unraisable)
+  hook._privreid_quiet = True     # pylint: disable=protected-access
+  sys.unraisablehook = hook
+
+
+def _restore(manager, directory: str, step: int, args, where: str | None = None):
+  """`manager.restore`, with a damaged or foreign checkpoint as one CheckpointError
+  naming the step's folder (and `where`, the flag that pointed here)."""
+  try:
+    return manager.restore(step, args=args)
+  except (KeyError, ValueError, OSError) as e:  # orbax, tensorstore, json
+    _quiet_closed_loop_callbacks()
+    reason = " ".join(str(e).split())
+    reason = reason if len(reason) <= 200 else reason[:200] + "..."
+    raise errors.CheckpointError(
+        f"{where + ': ' if where else ''}checkpoint {os.path.join(directory, str(step))} "
+        f"cannot be read ({reason}); move that folder away to use an earlier "
+        "checkpoint") from None
 
 
 class Checkpoints:
@@ -65,13 +99,14 @@ class Checkpoints:
   def read_meta(self, step: int | None = None) -> dict:
     """The run metadata (config, step, ...) of `step` (default: the latest)."""
     step = self.latest_step() if step is None else step
-    out = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+    out = _restore(self.manager, self.directory, step,
+                   ocp.args.Composite(meta=ocp.args.JsonRestore()))
     return dict(out["meta"] or {})
 
   def restore(self, abstract_state: Any, step: int | None = None):
     """Returns (state, data_state, meta) of `step` (default: the latest)."""
     step = self.latest_step() if step is None else step
-    out = self.manager.restore(step, args=ocp.args.Composite(
+    out = _restore(self.manager, self.directory, step, ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_state),
         data=ocp.args.JsonRestore(),
         meta=ocp.args.JsonRestore()))
@@ -165,10 +200,16 @@ def restore_run(workdir: str, where: str):
   if step is None:
     ckpts.close()
     raise FileNotFoundError(f"{where}: no checkpoint in {folder}")
-  out = ckpts.manager.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
-  ckpts.close()
-  return out["state"], ml_collections.ConfigDict(out["meta"]["config"]), step
+  try:
+    out = _restore(ckpts.manager, folder, step, ocp.args.Composite(
+        state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()), where)
+  finally:
+    ckpts.close()
+  meta = out["meta"]
+  if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
+    raise errors.CheckpointError(f"{where}: checkpoint {os.path.join(folder, str(step))} "
+                                 "holds no run config (not a privreid_jax checkpoint)")
+  return out["state"], ml_collections.ConfigDict(meta["config"]), step
 
 
 def abstract_like(tree: Any, sharding) -> Any:

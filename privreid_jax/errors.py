@@ -24,6 +24,11 @@ class ResumeMismatchError(ConfigError):
   """The workdir's checkpoint was written with a config that differs in meaning."""
 
 
+class CheckpointError(UserError, ValueError):
+  """A checkpoint on disk cannot be read (damaged or not a privreid_jax one); the
+  message names its folder and step."""
+
+
 class NonFiniteLossError(FloatingPointError):
   """Raised when a training loss, the parameters or evaluation features turn NaN
   or inf (nothing is saved after it; the message names the step)."""

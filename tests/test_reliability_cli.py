@@ -314,6 +314,52 @@ def test_kill_9_anywhere_then_resume_is_bit_identical(tmp_path, data_root):
   assert not partial.exists()
 
 
+def _damaged_run(workdir, data_root, damage):
+  """A workdir holding one checkpoint (step 4) of the tiny baseline, damaged as a
+  disk that filled up or a copy cut short leaves it: the state files cut to 100
+  bytes, or the run's meta not JSON."""
+  from privreid_jax.methods import base as methods_base
+  config = _tiny(data_root)
+  method = methods_base.load(config.method)(config, num_classes=8, steps_per_epoch=2)
+  state = jax.jit(method.init)(jax.random.PRNGKey(0),
+                               trainer.example_batch(config.data, False))
+  ckpts = checkpoint.Checkpoints.of_run(str(workdir))
+  ckpts.save(4, state, {"next_batch": 4}, checkpoint.config_meta(config, step=4))
+  ckpts.close()
+  step = workdir / "checkpoints" / "4"
+  if damage == "state":
+    for r, _, ps in os.walk(step / "state"):
+      for p in ps:
+        if os.path.getsize(os.path.join(r, p)) > 100:
+          with open(os.path.join(r, p), "r+b") as f:
+            f.truncate(100)
+  else:
+    (step / "meta" / "metadata").write_text("{garbage")
+  return str(step)
+
+
+@pytest.mark.parametrize("damage", ["state", "meta"])
+def test_damaged_checkpoint_is_one_line_naming_it(tmp_path, data_root, damage):
+  """Resuming, anonymizing or loading from a checkpoint that cannot be read: one
+  line naming the step's folder, and none of orbax's late 'Event loop is closed'
+  tracebacks after it; the checkpoint is left as it was."""
+  step = _damaged_run(tmp_path / "w", data_root, damage)
+  before = _digest(step)
+  pattern = re.escape(f"checkpoint {step} cannot be read (")
+  code, _, stderr = run_cli([TINY, f"--config.data.root={data_root}",
+                             f"--workdir={tmp_path / 'w'}"])
+  assert code == 1 and "Event loop" not in stderr
+  assert_one_line(stderr, pattern)
+  images = tmp_path / "in"
+  os.makedirs(images)
+  Image.fromarray(np.zeros((8, 4, 3), np.uint8)).save(images / "a.png")
+  code, _, stderr = run_cli([f"--checkpoint={tmp_path / 'w'}", f"--input={images}",
+                             f"--output={tmp_path / 'o'}"], module="privreid_jax.anonymize")
+  assert code == 1 and len(assert_one_line(stderr, pattern)) == 1
+  assert stderr.startswith(f"error: --checkpoint={tmp_path / 'w'}: ")
+  assert _digest(step) == before
+
+
 # --- anonymize: one line, never writes into its input -------------------------------------
 
 
