@@ -114,6 +114,21 @@ def test_unwritable_workdir_and_workdir_that_is_a_file(tmp_path, data_root):
   assert code == 1 and len(assert_one_line(stderr, r"is not a folder")) == 1
 
 
+@pytest.mark.parametrize("name,content,pattern", [
+    ("weights", b"x", r"weights: unsupported weights format ''"),
+    ("w.npz", b"not weights", r"w\.npz: not a readable \.npz file"),
+    ("w.safetensors", b"not weights", r"w\.safetensors: not a readable safetensors file"),
+])
+def test_unreadable_pretrained_file_is_one_line(tmp_path, data_root, name, content,
+                                                pattern):
+  (tmp_path / name).write_bytes(content)
+  code, _, stderr = run_cli([TINY, f"--config.data.root={data_root}",
+                             f"--config.model.pretrained={tmp_path / name}",
+                             f"--workdir={tmp_path / 'w'}"])
+  assert code == 1     # the line after the run's log (the file is read at init)
+  assert_one_line(stderr, pattern)
+
+
 def test_main_prints_user_errors_and_keeps_internal_tracebacks(monkeypatch, capsys):
   from privreid_jax import errors
   monkeypatch.setattr(main_module, "_run", lambda: (_ for _ in ()).throw(

@@ -19,6 +19,7 @@ module names swap "_" for "."; conv `kernel` HWIO <-> `weight` OIHW; BN `scale` 
 from __future__ import annotations
 
 import os
+import zipfile
 from typing import Any, Mapping
 
 import jax.numpy as jnp
@@ -27,11 +28,14 @@ import numpy as np
 import safetensors
 import safetensors.numpy
 
+from privreid_jax import errors
+
 _SHOW = 5  # keys listed in error messages
 
 
-class PretrainedError(ValueError):
-  """A weights file that cannot be read or does not fit the model."""
+class PretrainedError(errors.UserError, ValueError):
+  """A weights file that cannot be read or does not fit the model (a user error:
+  the command-line tools print its one line, without a traceback)."""
 
 
 # --------------------------------------------------------------------------- files
@@ -90,8 +94,11 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
   if ext == ".safetensors":
     sd = read_safetensors(path)
   elif ext == ".npz":
-    with np.load(path, allow_pickle=False) as z:
-      sd = {k: z[k] for k in z.files}
+    try:
+      with np.load(path, allow_pickle=False) as z:
+        sd = {k: z[k] for k in z.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+      raise PretrainedError(f"{path}: not a readable .npz file ({_one_line(e)})") from None
   elif ext in (".pth", ".pt"):
     sd = _read_torch(path)
   else:

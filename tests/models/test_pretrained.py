@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from privreid_jax import errors
 from privreid_jax.models import pretrained
 from privreid_jax.models import reid
 from privreid_jax.models import resnet
@@ -203,6 +204,15 @@ def test_bad_files(tmp_path):
     pretrained.load_torchvision_resnet(str(tmp_path / "w.safetensors"), v)
   with pytest.raises(PretrainedError, match="no ResNet"):
     pretrained.export_torchvision_resnet({"params": {"dense": {}}})
+  (tmp_path / "w.npz").write_bytes(b"not weights")
+  with pytest.raises(PretrainedError, match=r"w\.npz: not a readable \.npz file"):
+    pretrained.load_torchvision_resnet(str(tmp_path / "w.npz"), v)
+  blob = _save(tmp_path, random_state_dict(18, 8), "whole.npz")
+  (tmp_path / "cut.npz").write_bytes(open(blob, "rb").read()[:1000])   # a copy cut short
+  with pytest.raises(PretrainedError, match=r"cut\.npz: not a readable \.npz file"):
+    pretrained.load_torchvision_resnet(str(tmp_path / "cut.npz"), v)
+  # The command-line tools print these in one line (errors.is_user_error).
+  assert errors.is_user_error(PretrainedError("x"))
 
 
 def test_pth_without_torch_is_a_clear_error(tmp_path):
