@@ -7,7 +7,8 @@ Loads the latest checkpoint of WORKDIR (its config is the checkpoint's `meta`
 item), runs G (or G_R with --recover) on every image under --input, and writes
 the result under --output with the same relative path, file name and size
 (each image is resized to the model's size and back, PIL bilinear). Files that
-cannot be read as images are skipped with a warning and counted. The input is
+cannot be read as images are skipped with a warning and counted; an input with
+no files, or with none that is a readable image, is an error. The input is
 never written to: an output folder equal to, inside or containing the input is
 refused (symbolic links resolved), and so are an output that is a file and a
 folder that cannot be written, before anything is loaded. Every such user
@@ -55,13 +56,15 @@ def _existing_parent(path: str) -> str:
 
 
 def check_folders(input_dir: str, output_dir: str) -> None:
-  """One-line errors for a missing input, an output that could touch it, an
-  output that is a file or that cannot be created or written (it is created
-  here, empty, when the checks pass)."""
+  """One-line errors for a missing or empty input, an output that could touch
+  it, an output that is a file or that cannot be created or written (it is
+  created here, empty, when the checks pass)."""
   if not os.path.exists(input_dir):
     raise FileNotFoundError(f"--input={input_dir}: no such folder")
   if not os.path.isdir(input_dir):
     raise NotADirectoryError(f"--input={input_dir} is a file; pick a folder of images")
+  if not _files(input_dir):
+    raise FileNotFoundError(f"--input={input_dir}: no files")
   if _inside(output_dir, input_dir):
     raise ValueError(f"--output={output_dir} is inside (or equal to) --input="
                      f"{input_dir}; pick a folder outside the input")
@@ -173,6 +176,9 @@ def process_folder(anonymizer: Anonymizer, input_dir: str, output_dir: str,
                             else {}))
           summary.written += 1
       bar.update(len(names))
+  if not summary.written:
+    raise ValueError(f"--input={input_dir}: none of its {len(files)} files is a "
+                     "readable image")
   return summary
 
 

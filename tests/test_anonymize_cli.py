@@ -90,6 +90,29 @@ def test_refuses_output_inside_or_around_the_input(run, images):
     anonymize.process_folder(anonymizer, str(images), str(images.parent), progress=False)
 
 
+def test_an_empty_input_or_one_without_a_readable_image_is_an_error(run, tmp_path):
+  """Not exit 0 with 'anonymized 0 images': the message names the folder."""
+  empty = tmp_path / "empty"
+  os.makedirs(empty / ".hidden")
+  (empty / ".DS_Store").write_bytes(b"x")
+  cmd = [sys.executable, "-m", "privreid_jax.anonymize", f"--checkpoint={run[0]}",
+         f"--input={empty}", f"--output={tmp_path / 'o1'}"]
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=root)
+  assert done.returncode == 1
+  assert done.stderr.strip().splitlines() == [f"error: --input={empty}: no files"]
+  assert not (tmp_path / "o1").exists()          # refused before anything is created
+  unreadable = tmp_path / "unreadable"
+  os.makedirs(unreadable)
+  (unreadable / "a.jpg").write_bytes(b"")
+  (unreadable / "notes.txt").write_text("not an image")
+  with pytest.raises(ValueError, match=f"--input={unreadable}: none of its 2 files is a "
+                                       "readable image"):
+    anonymize.process_folder(anonymize.Anonymizer(run[0]), str(unreadable),
+                             str(tmp_path / "o2"), progress=False)
+
+
 def test_rejects_a_non_method_a_checkpoint(tmp_path, run):
   with pytest.raises(FileNotFoundError, match="no checkpoint"):
     anonymize.Anonymizer(str(tmp_path))
