@@ -42,6 +42,7 @@ from privreid_jax import api
 
 SUFFIX = ".jax_export"
 WHAT = ("reid", "anonymizer", "recovery", "torchvision")
+PLATFORMS = ("cpu", "cuda", "rocm", "tpu")     # what jax.export lowers for
 
 
 def _normaliser(model: api.Model):
@@ -124,6 +125,9 @@ def export(model: api.Model, output: str, what: Sequence[str] | None = None,
   unknown = [w for w in what if w not in WHAT]
   if unknown:
     raise ValueError(f"--what={unknown[0]}: expected some of {', '.join(WHAT)}")
+  bad = [p for p in platforms or () if p not in PLATFORMS]
+  if bad:      # jax.export lowers for any name: an artifact no machine could run
+    raise ValueError(f"--platforms={bad[0]}: expected some of {', '.join(PLATFORMS)}")
   if ("anonymizer" in what or "recovery" in what) and not model.is_anonymizer:
     raise ValueError(f"--what={'anonymizer' if 'anonymizer' in what else 'recovery'}: a "
                      f"{model.config.method!r} run has no anonymizer (method A only)")
@@ -165,8 +169,8 @@ def _define(fv):
                       flag_values=fv)
   flags.DEFINE_list("what", [], f"Artifacts: some of {','.join(WHAT)} (default: reid, "
                     "torchvision, and anonymizer for method A).", flag_values=fv)
-  flags.DEFINE_list("platforms", [], "Platforms to lower for (cpu, cuda, rocm, tpu; "
-                    "default: this machine's).", flag_values=fv)
+  flags.DEFINE_list("platforms", [], f"Platforms to lower for (some of "
+                    f"{','.join(PLATFORMS)}; default: this machine's).", flag_values=fv)
   for name in ("checkpoint", "output"):
     flags.mark_flag_as_required(name, flag_values=fv)
   return fv

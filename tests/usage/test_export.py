@@ -96,5 +96,10 @@ def test_baseline_export_and_errors(runs, tmp_path, cli_error, capsys):
   assert "expected some of" in cli_error(main, [f"--checkpoint={runs.base}",
                                                 f"--output={out}", "--what=onnx"])
   assert "no checkpoint" in cli_error(main, [f"--checkpoint={out}", f"--output={out}"])
+  # jax.export lowers for any platform name: a typo would give an artifact no machine runs.
+  assert cli_error(main, [f"--checkpoint={runs.base}", f"--output={tmp_path / 'p'}",
+                          "--platforms=cpu,gpuu"]) == (
+      "error: --platforms=gpuu: expected some of cpu, cuda, rocm, tpu")
+  assert not (tmp_path / "p").exists()
   assert "is a file" in cli_error(main, [f"--checkpoint={runs.base}",
                                          f"--output={out / 'export.json'}"])
