@@ -107,8 +107,13 @@ def prepare(name: str, root: str, data_dir: str, *,
   dataset is left as it is.
   """
   config = config_name(name, cuhk03_subset)
-  builder = ReidFolder(config=config, data_dir=os.path.abspath(data_dir),
-                       file_format="array_record")
+  data_dir = os.path.abspath(data_dir)
+  parent = data_dir
+  while not os.path.exists(parent):
+    parent = os.path.dirname(parent)
+  if not os.path.isdir(parent):
+    raise DatasetError(f"data_dir {data_dir}: {parent} is a file, not a folder")
+  builder = ReidFolder(config=config, data_dir=data_dir, file_format="array_record")
   if builder.is_prepared():
     return os.fspath(builder.data_dir)
   # Parse first: bad input fails with the parser's one-line error before tfds

@@ -116,6 +116,18 @@ def test_prepare_bad_folder_fails_with_parser_error(tmp_path):
     tfds_market.data_source(data_dir, "market1501", "train")
 
 
+def test_cli_data_dir_that_is_a_file_is_one_line(tmp_path, capsys):
+  root = _market(tmp_path / "m", seed=4)
+  (tmp_path / "a_file").write_text("x")
+  for data_dir in (tmp_path / "a_file", tmp_path / "a_file" / "sub"):
+    assert tfds_market.main(["--name", "market1501", "--root", root,
+                             "--data_dir", str(data_dir)]) == 1
+    err = capsys.readouterr().err
+    assert err == (f"error: data_dir {data_dir}: {tmp_path / 'a_file'} is a file, "
+                   "not a folder\n")
+  assert (tmp_path / "a_file").read_text() == "x"
+
+
 def test_cuhk03_config_per_subset(tmp_path):
   np_dir = tmp_path / "cuhk03-np"
   _market(np_dir / "detected", seed=1)
