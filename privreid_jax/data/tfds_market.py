@@ -5,7 +5,8 @@
 
 Splits `train`, `query`, `gallery` as `datasets.load_dataset` parses them (train
 pids relabelled, cameras 0-based, pid -1 dropped). Features: `image` (the file's
-encoded bytes, stored as-is: never decoded or re-encoded), `pid`, `camid`,
+encoded bytes, stored as-is: decoded once to check it is an image, never
+re-encoded; a file that does not decode stops the build naming it), `pid`, `camid`,
 `filename`. Works without TensorFlow: the output is ArrayRecord, read back with
 random access (`data_source`), never through `tf.data`. The build reads only the
 local folder (`manual_dir`), so it needs no network.
@@ -24,6 +25,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from privreid_jax.data import datasets
+from privreid_jax.data import transforms
 from privreid_jax.data.records import DatasetError
 from privreid_jax.data.records import Record
 
@@ -95,6 +97,7 @@ class ReidFolder(tfds.core.GeneratorBasedBuilder,
           data = f.read()
       except OSError as e:
         raise DatasetError(f"cannot read image {r.path}: {e.strerror}") from None
+      transforms.decode_image(data, name=r.path)   # DatasetError naming the file
       yield i, {"image": data, "pid": r.pid, "camid": r.camid,
                 "filename": os.path.basename(r.path)}
 

@@ -116,6 +116,21 @@ def test_prepare_bad_folder_fails_with_parser_error(tmp_path):
     tfds_market.data_source(data_dir, "market1501", "train")
 
 
+@pytest.mark.parametrize("damage", [b"", b"\xff\xd8\xff\xe0 not really a jpeg"])
+def test_prepare_stops_at_an_image_that_does_not_decode(tmp_path, damage):
+  """Stored as-is, an empty or garbage file used to fail only in training, as
+  'source item 0' without its name."""
+  root = _market(tmp_path / "m")
+  bad = os.path.join(root, "bounding_box_test", "0009_c5s1_000004_00.jpg")
+  with open(bad, "wb") as f:
+    f.write(damage)
+  data_dir = str(tmp_path / "out")
+  with pytest.raises(DatasetError, match=f"cannot decode image {bad}"):
+    tfds_market.prepare("market1501", root, data_dir)
+  with pytest.raises(DatasetError, match="no prepared"):
+    tfds_market.data_source(data_dir, "market1501", "train")
+
+
 def test_cli_data_dir_that_is_a_file_is_one_line(tmp_path, capsys):
   root = _market(tmp_path / "m", seed=4)
   (tmp_path / "a_file").write_text("x")
