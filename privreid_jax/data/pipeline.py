@@ -125,7 +125,10 @@ def read_item(source: Sequence[Any], index: int,
       if key not in item:
         raise DatasetError(f"source item {index} has no {key!r} key "
                            f"(keys: {sorted(item)})")
-    image = transforms.decode_image(item["image"], name=f"source item {index}")
+    name = f"source item {index}"
+    if item.get("filename"):       # a prepared tfds dataset's file name
+      name += f" ({item['filename']})"
+    image = transforms.decode_image(item["image"], name=name)
     if image_only:
       return image, -1, -1
     return image, int(item["pid"]), int(item["camid"])

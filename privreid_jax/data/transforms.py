@@ -19,7 +19,7 @@ import math
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from privreid_jax.data.records import DatasetError
 
@@ -109,6 +109,9 @@ def decode_image(data: Any, name: str = "image") -> np.ndarray:
     return np.asarray(img.convert("RGB"))
   except FileNotFoundError:
     raise DatasetError(f"image file not found: {name}") from None
+  except UnidentifiedImageError:   # its text holds a path or a BytesIO repr
+    raise DatasetError(f"cannot decode image {name}: not an image format PIL "
+                       "knows (empty, or another kind of file)") from None
   except (OSError, ValueError) as e:
     raise DatasetError(f"cannot decode image {name}: {e}") from None
 

@@ -346,6 +346,11 @@ def test_bad_input_errors():
     next(pipeline.train_loader(bad, pids, _data_cfg(), seed=0))
   with pytest.raises(DatasetError, match="source item 0 is a tuple"):
     next(iter(pipeline.eval_loader([(1, 2)], _data_cfg())))
+  # A prepared tfds dataset's items carry their file name: the error names it.
+  broken = src[:1] + [dict(src[1], image=b"", filename="0002_c3s1_000151_01.jpg")]
+  with pytest.raises(DatasetError, match=r"^cannot decode image source item 1 "
+                     r"\(0002_c3s1_000151_01\.jpg\): not an image format PIL knows"):
+    next(iter(pipeline.eval_loader(broken, _data_cfg())))
 
 
 # ------------------------------------------------------------ eval loader ---

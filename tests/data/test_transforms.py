@@ -54,8 +54,9 @@ def test_decode_errors_name_the_image(tmp_path):
   missing = str(tmp_path / "0001_c1s1_000001_00.jpg")
   with pytest.raises(DatasetError, match="0001_c1s1_000001_00.jpg"):
     transforms.decode_image(missing, name=missing)
-  with pytest.raises(DatasetError, match="source item 7"):
+  with pytest.raises(DatasetError, match="source item 7") as e:
     transforms.decode_image(b"not an image", name="source item 7")
+  assert "BytesIO" not in str(e.value)       # not PIL's repr of its buffer
   with pytest.raises(DatasetError, match="float32"):
     transforms.decode_image(np.zeros((4, 4, 3), np.float32), name="x")
 
