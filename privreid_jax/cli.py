@@ -31,6 +31,18 @@ def fail(message: str, code: int = ERROR_EXIT) -> NoReturn:
   raise SystemExit(code)
 
 
+def output_parent_error(flag: str, path: str) -> str | None:
+  """The one-line error for an output `path` that cannot be created because a
+  file stands where a folder on its way up must be (for the tools to check
+  before any work), else None."""
+  parent = os.path.dirname(os.path.abspath(path))
+  while not os.path.exists(parent) and os.path.dirname(parent) != parent:
+    parent = os.path.dirname(parent)
+  if os.path.exists(parent) and not os.path.isdir(parent):
+    return f"--{flag}={path}: {parent} is a file, not a folder"
+  return None
+
+
 def _config_flags(fv) -> list[str]:
   """Names of the config-file flags (ml_collections' `_ConfigFlag`s) defined."""
   from ml_collections.config_flags import config_flags

@@ -60,12 +60,17 @@ def market_ids(name: str) -> tuple[int, int, bool]:
 
 
 def check_paths(input_dir: str, output: str) -> None:
-  """One-line errors for a missing input folder or an output that is a folder."""
+  """One-line errors for a missing input folder, an output that is a folder or
+  one under a file."""
+  from privreid_jax import cli
   if not os.path.isdir(input_dir):
     raise FileNotFoundError(f"--input={input_dir}: no such folder")
   if os.path.isdir(output) or output.endswith(os.sep):
     raise ValueError(f"--output={output} is a folder; give a file name such as "
                      f"{os.path.join(output, 'features.npz')}")
+  problem = cli.output_parent_error("output", output)
+  if problem:
+    raise ValueError(problem)
 
 
 def extract_folder(model: api.Model, input_dir: str, kind: str = "raw",

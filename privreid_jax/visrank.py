@@ -236,11 +236,15 @@ def _define(fv, argv):
 def main(argv=None) -> None:
   import sys
   from absl import flags
+  from privreid_jax import cli
   argv = list(sys.argv if argv is None else argv)
   fv = _define(flags.FlagValues(), argv)
   api.parse_flags(fv, argv, __doc__)
   if os.path.exists(fv.output) and not os.path.isdir(fv.output):
     api.fail(f"--output={fv.output} is a file; give a folder")
+  problem = cli.output_parent_error("output", fv.output)
+  if problem:
+    api.fail(problem)
   model = api.load_for_cli(fv.checkpoint)
   try:
     written = visualize(model, fv.config, fv.output, num_queries=fv.num_queries,

@@ -192,6 +192,10 @@ def test_generate_refuses_to_overwrite(tmp_path):
   with pytest.raises(DatasetError, match=r"ds exists and is not an empty folder"):
     synthetic.generate(str(tmp_path / "ds"), **SMALL)
   assert os.listdir(tmp_path / "ds") == ["mine.txt"]
+  (tmp_path / "a_file").write_text("x")
+  with pytest.raises(DatasetError, match=r"ds: .*a_file is a file, not a folder"):
+    synthetic.generate(str(tmp_path / "a_file" / "ds"), **SMALL)
+  assert (tmp_path / "a_file").read_text() == "x"
 
 
 def test_ensure_dataset(small, tmp_path, monkeypatch):

@@ -61,6 +61,11 @@ def test_user_errors(runs, tmp_path, cli_error):
   assert "no checkpoint" in cli_error(main, [f"--checkpoint={tmp_path}"])
   assert "run's own folder" in cli_error(main, [f"--checkpoint={runs.base}",
                                                 f"--output={runs.base}"])
+  (tmp_path / "a_file").write_text("x")      # refused before the evaluation runs
+  assert cli_error(main, [f"--checkpoint={runs.base}",
+                          f"--output={tmp_path / 'a_file' / 'out'}"]) == (
+      f"error: --output={tmp_path / 'a_file' / 'out'}: {tmp_path / 'a_file'} is a file, "
+      "not a folder")
   assert "did you mean --config.data.root" in cli_error(
       main, [f"--checkpoint={runs.base}", "--config=configs/synthetic.py:tiny",
              "--config.data.rot=x"], code=2)

@@ -44,6 +44,11 @@ def test_user_errors(runs, image_dir, tmp_path, cli_error):
                                         f"--input={tmp_path / 'none'}", ok[1]])
   assert "is a folder" in cli_error(main, [f"--checkpoint={runs.base}", ok[0],
                                            f"--output={tmp_path}"])
+  (tmp_path / "a_file").write_text("x")      # refused before the features are computed
+  assert cli_error(main, [f"--checkpoint={runs.base}", ok[0],
+                          f"--output={tmp_path / 'a_file' / 'f.npz'}"]) == (
+      f"error: --output={tmp_path / 'a_file' / 'f.npz'}: {tmp_path / 'a_file'} is a "
+      "file, not a folder")
   assert "embeds raw" in cli_error(main, [f"--checkpoint={runs.base}", "--kind=anon"] + ok)
   assert "--checkpoint is required" in cli_error(main, ok, code=2)
   assert "checkpont" in cli_error(main, ["--checkpont=x"] + ok, code=2)   # misspelt flag

@@ -103,3 +103,7 @@ def test_baseline_export_and_errors(runs, tmp_path, cli_error, capsys):
   assert not (tmp_path / "p").exists()
   assert "is a file" in cli_error(main, [f"--checkpoint={runs.base}",
                                          f"--output={out / 'export.json'}"])
+  assert cli_error(main, [f"--checkpoint={runs.base}",
+                          f"--output={out / 'export.json' / 'x'}"]) == (
+      f"error: --output={out / 'export.json' / 'x'}: {out / 'export.json'} is a file, "
+      "not a folder")

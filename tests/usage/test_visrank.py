@@ -72,6 +72,10 @@ def test_baseline_other_settings_and_errors(runs, tmp_path, cli_error, capsys):
   assert "--topk=0" in cli_error(main, [f"--checkpoint={runs.base}", "--topk=0"] + ok)
   assert "is a file" in cli_error(main, [f"--checkpoint={runs.base}",
                                          f"--output={out / 'visrank.json'}"])
+  assert cli_error(main, [f"--checkpoint={runs.base}",
+                          f"--output={out / 'visrank.json' / 'x'}"]) == (
+      f"error: --output={out / 'visrank.json' / 'x'}: {out / 'visrank.json'} is a file, "
+      "not a folder")
   with pytest.raises(SystemExit) as e:
     main(["prog", "--help"])
   assert e.value.code == 0 and "--num_queries" in capsys.readouterr().out
