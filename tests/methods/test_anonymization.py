@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from configs import anon_synthetic
-from privreid_jax import checkpoint, metric_writers, trainer
+from privreid_jax import checkpoint, errors, metric_writers, trainer
 from privreid_jax.data import pipeline
 from privreid_jax.methods import anonymization
 from privreid_jax.ops import desensitize, image_metrics
@@ -280,8 +280,25 @@ def test_third_party_of_another_image_size_is_refused(third_party_runs, tmp_path
   config = anon_synthetic.get_config("tiny")
   config.data.height, config.data.width = 64, 32
   method = anonymization.Method(config, num_classes=2, steps_per_epoch=2)
-  with pytest.raises(ValueError, match="outsider.workdir.*32x16 images, this one 64x32"):
+  # A ConfigError: main prints it in one line (was a ValueError: a traceback).
+  with pytest.raises(errors.ConfigError,
+                     match="outsider.workdir.*32x16 images, this one 64x32"):
     anonymization.third_party.ThirdParty.load(base_dir, method, config.data)
+
+
+def test_third_party_that_is_not_a_baseline_run_is_refused(tmp_path):
+  """A method-A (or method-B) run as the outsider gave '3rd:' rows of a model that
+  was not trained on raw images alone, with exit 0."""
+  config = anon_synthetic.get_config("tiny")
+  method = anonymization.Method(config, num_classes=2, steps_per_epoch=2)
+  state = jax.jit(method.init)(jax.random.PRNGKey(0),
+                               trainer.example_batch(config.data, True))
+  ckpts = checkpoint.Checkpoints.of_run(str(tmp_path / "anon"))
+  ckpts.save(1, state, {"next_batch": 1}, checkpoint.config_meta(config, step=1))
+  ckpts.close()
+  with pytest.raises(errors.ConfigError, match="outsider.workdir=.*anon'?: a "
+                     "'anonymization' run; the outsider is a baseline run"):
+    anonymization.third_party.ThirdParty.load(str(tmp_path / "anon"), method, config.data)
 
 
 def test_missing_third_party_checkpoint_fails_before_training(tmp_path):

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 from absl import logging
 
-from privreid_jax import checkpoint
+from privreid_jax import checkpoint, errors
 from privreid_jax.evaluation import base as eval_base
 from privreid_jax.evaluation.reid import ReidEvaluator
 from privreid_jax.models import reid
@@ -50,13 +50,18 @@ class ThirdParty:
     where = f"config.evals.outsider.workdir={workdir!r}"
     check_run(workdir)
     state, cfg, step = checkpoint.restore_run(workdir, where)
+    if cfg.get("method", "baseline") != "baseline":   # trained on more than raw images
+      raise errors.ConfigError(f"{where}: a {cfg.method!r} run; the outsider is a "
+                               "baseline run trained on raw images only "
+                               "(config.method='baseline')")
     if (int(cfg.data.height), int(cfg.data.width)) != (int(data_cfg.height),
                                                        int(data_cfg.width)):
-      raise ValueError(f"{where}: that run uses {cfg.data.height}x{cfg.data.width} "
-                       f"images, this one {data_cfg.height}x{data_cfg.width}")
+      raise errors.ConfigError(f"{where}: that run uses {cfg.data.height}x"
+                               f"{cfg.data.width} images, this one {data_cfg.height}x"
+                               f"{data_cfg.width}")
     if "reid" not in state["params"]:
-      raise ValueError(f"{where}: its checkpoint has no 'reid' network "
-                       f"(networks: {sorted(state['params'])})")
+      raise errors.ConfigError(f"{where}: its checkpoint has no 'reid' network "
+                               f"(networks: {sorted(state['params'])})")
     variables = {"params": state["params"]["reid"],
                  "batch_stats": state["batch_stats"]["reid"]}
     variables["params"] = {k: v for k, v in variables["params"].items()
