@@ -301,6 +301,27 @@ def test_third_party_that_is_not_a_baseline_run_is_refused(tmp_path):
     anonymization.third_party.ThirdParty.load(str(tmp_path / "anon"), method, config.data)
 
 
+@pytest.mark.parametrize("overrides,pattern", [
+    ({"anon.d_layers": 9}, r"config\.anon\.d_layers=9: images of 32x16 leave"),
+    ({"evals.image_quality.split": "tset"}, r"image_quality\.split='tset': expected"),
+    ({"evals.image_quality.split": "val", "data.val_fraction": 0.0,
+      "data.val_people_seed": -1}, r"image_quality\.split='val' needs a validation"),
+    ({"evals.adaptive_outsider.epochs": 0}, r"adaptive_outsider\.epochs=0: expected"),
+    ({"evals.adaptive_outsider.lr": 0.0}, r"adaptive_outsider\.lr=0\.0: expected"),
+])
+def test_values_checked_as_the_run_starts_are_config_errors(third_party_runs, tmp_path,
+                                                            overrides, pattern):
+  """Checked as the networks and evaluators are built, before training: a
+  ConfigError is one line from main (they were ValueErrors: a traceback)."""
+  config = anon_synthetic.get_config("tiny")
+  config.data.root = str(tmp_path / "data")
+  config.evals.outsider.workdir = third_party_runs[0]
+  config.update_from_flattened_dict(overrides)
+  with pytest.raises(errors.ConfigError, match=pattern):
+    trainer.run(config, str(tmp_path / "run"))
+  assert checkpoint.latest_step(str(tmp_path / "run")) is None
+
+
 def test_missing_third_party_checkpoint_fails_before_training(tmp_path):
   config = anon_synthetic.get_config("tiny")
   config.data.root = str(tmp_path / "data")

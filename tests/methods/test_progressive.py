@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from configs import anon_synthetic
-from privreid_jax import checkpoint, metric_writers
+from privreid_jax import checkpoint, errors, metric_writers
 from privreid_jax.data import pipeline, splits as data_splits, target_records, transforms
 from privreid_jax.methods import anonymization
 from privreid_jax.methods.anonymization import stages as progressive
@@ -65,10 +65,11 @@ def test_rule_names_every_failed_condition():
 def test_stages_need_a_validation_split_and_the_learned_mode(tmp_path):
   config = staged_config(tmp_path)
   config.data.val_fraction = 0.0
-  with pytest.raises(ValueError, match="config.data.val_fraction > 0"):
+  # ConfigErrors: main prints them in one line (ValueErrors were a traceback).
+  with pytest.raises(errors.ConfigError, match="config.data.val_fraction > 0"):
     progressive.run(config, str(tmp_path / "run"))
   config = anon_synthetic.get_config("base,mosaic,stages,tiny")
-  with pytest.raises(ValueError, match="config.anon.mode='learned'"):
+  with pytest.raises(errors.ConfigError, match="config.anon.mode='learned'"):
     progressive.run(config, str(tmp_path / "run"))
 
 

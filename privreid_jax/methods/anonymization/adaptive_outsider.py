@@ -27,6 +27,7 @@ import numpy as np
 import optax
 from absl import logging
 
+from privreid_jax import errors
 from privreid_jax.data import pipeline
 from privreid_jax.evaluation import base as eval_base
 from privreid_jax.evaluation.reid import ReidEvaluator
@@ -55,10 +56,11 @@ class AdaptiveOutsider:
 
   def __init__(self, method, ctx, ev_cfg):
     if int(ev_cfg.epochs) < 1:
-      raise ValueError(f"config.evals.adaptive_outsider.epochs={ev_cfg.epochs}: "
-                       "expected >= 1")
+      raise errors.ConfigError(f"config.evals.adaptive_outsider.epochs={ev_cfg.epochs}: "
+                               "expected >= 1")
     if not float(ev_cfg.lr) > 0:
-      raise ValueError(f"config.evals.adaptive_outsider.lr={ev_cfg.lr}: expected > 0")
+      raise errors.ConfigError(f"config.evals.adaptive_outsider.lr={ev_cfg.lr}: "
+                               "expected > 0")
     self.method, self.ctx, self.ev_cfg = method, ctx, ev_cfg
     workdir = ctx.config.evals.outsider.workdir
     self.base = third_party.ThirdParty.load(workdir, method, ctx.config.data)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
+from privreid_jax import errors
 from privreid_jax.data import pipeline
 from privreid_jax.data.splits import Subset
 from privreid_jax.ops import image_metrics, normalize
@@ -85,11 +86,12 @@ class ImageQualityEvaluator:
 
   def __init__(self, quality: ImageQuality, ctx, images: int, split: str = "test"):
     if split not in ("test", "val"):
-      raise ValueError(f"config.evals.image_quality.split={split!r}: expected test | val")
+      raise errors.ConfigError(f"config.evals.image_quality.split={split!r}: expected "
+                               "test | val")
     if split == "val" and ctx.splits.val_gallery is None:
-      raise ValueError("config.evals.image_quality.split='val' needs a validation split: "
-                       "set config.data.val_fraction > 0 (e.g. 0.2), or "
-                       "config.data.val_people_seed >= 0 on synthetic data")
+      raise errors.ConfigError("config.evals.image_quality.split='val' needs a validation "
+                               "split: set config.data.val_fraction > 0 (e.g. 0.2), or "
+                               "config.data.val_people_seed >= 0 on synthetic data")
     self.quality, self.ctx, self.images = quality, ctx, int(images)
     self.source = (ctx.splits.val_gallery if split == "val" else ctx.splits.query).source
     self.row = "val/image_quality" if split == "val" else "image_quality"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from privreid_jax import errors
 from privreid_jax.models import patchgan, reid, unet
 
 
@@ -21,8 +22,9 @@ def discriminator(config) -> patchgan.PatchDiscriminator:
   h, w = int(config.data.height), int(config.data.width)
   out_h, out_w = patchgan.patchgan_output_shape(h, w, int(a.d_layers))
   if out_h < 1 or out_w < 1:
-    raise ValueError(f"config.anon.d_layers={a.d_layers}: images of {h}x{w} leave a "
-                     f"{out_h}x{out_w} PatchGAN logit map; use fewer layers")
+    raise errors.ConfigError(f"config.anon.d_layers={a.d_layers}: images of {h}x{w} "
+                             f"leave a {out_h}x{out_w} PatchGAN logit map; use fewer "
+                             "layers")
   return patchgan.PatchDiscriminator(ndf=int(a.ndf), n_layers=int(a.d_layers),
                                      dtype=reid.parse_dtype(config.model.dtype),
                                      conv_impl=config.model.conv_impl)

@@ -41,7 +41,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from privreid_jax import checkpoint, metric_writers, trainer
+from privreid_jax import checkpoint, errors, metric_writers, trainer
 from privreid_jax.data import pipeline, splits as data_splits, target_records
 from privreid_jax.methods.anonymization import networks
 from privreid_jax.methods.anonymization.upgrade_rule import Stage, origin
@@ -140,20 +140,22 @@ def _publish(workdir: str, last: int) -> None:
 
 
 def _check_config(config) -> None:
+  """ConfigErrors (one line from main) for the stage driver's needs."""
   a = config.anon
   if a.mode != "learned":
-    raise ValueError(f"config.anon.stages.enabled needs config.anon.mode='learned', "
-                     f"got {a.mode!r}")
+    raise errors.ConfigError("config.anon.stages.enabled needs config.anon.mode="
+                             f"'learned', got {a.mode!r}")
   if not (float(config.data.val_fraction) > 0.0
           or int(config.data.get("val_people_seed", -1)) >= 0):
-    raise ValueError("config.anon.stages.enabled needs a validation split: "
-                     "set config.data.val_fraction > 0 (e.g. 0.2), or "
-                     "config.data.val_people_seed >= 0 on synthetic data")
+    raise errors.ConfigError("config.anon.stages.enabled needs a validation split: "
+                             "set config.data.val_fraction > 0 (e.g. 0.2), or "
+                             "config.data.val_people_seed >= 0 on synthetic data")
   if int(a.stages.max_stages) < 0:
-    raise ValueError(f"config.anon.stages.max_stages={a.stages.max_stages}: expected >= 0")
+    raise errors.ConfigError(f"config.anon.stages.max_stages={a.stages.max_stages}: "
+                             "expected >= 0")
   if jax.process_count() > 1:
-    raise ValueError("config.anon.stages.enabled: the stage driver runs on one process "
-                     f"only, this run has {jax.process_count()}")
+    raise errors.ConfigError("config.anon.stages.enabled: the stage driver runs on one "
+                             f"process only, this run has {jax.process_count()}")
 
 
 def run(config, workdir: str) -> trainer.RunResult:

@@ -24,6 +24,7 @@ from typing import Mapping
 
 from absl import logging
 
+from privreid_jax import errors
 from privreid_jax.evaluation.reid import ReidEvaluator
 
 CHECK_SETTING = "stage_check"
@@ -89,7 +90,8 @@ class StageCheck:
     self.epochs = int(config.optim.epochs)
     self.quality = quality        # evaluators.ImageQuality of the method
     if self.every < 1:
-      raise ValueError(f"config.anon.stages.check_every_epochs={self.every}: expected >= 1")
+      raise errors.ConfigError(f"config.anon.stages.check_every_epochs={self.every}: "
+                               "expected >= 1")
     self._evaluator = None
 
   def due(self, epoch: int) -> bool:
@@ -100,9 +102,9 @@ class StageCheck:
   def measure(self, method, state, ctx) -> dict[str, float]:
     """Validation Rank-1 (raw query vs G(O) gallery) and PSNR/SSIM of P and M."""
     if ctx.splits.val_query is None:
-      raise ValueError("config.anon.stages.enabled needs a validation split: "
-                       "set config.data.val_fraction > 0, or "
-                       "config.data.val_people_seed >= 0 on synthetic data")
+      raise errors.ConfigError("config.anon.stages.enabled needs a validation split: "
+                               "set config.data.val_fraction > 0, or "
+                               "config.data.val_people_seed >= 0 on synthetic data")
     if self._evaluator is None:
       self._evaluator = ReidEvaluator(method, ctx.splits.validation(), ctx.config.data,
                                       ctx.config.eval, ctx.mesh)
