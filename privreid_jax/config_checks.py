@@ -131,6 +131,11 @@ def _check_data(config, devices: int, processes: int) -> None:
   need_bool(config, "data.preresize")
   need_number(config, "data.flip_prob", 0.0, 1.0)
   need_number(config, "data.erasing_prob", 0.0, 1.0)
+  area = d.erasing_area
+  if (not isinstance(area, (tuple, list)) or len(area) != 2
+      or not all(_is_number(x) for x in area) or not 0.0 < area[0] <= area[1] <= 1.0):
+    _fail("data.erasing_area", area, "expected (low, high) with 0 < low <= high <= 1")
+  need_number(config, "data.erasing_aspect", 0.0, 1.0, low_open=True)
   for key in ("mean", "std"):
     v = d[key]
     if (not isinstance(v, (tuple, list)) or len(v) != 3

@@ -102,6 +102,12 @@ def test_batch_and_eval_batch_divisible_by_devices():
     ("seed", -1, r"config\.seed=-1"),
     ("data.num_workers", -1, r"config\.data\.num_workers=-1"),
     ("data.eval_num_workers", -2, r"config\.data\.eval_num_workers=-2"),
+    # Checked by the pipeline only, once the run had started (a traceback from main).
+    ("data.erasing_area", (0.5, 0.1), r"config\.data\.erasing_area=\(0\.5, 0\.1\): "
+                                      r"expected \(low, high\) with 0 < low <= high"),
+    ("data.erasing_area", 0.4, r"config\.data\.erasing_area=0\.4"),
+    ("data.erasing_aspect", 2.0, r"config\.data\.erasing_aspect=2\.0: expected"),
+    ("data.erasing_aspect", 0.0, r"config\.data\.erasing_aspect=0\.0"),
 ])
 def test_one_line_error_names_key_and_value(key, value, match):
   c = synthetic.get_config("tiny")
