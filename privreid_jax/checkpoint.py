@@ -193,6 +193,9 @@ def restore_run(workdir: str, where: str):
   """
   import ml_collections
   folder = run_folder(workdir)
+  if os.path.isfile(folder):
+    raise FileNotFoundError(f"{where}: a file, not a run's workdir (or its checkpoints/ "
+                            "folder)")
   if not os.path.isdir(folder):
     raise FileNotFoundError(f"{where}: no such folder")
   ckpts = Checkpoints(folder)

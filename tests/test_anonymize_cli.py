@@ -116,6 +116,9 @@ def test_an_empty_input_or_one_without_a_readable_image_is_an_error(run, tmp_pat
 def test_rejects_a_non_method_a_checkpoint(tmp_path, run):
   with pytest.raises(FileNotFoundError, match="no checkpoint"):
     anonymize.Anonymizer(str(tmp_path))
+  (tmp_path / "w.npz").write_bytes(b"x")       # was: "no such folder"
+  with pytest.raises(FileNotFoundError, match="w.npz: a file, not a run's workdir"):
+    anonymize.Anonymizer(str(tmp_path / "w.npz"))
   from configs import synthetic
   config = synthetic.get_config("tiny")
   ckpts = checkpoint.Checkpoints(str(tmp_path / "b" / "checkpoints"))
