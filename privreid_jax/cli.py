@@ -5,7 +5,8 @@ absl parses `--config=FILE --config.optim.lr=...` inside `app.run`, before
 `parse_flags` is the `flags_parser` given to `app.run`: any parse error (a bad
 flag, an unknown config key with a "did you mean", a value of the wrong type,
 a missing config file, a bad variant) becomes one line on stderr and exit
-code 2. `fail` prints a one-line error and exits.
+code 2, and so does a string flag given empty (`--workdir=$UNSET` would put a
+run in the current folder). `fail` prints a one-line error and exits.
 """
 
 from __future__ import annotations
@@ -41,6 +42,17 @@ def output_parent_error(flag: str, path: str) -> str | None:
   if os.path.exists(parent) and not os.path.isdir(parent):
     return f"--{flag}={path}: {parent} is a file, not a folder"
   return None
+
+
+def _check_not_empty(fv) -> None:
+  """Exit 2 for a string flag given on the command line with an empty value
+  (config fields, `--config.KEY=`, are not flags of the tool: an empty
+  `model.pretrained` or `evals.outsider.workdir` means none)."""
+  for name in fv:
+    fl = fv[name]
+    if ("." not in name and fl.present and fl.flag_type() == "string"
+        and fl.value == ""):
+      fail(f"--{name}= is empty: give a value (an unset shell variable?)", USAGE_EXIT)
 
 
 def _config_flags(fv) -> list[str]:
@@ -129,6 +141,7 @@ def parse_flags(argv: list[str]) -> list[str]:
   for name in _config_flags(fv):
     if fv[name].present and not isinstance(fv[name].value, config_dict.ConfigDict):
       fail(explain(argv, ValueError(f"--{name}: cannot load the config"), fv), USAGE_EXIT)
+  _check_not_empty(fv)
   return rest
 
 
@@ -195,6 +208,7 @@ def parse_tool_flags(flag_values, argv: Sequence[str] | None, doc: str) -> list[
            USAGE_EXIT)
   if len(rest) > 1:
     fail(f"unexpected arguments: {' '.join(rest[1:])}", USAGE_EXIT)
+  _check_not_empty(flag_values)
   # absl's own (global) flags: logging reads them; mark them parsed with defaults.
   if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()

@@ -75,6 +75,22 @@ def test_missing_workdir_flag(tmp_path):
   assert code == 2 and len(assert_one_line(stderr, r"--workdir is required")) == 1
 
 
+def test_empty_path_flags_are_refused_not_taken_as_the_current_folder(tmp_path):
+  """`--workdir=$UNSET` trained a run into the current folder (exit 0); an empty
+  --checkpoint read one from there. An empty config field keeps its meaning."""
+  done = subprocess.run(
+      [sys.executable, "-m", "privreid_jax.main",
+       f"--config={ROOT}/configs/synthetic.py:tiny", "--config.model.pretrained=",
+       "--workdir="], capture_output=True, text=True, env=_env(PYTHONPATH=ROOT),
+      cwd=tmp_path, timeout=120)
+  assert done.returncode == 2
+  assert len(assert_one_line(done.stderr, r"^error: --workdir= is empty")) == 1
+  code, _, stderr = run_cli(["--checkpoint=", f"--input={tmp_path}",
+                             f"--output={tmp_path / 'o'}"], module="privreid_jax.anonymize")
+  assert code == 2 and len(assert_one_line(stderr, r"^error: --checkpoint= is empty")) == 1
+  assert os.listdir(tmp_path) == []
+
+
 @pytest.mark.parametrize("args,pattern,devices", [
     ([TINY], r"config\.data\.batch_size=8: must be divisible by the number of devices "
              r"\(3\).*nearest valid values: 12", 3),

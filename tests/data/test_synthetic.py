@@ -281,6 +281,7 @@ def test_cli_prints_the_table(tmp_path, capsys):
     (["--num-ids=6"], "num-ids"),                        # the old dashed spelling
     (["--images_per_camera=2"], "--images_per_camera takes MIN,MAX"),
     ([], "--out is required"),
+    (["--out="], "--out= is empty"),        # the last --out wins: was a traceback
 ])
 def test_cli_bad_flags_are_one_line_with_exit_2(argv, message, tmp_path, capsys):
   args = argv if not argv else ["--out", str(tmp_path / "ds"), *argv]

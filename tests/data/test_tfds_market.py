@@ -182,6 +182,18 @@ def test_cli_misspelt_flag_is_one_line_with_exit_2(tmp_path, capsys):
   assert e.value.code == 2 and "data-dir" in err and err.count("\n") == 1, err
 
 
+def test_cli_empty_data_dir_is_one_line_with_exit_2(tmp_path, capsys, monkeypatch):
+  """`--data_dir=$UNSET` wrote the dataset into the current folder (exit 0)."""
+  root = _market(tmp_path / "m", seed=5)
+  monkeypatch.chdir(tmp_path)
+  with pytest.raises(SystemExit) as e:
+    tfds_market.main(["--name", "market1501", "--root", root, "--data_dir="])
+  err = capsys.readouterr().err
+  assert e.value.code == 2 and err == ("error: --data_dir= is empty: give a value (an "
+                                       "unset shell variable?)\n")
+  assert os.listdir(tmp_path) == ["m"]
+
+
 def test_cli_as_module(tmp_path):
   """`python -m` runs the file as __main__: the builder must still register once."""
   root = _market(tmp_path / "m", seed=3)
