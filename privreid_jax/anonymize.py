@@ -25,6 +25,8 @@ import numpy as np
 from absl import app, flags, logging
 from PIL import Image
 
+from privreid_jax import paths
+
 _CHECKPOINT = flags.DEFINE_string(
     "checkpoint", None, "Workdir of a method-A run (or its checkpoints/ folder).")
 _INPUT = flags.DEFINE_string("input", None, "Folder of images to process (recursively).")
@@ -42,17 +44,6 @@ class Summary:
 def _inside(path: str, folder: str) -> bool:
   path, folder = os.path.realpath(path), os.path.realpath(folder)
   return os.path.commonpath([path, folder]) == folder
-
-
-def _existing_parent(path: str) -> str:
-  """The nearest existing folder (or file) on the way up from `path`."""
-  path = os.path.abspath(path)
-  while not os.path.exists(path):
-    parent = os.path.dirname(path)
-    if parent == path:
-      break
-    path = parent
-  return path
 
 
 def check_folders(input_dir: str, output_dir: str) -> None:
@@ -73,7 +64,7 @@ def check_folders(input_dir: str, output_dir: str) -> None:
                      "folder that does not contain the input")
   if os.path.exists(output_dir) and not os.path.isdir(output_dir):
     raise FileExistsError(f"--output={output_dir} is an existing file; pick a folder")
-  parent = _existing_parent(output_dir)
+  parent = paths.existing_ancestor(output_dir)
   if not os.path.isdir(parent):
     raise NotADirectoryError(f"--output={output_dir}: {parent} is a file, not a folder")
   try:

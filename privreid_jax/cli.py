@@ -18,7 +18,7 @@ from typing import NoReturn, Sequence
 
 from absl import flags
 
-from privreid_jax import errors
+from privreid_jax import errors, paths
 
 USAGE_EXIT = 2       # a command line that cannot be run as given
 ERROR_EXIT = 1       # a user error met while running
@@ -36,12 +36,8 @@ def output_parent_error(flag: str, path: str) -> str | None:
   """The one-line error for an output `path` that cannot be created because a
   file stands where a folder on its way up must be (for the tools to check
   before any work), else None."""
-  parent = os.path.dirname(os.path.abspath(path))
-  while not os.path.exists(parent) and os.path.dirname(parent) != parent:
-    parent = os.path.dirname(parent)
-  if os.path.exists(parent) and not os.path.isdir(parent):
-    return f"--{flag}={path}: {parent} is a file, not a folder"
-  return None
+  blocker = paths.file_in_the_way(path)
+  return None if blocker is None else f"--{flag}={path}: {blocker} is a file, not a folder"
 
 
 def _check_not_empty(fv) -> None:

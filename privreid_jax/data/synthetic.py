@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from privreid_jax import paths
 from privreid_jax.data import synthetic_appearance as appearance
 from privreid_jax.data.records import DatasetError
 
@@ -309,11 +310,9 @@ def generate(out_dir: str, *, num_ids: int = 200, num_cameras: int = 6, height: 
   if os.path.exists(out_dir) and (not os.path.isdir(out_dir) or os.listdir(out_dir)):
     raise DatasetError(f"{out_dir} exists and is not an empty folder: refusing to overwrite it")
   parent = os.path.dirname(out_dir)
-  above = parent
-  while not os.path.exists(above):
-    above = os.path.dirname(above)
-  if not os.path.isdir(above):
-    raise DatasetError(f"{out_dir}: {above} is a file, not a folder")
+  blocker = paths.file_in_the_way(out_dir)
+  if blocker is not None:
+    raise DatasetError(f"{out_dir}: {blocker} is a file, not a folder")
   os.makedirs(parent, exist_ok=True)
   tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.partial-", dir=parent)
   try:

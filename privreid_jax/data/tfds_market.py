@@ -24,6 +24,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import tensorflow_datasets as tfds
 
+from privreid_jax import paths
 from privreid_jax.data import datasets
 from privreid_jax.data import transforms
 from privreid_jax.data.records import DatasetError
@@ -111,11 +112,9 @@ def prepare(name: str, root: str, data_dir: str, *,
   """
   config = config_name(name, cuhk03_subset)
   data_dir = os.path.abspath(data_dir)
-  parent = data_dir
-  while not os.path.exists(parent):
-    parent = os.path.dirname(parent)
-  if not os.path.isdir(parent):
-    raise DatasetError(f"data_dir {data_dir}: {parent} is a file, not a folder")
+  blocker = paths.existing_ancestor(data_dir)
+  if not os.path.isdir(blocker):
+    raise DatasetError(f"data_dir {data_dir}: {blocker} is a file, not a folder")
   builder = ReidFolder(config=config, data_dir=data_dir, file_format="array_record")
   if builder.is_prepared():
     return os.fspath(builder.data_dir)
