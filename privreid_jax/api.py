@@ -98,9 +98,6 @@ class Model:
 
     path = os.fspath(path)
     where = where or f"privreid_jax.load({path!r})"
-    if os.path.isfile(path):
-      raise FileNotFoundError(f"{where}: a file, not a run's workdir (or its "
-                              "checkpoints/ folder)")
     try:
       state, config, step = checkpoint.restore_run(path, where)
     except (FileNotFoundError, errors.CheckpointError):

@@ -40,6 +40,14 @@ def output_parent_error(flag: str, path: str) -> str | None:
   return None if blocker is None else f"--{flag}={path}: {blocker} is a file, not a folder"
 
 
+def output_folder_error(flag: str, path: str) -> str | None:
+  """The one-line error for an output folder `path` that is a file or cannot be
+  created (`output_parent_error`), else None."""
+  if os.path.exists(path) and not os.path.isdir(path):
+    return f"--{flag}={path} is a file; give a folder"
+  return output_parent_error(flag, path)
+
+
 def _check_not_empty(fv) -> None:
   """Exit 2 for a string flag given on the command line with an empty value
   (config fields, `--config.KEY=`, are not flags of the tool: an empty

@@ -55,9 +55,7 @@ def check_output(output: str | None, model: api.Model | None = None) -> None:
   from privreid_jax import cli
   if not output:
     return
-  if os.path.exists(output) and not os.path.isdir(output):
-    raise ValueError(f"--output={output} is a file; give a folder")
-  problem = cli.output_parent_error("output", output)
+  problem = cli.output_folder_error("output", output)
   if problem:
     raise ValueError(problem)
   if model is not None and os.path.realpath(output) in run_folders(model):

@@ -240,9 +240,7 @@ def main(argv=None) -> None:
   argv = list(sys.argv if argv is None else argv)
   fv = _define(flags.FlagValues(), argv)
   api.parse_flags(fv, argv, __doc__)
-  if os.path.exists(fv.output) and not os.path.isdir(fv.output):
-    api.fail(f"--output={fv.output} is a file; give a folder")
-  problem = cli.output_parent_error("output", fv.output)
+  problem = cli.output_folder_error("output", fv.output)
   if problem:
     api.fail(problem)
   model = api.load_for_cli(fv.checkpoint)
