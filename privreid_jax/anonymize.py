@@ -6,13 +6,17 @@
 Loads the latest checkpoint of WORKDIR (its config is the checkpoint's `meta`
 item), runs G (or G_R with --recover) on every image under --input, and writes
 the result under --output with the same relative path, file name and size
-(each image is resized to the model's size and back, PIL bilinear). Files that
-cannot be read as images are skipped with a warning and counted; an input with
-no files, or with none that is a readable image, is an error. The input is
-never written to: an output folder equal to, inside or containing the input is
-refused (symbolic links resolved), and so are an output that is a file and a
-folder that cannot be written, before anything is loaded. Every such user
-error is one line on stderr (exit code 1; 2 for a bad command line).
+(each image is resized to the model's size and back, PIL bilinear). A Base-mode
+run (config.anon.mode='base') has no G: it applies its fixed desensitization
+(mosaic / blur / noise, the seed of its config) and has nothing to --recover.
+Files that cannot be read as images are skipped with a warning and counted; an
+input with no files, or with none that is a readable image, is an error. Nothing
+is overwritten: the input is never written to (an output folder equal to, inside
+or containing the input is refused, symbolic links resolved), and an output
+folder that already holds a file of an input's name is refused unless
+--overwrite is given. So are an output that is a file and a folder that cannot
+be written, all before anything is loaded. Every such user error is one line on
+stderr (exit code 1; 2 for a bad command line).
 """
 
 from __future__ import annotations
@@ -33,6 +37,9 @@ _INPUT = flags.DEFINE_string("input", None, "Folder of images to process (recurs
 _OUTPUT = flags.DEFINE_string("output", None, "Folder to write to (created).")
 _RECOVER = flags.DEFINE_bool("recover", False, "Run G_R (recover) instead of G (anonymize).")
 _BATCH = flags.DEFINE_integer("batch_size", 16, "Images per forward pass.")
+_OVERWRITE = flags.DEFINE_bool(
+    "overwrite", False, "Replace files of the same names already in --output (refused "
+    "otherwise).")
 
 
 @dataclasses.dataclass
@@ -46,15 +53,17 @@ def _inside(path: str, folder: str) -> bool:
   return os.path.commonpath([path, folder]) == folder
 
 
-def check_folders(input_dir: str, output_dir: str) -> None:
+def check_folders(input_dir: str, output_dir: str, overwrite: bool = False) -> None:
   """One-line errors for a missing or empty input, an output that could touch
-  it, an output that is a file or that cannot be created or written (it is
-  created here, empty, when the checks pass)."""
+  it, an output that already holds files of the input's names (unless
+  `overwrite`), an output that is a file or that cannot be created or written
+  (it is created here, empty, when the checks pass)."""
   if not os.path.exists(input_dir):
     raise FileNotFoundError(f"--input={input_dir}: no such folder")
   if not os.path.isdir(input_dir):
     raise NotADirectoryError(f"--input={input_dir} is a file; pick a folder of images")
-  if not _files(input_dir):
+  files = _files(input_dir)
+  if not files:
     raise FileNotFoundError(f"--input={input_dir}: no files")
   if _inside(output_dir, input_dir):
     raise ValueError(f"--output={output_dir} is inside (or equal to) --input="
@@ -64,6 +73,13 @@ def check_folders(input_dir: str, output_dir: str) -> None:
                      "folder that does not contain the input")
   if os.path.exists(output_dir) and not os.path.isdir(output_dir):
     raise FileExistsError(f"--output={output_dir} is an existing file; pick a folder")
+  if not overwrite and os.path.isdir(output_dir):
+    taken = [name for name in files if os.path.lexists(os.path.join(output_dir, name))]
+    if taken:
+      raise FileExistsError(
+          f"--output={output_dir} already holds {len(taken)} of the {len(files)} output "
+          f"files (first: {taken[0]}); pass --overwrite to replace them, or pick another "
+          "folder")
   parent = paths.existing_ancestor(output_dir)
   if not os.path.isdir(parent):
     raise NotADirectoryError(f"--output={output_dir}: {parent} is a file, not a folder")
@@ -88,7 +104,8 @@ def _files(folder: str) -> list[str]:
 
 
 class Anonymizer:
-  """G or G_R of a method-A checkpoint as a numpy image -> image function."""
+  """G or G_R of a method-A checkpoint as a numpy image -> image function (a
+  Base-mode run: its fixed desensitization, no G_R)."""
 
   def __init__(self, workdir: str, recover: bool = False):
     import jax
@@ -101,9 +118,10 @@ class Anonymizer:
     if config.get("method") != "anonymization":
       raise ValueError(f"{where}: a {config.get('method')!r} run, not method A "
                        "(config.method='anonymization')")
-    if config.anon.mode != "learned":
-      raise ValueError(f"{where}: config.anon.mode={config.anon.mode!r} has no "
-                       "generators to run")
+    if recover and config.anon.mode != "learned":
+      raise ValueError(f"{where}: config.anon.mode={config.anon.mode!r} has no recovery "
+                       "network G_R to --recover with (without --recover it applies its "
+                       "fixed desensitization)")
     classifier = state["params"]["reid"].get("classifier", {}).get("kernel")
     num_classes = 0 if classifier is None else int(classifier.shape[-1])
     self.method = anonymization.Method(config, num_classes=num_classes, steps_per_epoch=1)
@@ -135,10 +153,11 @@ def _batches(items: list, size: int) -> Iterator[list]:
 
 
 def process_folder(anonymizer: Anonymizer, input_dir: str, output_dir: str,
-                   batch_size: int = 16, progress: bool = True) -> Summary:
+                   batch_size: int = 16, progress: bool = True,
+                   overwrite: bool = False) -> Summary:
   """Runs `anonymizer` on every readable image under input_dir (see the module doc)."""
   from tqdm import tqdm
-  check_folders(input_dir, output_dir)
+  check_folders(input_dir, output_dir, overwrite)
   if batch_size < 1:
     raise ValueError(f"--batch_size={batch_size}: must be >= 1")
   files = _files(input_dir)
@@ -182,12 +201,14 @@ def main(argv):
     with interrupts.handled():
       if _BATCH.value < 1:
         raise ValueError(f"--batch_size={_BATCH.value}: must be >= 1")
-      check_folders(_INPUT.value, _OUTPUT.value)
+      check_folders(_INPUT.value, _OUTPUT.value, _OVERWRITE.value)
       anonymizer = Anonymizer(_CHECKPOINT.value, recover=_RECOVER.value)
-      summary = process_folder(anonymizer, _INPUT.value, _OUTPUT.value, _BATCH.value)
+      summary = process_folder(anonymizer, _INPUT.value, _OUTPUT.value, _BATCH.value,
+                               overwrite=_OVERWRITE.value)
   except KeyboardInterrupt as e:
     cli.fail(f"interrupted by {getattr(e, 'signal_name', 'SIGINT')}: the images "
-             f"written so far are in {_OUTPUT.value}", 128 + getattr(e, "signum", 2))
+             f"written so far are in {_OUTPUT.value} (add --overwrite to run again into "
+             "it)", 128 + getattr(e, "signum", 2))
   except Exception as e:  # pylint: disable=broad-except
     if not (errors.is_user_error(e) or type(e) is ValueError):
       raise

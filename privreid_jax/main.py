@@ -61,6 +61,8 @@ def main(argv):
     signum = getattr(e, "signum", 2)
     message = e.message() if isinstance(e, interrupts.Interrupted) else "interrupted"
     cli.fail(message, 128 + signum)
+  except errors.ConfigError as e:   # a config value found wrong as the run starts
+    cli.fail(errors.describe(e), cli.USAGE_EXIT)
   except Exception as e:  # pylint: disable=broad-except
     if not errors.is_user_error(e):
       raise

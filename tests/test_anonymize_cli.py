@@ -145,3 +145,67 @@ def test_command_line(run, images, tmp_path):
                        text=True, env=env, cwd=root)
   assert bad.returncode == 1 and "is inside" in bad.stderr
   assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_files_already_in_the_output_are_kept_unless_overwrite(run, images, tmp_path):
+  """Nothing is lost: an output folder that holds a file of an input's name is
+  refused before anything is written (the file keeps its bytes); --overwrite
+  replaces it. Other files in the output are never touched."""
+  out = tmp_path / "out"
+  os.makedirs(out / "sub")
+  (out / "sub" / "b.png").write_bytes(b"an earlier result")
+  (out / "notes.txt").write_text("mine")
+  anonymizer = anonymize.Anonymizer(run[0])
+  with pytest.raises(FileExistsError,
+                     match=rf"^--output={out} already holds 1 of the 4 output files "
+                           r"\(first: sub/b\.png\); pass --overwrite"):
+    anonymize.process_folder(anonymizer, str(images), str(out), progress=False)
+  assert sorted(_digest(out)) == ["notes.txt", "sub/b.png"]
+  assert (out / "sub" / "b.png").read_bytes() == b"an earlier result"
+  cmd = [sys.executable, "-m", "privreid_jax.anonymize", f"--checkpoint={run[0]}",
+         f"--input={images}", f"--output={out}"]
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=root)
+  assert done.returncode == 1
+  assert done.stderr.strip().splitlines()[-1].startswith(
+      f"error: --output={out} already holds 1 of the 4 output files")
+  assert (out / "sub" / "b.png").read_bytes() == b"an earlier result"
+  done = subprocess.run(cmd + ["--overwrite"], capture_output=True, text=True, env=env,
+                        cwd=root)
+  assert done.returncode == 0, done.stderr
+  assert sorted(_digest(out)) == sorted([*SIZES, "notes.txt"])
+  assert (out / "notes.txt").read_text() == "mine"
+  b = np.asarray(Image.open(out / "sub" / "b.png")).astype(int)
+  assert np.max(np.abs(b - _expected(run, images / "sub" / "b.png", "anonymize"))) <= 1
+
+
+def test_a_base_mode_run_applies_its_desensitization(tmp_path, images):
+  """Base mode has no G: the folder gets the run's fixed mosaic, as the API's
+  anonymize gives it; --recover is refused (no G_R) in one line."""
+  import privreid_jax
+  config = anon_synthetic.get_config("base,mosaic,tiny")
+  method = anonymization.Method(config, num_classes=5, steps_per_epoch=1)
+  batch = {"image": np.zeros((2, 32, 16, 3), np.float32),
+           "target": np.zeros((2, 32, 16, 3), np.float32), "pid": np.zeros(2, np.int32)}
+  state = jax.jit(method.init)(jax.random.PRNGKey(3), batch)
+  workdir = tmp_path / "base"
+  ckpts = checkpoint.Checkpoints(str(workdir / "checkpoints"))
+  ckpts.save(2, state, {"next_batch": 2}, checkpoint.config_meta(config, step=2))
+  ckpts.close()
+  out = tmp_path / "out"
+  summary = anonymize.process_folder(anonymize.Anonymizer(str(workdir)), str(images),
+                                     str(out), batch_size=4, progress=False)
+  assert summary.written == 3
+  names = sorted(SIZES)
+  api = privreid_jax.load(str(workdir)).anonymize([str(images / n) for n in names],
+                                                  batch_size=4, fixed_batch=True)
+  for name, want in zip(names, api):
+    got = np.asarray(Image.open(out / name)).astype(int)
+    assert got.shape == want.shape
+    assert np.max(np.abs(got - want)) <= 1, name
+    original = np.asarray(Image.open(images / name)).astype(int)
+    assert np.mean(np.abs(got - original)) > 10, name      # a mosaic, not a copy
+  with pytest.raises(ValueError, match=r"config\.anon\.mode='base' has no recovery "
+                                       r"network G_R to --recover with"):
+    anonymize.Anonymizer(str(workdir), recover=True)

@@ -114,6 +114,18 @@ def test_bad_config_value_is_one_line_before_anything_runs(tmp_path, args, patte
   assert not workdir.exists()
 
 
+def test_config_value_found_wrong_as_the_run_starts_exits_2(tmp_path):
+  """Method A's stages in Base mode are checked by the stage driver, after
+  config_checks: the same exit code 2 as a value config_checks refuses."""
+  workdir = tmp_path / "w"
+  code, _, stderr = run_cli(["--config=configs/anon_synthetic.py:base,mosaic,stages,tiny",
+                             f"--workdir={workdir}"])
+  assert code == 2
+  assert_one_line(stderr, r"^error: config\.anon\.stages\.enabled needs "
+                          r"config\.anon\.mode='learned', got 'base'$")
+  assert checkpoint.latest_step(str(workdir)) is None
+
+
 def test_unwritable_workdir_and_workdir_that_is_a_file(tmp_path, data_root):
   if os.geteuid() == 0:
     workdir = "/sys/privreid_jax_reliability_test"      # not creatable, even by root
@@ -146,17 +158,21 @@ def test_unreadable_pretrained_file_is_one_line(tmp_path, data_root, name, conte
 
 
 def test_main_prints_user_errors_and_keeps_internal_tracebacks(monkeypatch, capsys):
+  """A config value found wrong once the run has started (a ConfigError) is a
+  command line that cannot run: exit 2, as for the values config_checks finds
+  (it was 1); other user errors exit 1."""
   from privreid_jax import errors
   monkeypatch.setattr(main_module, "_run", lambda: (_ for _ in ()).throw(
       errors.ConfigError("config.x=1: bad\nsecond line")))
   with pytest.raises(SystemExit) as info:
     main_module.main(["main"])
-  assert info.value.code == 1
+  assert info.value.code == 2
   assert capsys.readouterr().err == "error: config.x=1: bad\n"
   monkeypatch.setattr(main_module, "_run", lambda: (_ for _ in ()).throw(
       PermissionError(13, "Permission denied", "/data/x")))
-  with pytest.raises(SystemExit):
+  with pytest.raises(SystemExit) as info:
     main_module.main(["main"])
+  assert info.value.code == 1
   assert capsys.readouterr().err == "error: /data/x: Permission denied\n"
   monkeypatch.setattr(main_module, "_run", lambda: (_ for _ in ()).throw(
       RuntimeError("a bug")))
