@@ -76,7 +76,19 @@ def _read_torch(path: str) -> dict[str, np.ndarray]:
         f"{path}: reading .pth/.pt needs torch, which is not installed; convert the "
         "file to .safetensors or .npz elsewhere (e.g. np.savez(out, **{k: "
         "v.numpy() for k, v in state_dict.items()}))") from None
-  obj = torch.load(path, map_location="cpu", weights_only=True)
+  import pickle  # pylint: disable=import-outside-toplevel
+  try:
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+  except pickle.UnpicklingError:
+    # torch's own message is a paragraph on `weights_only`; say what it means here.
+    raise PretrainedError(
+        f"{path}: not a PyTorch weights file, or one holding more than tensors and "
+        "plain containers (read with torch.load(weights_only=True); save its "
+        "state_dict() alone)") from None
+  except (EOFError, RuntimeError, ValueError, OSError) as e:
+    # EOFError: an empty file; RuntimeError: a damaged zip archive (a copy cut short).
+    raise PretrainedError(f"{path}: not a readable PyTorch file "
+                          f"({_one_line(e)[:160]})") from None
   for wrapper in ("state_dict", "model"):
     if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
       obj = obj[wrapper]

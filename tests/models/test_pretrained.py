@@ -226,6 +226,29 @@ def test_pth_without_torch_is_a_clear_error(tmp_path):
     pretrained.read_state_dict(str(tmp_path / "w.pth"))
 
 
+@pytest.mark.parametrize("name,content,pattern", [
+    ("garbage.pth", b"not a torch file", r"garbage\.pth: not a PyTorch weights file, or "
+                                         r"one holding more than tensors"),
+    ("empty.pt", b"", r"empty\.pt: not a readable PyTorch file \(EOFError\)$"),
+    ("cut.pth", None, r"cut\.pth: not a readable PyTorch file \(.*central directory"),
+    ("numpy.pth", "numpy", r"numpy\.pth: not a PyTorch weights file"),
+])
+def test_unreadable_pth_is_a_one_line_error(tmp_path, name, content, pattern):
+  """torch.load's errors on a bad .pth (a traceback before) are PretrainedErrors."""
+  torch = pytest.importorskip("torch")
+  path = tmp_path / name
+  if content is None:                                  # a real file, cut short
+    torch.save({"conv1.weight": torch.ones(4, 3, 7, 7)}, tmp_path / "whole.pth")
+    path.write_bytes((tmp_path / "whole.pth").read_bytes()[:300])
+  elif content == "numpy":                             # a pickled numpy array
+    torch.save({"conv1.weight": np.ones(3)}, path)
+  else:
+    path.write_bytes(content)
+  with pytest.raises(PretrainedError, match=pattern) as info:
+    pretrained.read_state_dict(str(path))
+  assert "\n" not in str(info.value) and errors.is_user_error(info.value)
+
+
 def test_safetensors_reader_on_a_hand_built_file(tmp_path):
   # Format: u64 LE header size, JSON header, raw little-endian buffer.
   f32 = np.arange(6, dtype="<f4").reshape(2, 3)
