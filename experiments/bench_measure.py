@@ -2,8 +2,8 @@
 child process (which times its own rounds): `Result`, one variant's measurements and its
 JSON row, the process's resident-set high-water mark (VmHWM, reset through
 /proc/self/clear_refs) and `measure_round`, which times a round of steps with the minor
-page faults and kernel CPU time per step (getrusage of the whole process). It imports
-only the standard library."""
+page faults and kernel CPU time per step and the cores kept busy (getrusage of the whole
+process). It imports only the standard library."""
 
 from __future__ import annotations
 
@@ -64,12 +64,14 @@ def rss_peak_bytes() -> float:
 
 
 def measure_round(step: Callable[[], None], steps: int, fresh: bool
-                  ) -> tuple[list[float], float, float, float | None]:
+                  ) -> tuple[list[float], float, float, float, float | None]:
   """Runs `steps` timed steps.
 
   Returns the seconds of each step, the minor page faults and kernel CPU seconds
-  per step (getrusage of this process), and when `fresh` (the variant's first
-  timed round) the resident-set peak over the round, else None.
+  per step, the cores kept busy (user + kernel CPU seconds per wall second: 2.0
+  is both cores of a 2-core machine all the time; getrusage of this process),
+  and when `fresh` (the variant's first timed round) the resident-set peak over
+  the round, else None.
   """
   if fresh:
     reset_rss_peak()
@@ -82,4 +84,6 @@ def measure_round(step: Callable[[], None], steps: int, fresh: bool
   usage1 = resource.getrusage(resource.RUSAGE_SELF)
   faults = (usage1.ru_minflt - usage0.ru_minflt) / steps
   sys_s = (usage1.ru_stime - usage0.ru_stime) / steps
-  return times, faults, sys_s, (rss_peak_bytes() if fresh else None)
+  cpu_s = usage1.ru_utime - usage0.ru_utime + usage1.ru_stime - usage0.ru_stime
+  busy = cpu_s / max(sum(times), 1e-9)
+  return times, faults, sys_s, busy, (rss_peak_bytes() if fresh else None)

@@ -18,7 +18,9 @@ variants run in alternating rounds (the order reversed every other round; the
 machine may be shared) and the medians over all timed steps are reported. Each
 round's line also gives the minor page faults and kernel CPU time per step
 (getrusage of the whole process): a step that faults its buffers in again
-every time runs slower (see privreid_jax/host_memory.py).
+every time runs slower (see privreid_jax/host_memory.py); and the cores kept
+busy (CPU seconds per wall second): below the core count, part of the step runs
+on fewer threads than there are cores.
 
 Columns:
   compile_s   `lower()` + `compile()` wall time (JAX); first step for PyTorch.
@@ -354,13 +356,14 @@ def run_rounds(batches: list[int], torch_process: TorchProcess | None) -> list[R
       fresh = not results[key].times
       measure = (steps[key].round if isinstance(steps[key], RemoteStep)
                  else functools.partial(measure_round, steps[key]))
-      times, faults, sys_s, rss = measure(_STEPS.value, fresh)
+      times, faults, sys_s, busy, rss = measure(_STEPS.value, fresh)
       results[key].times.append(times)
       if rss is not None:
         results[key].rss_bytes = rss
       print(f"  round {rnd}: {label} b{batch}: "
             f"{batch / statistics.median(times):.2f} img/s "
-            f"({faults:,.0f} page faults, {sys_s:.2f} s kernel time per step)", flush=True)
+            f"({faults:,.0f} page faults, {sys_s:.2f} s kernel time per step, "
+            f"{busy:.2f} cores busy)", flush=True)
   return [results[(b, l)] for b, l, _ in plan if (b, l) in results]
 
 

@@ -82,7 +82,8 @@ def test_parsers():
   assert device_check_report.mfu(float("nan"), 100.0, 1.0) is None
   assert device_check_report.mfu(100.0, 100.0, 0.0) is None
   rows = device_check_report.parse_train(
-      "  round 0: baseline/resnet50/auto b64: 128.00 img/s (0 page faults)\n",
+      "  round 0: baseline/resnet50/auto b64: 128.00 img/s (0 page faults, 0.00 s kernel "
+      "time per step, 1.98 cores busy)\n",
       "/nonexistent.json", 312.0)
   assert rows[0]["setting"] == "baseline/resnet50/auto b64"
   assert rows[0]["step_ms"] == 500.0
