@@ -2,11 +2,16 @@
 
   python -m privreid_jax.anonymize --checkpoint=WORKDIR --input=IMAGES --output=OUT
   python -m privreid_jax.anonymize --checkpoint=WORKDIR --input=OUT --output=BACK --recover
+  python -m privreid_jax.anonymize ... --size=model --format=png   # to be recovered later
 
 Loads the latest checkpoint of WORKDIR (its config is the checkpoint's `meta`
 item), runs G (or G_R with --recover) on every image under --input, and writes
 the result under --output with the same relative path, file name and size
-(each image is resized to the model's size and back, PIL bilinear). A Base-mode
+(each image is resized to the model's size and back, PIL bilinear; JPEG files at
+quality 95). `--size=model` keeps the model's size instead, and `--format=png`
+writes every image as PNG (the extension becomes .png): anonymized images meant to
+be recovered need both, as the resizing and JPEG's loss cost G_R several dB
+(docs/method_a.md). A Base-mode
 run (config.anon.mode='base') has no G: it applies its fixed desensitization
 (mosaic / blur / noise, the seed of its config) and has nothing to --recover.
 Files that cannot be read as images are skipped with a warning and counted; an
@@ -40,6 +45,12 @@ _BATCH = flags.DEFINE_integer("batch_size", 16, "Images per forward pass.")
 _OVERWRITE = flags.DEFINE_bool(
     "overwrite", False, "Replace files of the same names already in --output (refused "
     "otherwise).")
+_SIZE = flags.DEFINE_enum(
+    "size", "input", ["input", "model"], "Write each image at its input's size, or at "
+    "the model's (no resizing back: keep it for images to be recovered).")
+_FORMAT = flags.DEFINE_enum(
+    "format", "same", ["same", "png"], "Write each image in its input's format (JPEG at "
+    "quality 95), or as lossless PNG with the extension .png (for images to be recovered).")
 
 
 @dataclasses.dataclass
@@ -53,11 +64,18 @@ def _inside(path: str, folder: str) -> bool:
   return os.path.commonpath([path, folder]) == folder
 
 
-def check_folders(input_dir: str, output_dir: str, overwrite: bool = False) -> None:
+def output_name(name: str, fmt: str = "same") -> str:
+  """The output's relative path of input file `name` (`fmt` as --format)."""
+  return os.path.splitext(name)[0] + ".png" if fmt == "png" else name
+
+
+def check_folders(input_dir: str, output_dir: str, overwrite: bool = False,
+                  fmt: str = "same") -> None:
   """One-line errors for a missing or empty input, an output that could touch
-  it, an output that already holds files of the input's names (unless
-  `overwrite`), an output that is a file or that cannot be created or written
-  (it is created here, empty, when the checks pass)."""
+  it, two inputs that would write one output (`fmt="png"`: a.jpg and a.png), an
+  output that already holds files of the outputs' names (unless `overwrite`), an
+  output that is a file or that cannot be created or written (it is created
+  here, empty, when the checks pass)."""
   if not os.path.exists(input_dir):
     raise FileNotFoundError(f"--input={input_dir}: no such folder")
   if not os.path.isdir(input_dir):
@@ -73,8 +91,15 @@ def check_folders(input_dir: str, output_dir: str, overwrite: bool = False) -> N
                      "folder that does not contain the input")
   if os.path.exists(output_dir) and not os.path.isdir(output_dir):
     raise FileExistsError(f"--output={output_dir} is an existing file; pick a folder")
+  outputs: dict[str, str] = {}
+  for name in files:
+    out = output_name(name, fmt)
+    if out in outputs:
+      raise ValueError(f"--input={input_dir}: {outputs[out]} and {name} would both be "
+                       f"written as {out} (--format={fmt}); move one of them")
+    outputs[out] = name
   if not overwrite and os.path.isdir(output_dir):
-    taken = [name for name in files if os.path.lexists(os.path.join(output_dir, name))]
+    taken = [out for out in outputs if os.path.lexists(os.path.join(output_dir, out))]
     if taken:
       raise FileExistsError(
           f"--output={output_dir} already holds {len(taken)} of the {len(files)} output "
@@ -152,12 +177,23 @@ def _batches(items: list, size: int) -> Iterator[list]:
     yield items[i:i + size]
 
 
+def _save(image: np.ndarray, dest: str) -> None:
+  os.makedirs(os.path.dirname(dest), exist_ok=True)
+  jpeg = dest.lower().endswith((".jpg", ".jpeg"))
+  Image.fromarray(image).save(dest, **({"quality": 95} if jpeg else {}))
+
+
 def process_folder(anonymizer: Anonymizer, input_dir: str, output_dir: str,
                    batch_size: int = 16, progress: bool = True,
-                   overwrite: bool = False) -> Summary:
-  """Runs `anonymizer` on every readable image under input_dir (see the module doc)."""
+                   overwrite: bool = False, size: str = "input",
+                   fmt: str = "same") -> Summary:
+  """Runs `anonymizer` on every readable image under input_dir (see the module doc);
+  `size` and `fmt` are --size and --format."""
   from tqdm import tqdm
-  check_folders(input_dir, output_dir, overwrite)
+  if size not in ("input", "model") or fmt not in ("same", "png"):
+    raise ValueError(f"size={size!r}, fmt={fmt!r}: expected 'input' | 'model' and "
+                     "'same' | 'png'")
+  check_folders(input_dir, output_dir, overwrite, fmt)
   if batch_size < 1:
     raise ValueError(f"--batch_size={batch_size}: must be >= 1")
   files = _files(input_dir)
@@ -178,12 +214,11 @@ def process_folder(anonymizer: Anonymizer, input_dir: str, output_dir: str,
           batch[j] = np.asarray(Image.fromarray(img).resize((w, h), Image.BILINEAR))
         result = anonymizer(batch)
         for j, (name, img) in enumerate(loaded):
-          out = Image.fromarray(result[j]).resize((img.shape[1], img.shape[0]),
-                                                  Image.BILINEAR)
-          dest = os.path.join(output_dir, name)
-          os.makedirs(os.path.dirname(dest), exist_ok=True)
-          out.save(dest, **({"quality": 95} if name.lower().endswith((".jpg", ".jpeg"))
-                            else {}))
+          out = result[j]
+          if size == "input":
+            out = np.asarray(Image.fromarray(out).resize((img.shape[1], img.shape[0]),
+                                                         Image.BILINEAR))
+          _save(out, os.path.join(output_dir, output_name(name, fmt)))
           summary.written += 1
       bar.update(len(names))
   if not summary.written:
@@ -201,10 +236,11 @@ def main(argv):
     with interrupts.handled():
       if _BATCH.value < 1:
         raise ValueError(f"--batch_size={_BATCH.value}: must be >= 1")
-      check_folders(_INPUT.value, _OUTPUT.value, _OVERWRITE.value)
+      check_folders(_INPUT.value, _OUTPUT.value, _OVERWRITE.value, _FORMAT.value)
       anonymizer = Anonymizer(_CHECKPOINT.value, recover=_RECOVER.value)
       summary = process_folder(anonymizer, _INPUT.value, _OUTPUT.value, _BATCH.value,
-                               overwrite=_OVERWRITE.value)
+                               overwrite=_OVERWRITE.value, size=_SIZE.value,
+                               fmt=_FORMAT.value)
   except KeyboardInterrupt as e:
     cli.fail(f"interrupted by {getattr(e, 'signal_name', 'SIGINT')}: the images "
              f"written so far are in {_OUTPUT.value} (add --overwrite to run again into "
@@ -214,9 +250,10 @@ def main(argv):
       raise
     cli.fail(errors.describe(e))
   what = "recovered" if _RECOVER.value else "anonymized"
+  sized = ("resized back" if _SIZE.value == "input" else "written at that size")
   print(f"{what} {summary.written} images into {_OUTPUT.value} (checkpoint step "
         f"{anonymizer.step}, run at the model's {anonymizer.height}x{anonymizer.width} and "
-        f"resized back); skipped {len(summary.skipped)} unreadable files")
+        f"{sized}); skipped {len(summary.skipped)} unreadable files")
 
 
 if __name__ == "__main__":

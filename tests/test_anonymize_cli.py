@@ -209,3 +209,45 @@ def test_a_base_mode_run_applies_its_desensitization(tmp_path, images):
   with pytest.raises(ValueError, match=r"config\.anon\.mode='base' has no recovery "
                                        r"network G_R to --recover with"):
     anonymize.Anonymizer(str(workdir), recover=True)
+
+
+def test_model_size_and_png_keep_what_recovery_needs(run, images, tmp_path):
+  """--size=model writes G's output as it is (no resizing back) and --format=png
+  writes it losslessly under a .png name: reading it back gives the uint8 image
+  the model made, bit for bit."""
+  Image.fromarray(np.full((50, 24, 3), 90, np.uint8)).save(images / "d.jpg", quality=90)
+  out = tmp_path / "out"
+  anonymizer = anonymize.Anonymizer(run[0])
+  summary = anonymize.process_folder(anonymizer, str(images), str(out), batch_size=2,
+                                     progress=False, size="model", fmt="png")
+  assert summary.written == 4 and summary.skipped == ["broken.jpg"]
+  assert sorted(_digest(out)) == ["a.png", "c.png", "d.png", "sub/b.png"]
+  for name in ("a.png", "d.jpg", "sub/b.png"):
+    img = np.asarray(Image.open(images / name).convert("RGB"))
+    small = np.asarray(Image.fromarray(img).resize((16, 32), Image.BILINEAR))
+    want = anonymizer(small[None])[0]
+    got = np.asarray(Image.open(out / anonymize.output_name(name, "png")))
+    assert got.shape == (32, 16, 3) and np.array_equal(got, want), name
+  # Two inputs that would both become d.png are refused before anything is written.
+  Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(images / "d.png")
+  with pytest.raises(ValueError, match=rf"--input={images}: d\.jpg and d\.png would both "
+                                       r"be written as d\.png \(--format=png\)"):
+    anonymize.process_folder(anonymizer, str(images), str(tmp_path / "o2"), fmt="png",
+                             progress=False)
+  assert not (tmp_path / "o2").exists()
+
+
+def test_size_and_format_flags(run, images, tmp_path):
+  out = tmp_path / "cli_small"
+  cmd = [sys.executable, "-m", "privreid_jax.anonymize", f"--checkpoint={run[0]}",
+         f"--input={images}", f"--output={out}", "--size=model", "--format=png"]
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=root)
+  assert done.returncode == 0, done.stderr
+  assert "run at the model's 32x16 and written at that size" in done.stdout
+  assert {Image.open(out / n).size for n in SIZES} == {(16, 32)}
+  bad = subprocess.run(cmd[:-1] + ["--format=webp"], capture_output=True, text=True,
+                       env=env, cwd=root)
+  assert bad.returncode == 2 and "--format" in bad.stderr
+  assert len(bad.stderr.strip().splitlines()) == 1, bad.stderr

@@ -1,0 +1,123 @@
+"""How much of G_R's recovery survives storing the anonymized images as files.
+
+  python -m experiments.recovery_from_files --runs=RUN[,RUN2] --images=DIR \
+      [--limit=240] [--json=OUT.json]
+
+Method A's R->O row and PSNR(O, R) are measured on P = G(O) held in float. A
+released P is a file: 8-bit, often JPEG, and (the anonymize CLI's default)
+resized back to the photo's size. This runs the anonymize CLI's own code
+(`privreid_jax.anonymize.process_folder`) on `--limit` images of DIR (every k-th
+file in name order), stores P in each of the ways below, recovers each stored
+folder with the CLI (at the model's size, as lossless PNG) and prints
+PSNR(O, R) per image, mean ± std, O being the image at the model's size as the
+model sees it:
+
+  float            P kept in memory (the R->O row's case)
+  png, model size  --size=model --format=png
+  jpeg, model size --size=model on .jpg names (JPEG quality 95)
+  png, input size  the default for PNG photos
+  jpeg, input size the default for JPEG photos (Market-1501, DukeMTMC)
+
+The photos are read through symbolic links, named .png or .jpg, so O is the same
+lossless image in every row; only P's storage differs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+import numpy as np
+from absl import app, flags
+from PIL import Image
+
+_RUNS = flags.DEFINE_list("runs", None, "Method-A run workdirs (learned mode).")
+_IMAGES = flags.DEFINE_string("images", None, "Folder of photos (read, never written).")
+_LIMIT = flags.DEFINE_integer("limit", 240, "How many photos (every k-th file).")
+_JSON = flags.DEFINE_string("json", None, "Also write the rows to this JSON file.")
+
+# (row name, --size, --format, the link's extension)
+STORED = (("png, model size", "model", "png", ".png"),
+          ("jpeg, model size", "model", "same", ".jpg"),
+          ("png, input size", "input", "same", ".png"),
+          ("jpeg, input size", "input", "same", ".jpg"))
+
+
+def pick(folder: str, limit: int) -> list[str]:
+  """Every k-th image file of `folder` (not recursive), `limit` of them."""
+  names = sorted(n for n in os.listdir(folder)
+                 if n.lower().endswith((".png", ".jpg", ".jpeg", ".bmp")))
+  if not names:
+    raise FileNotFoundError(f"--images={folder}: no image files")
+  step = max(1, len(names) // max(1, limit))
+  return names[::step][:limit]
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+  """Per-image PSNR in dB of [N, H, W, 3] arrays in [0, 1]."""
+  mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2, axis=(1, 2, 3))
+  return 10.0 * np.log10(1.0 / np.maximum(mse, 1e-12))
+
+
+def measure(workdir: str, folder: str, names: list[str], scratch: str) -> list[dict]:
+  """The rows of one run (see the module doc)."""
+  from privreid_jax import anonymize
+  anonymizer = anonymize.Anonymizer(workdir)
+  recoverer = anonymize.Anonymizer(workdir, recover=True)
+  h, w = anonymizer.height, anonymizer.width
+  small = np.stack([np.asarray(Image.open(os.path.join(folder, n)).convert("RGB")
+                               .resize((w, h), Image.BILINEAR)) for n in names])
+  original = small.astype(np.float32) / 255.0
+  x = (original - anonymizer.mean) / anonymizer.std
+  state, method = anonymizer.state, anonymizer.method
+  r = np.asarray(method.recover(state, method.anonymize(state, x)))
+  r = np.clip(r * anonymizer.std + anonymizer.mean, 0.0, 1.0)
+  rows = [_row(workdir, "float", psnr(original, r))]
+  for label, size, fmt, ext in STORED:
+    base = os.path.join(scratch, f"{label.replace(', ', '_').replace(' ', '_')}")
+    photos = os.path.join(base, "O")
+    os.makedirs(photos)
+    stems = [f"{i:05d}" for i in range(len(names))]
+    for stem, name in zip(stems, names):
+      os.symlink(os.path.abspath(os.path.join(folder, name)),
+                 os.path.join(photos, stem + ext))
+    anonymize.process_folder(anonymizer, photos, os.path.join(base, "P"),
+                             progress=False, size=size, fmt=fmt)
+    anonymize.process_folder(recoverer, os.path.join(base, "P"), os.path.join(base, "R"),
+                             progress=False, size="model", fmt="png")
+    back = np.stack([np.asarray(Image.open(os.path.join(base, "R", s + ".png")))
+                     for s in stems]).astype(np.float32) / 255.0
+    rows.append(_row(workdir, label, psnr(original, back)))
+  return rows
+
+
+def _row(workdir: str, stored: str, values: np.ndarray) -> dict:
+  return {"run": os.path.basename(os.path.normpath(workdir)), "stored": stored,
+          "images": int(values.size), "psnr_mean": float(values.mean()),
+          "psnr_std": float(values.std())}
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  if not _RUNS.value or not _IMAGES.value:
+    raise app.UsageError("--runs and --images are required")
+  names = pick(_IMAGES.value, _LIMIT.value)
+  rows = []
+  for workdir in _RUNS.value:
+    with tempfile.TemporaryDirectory(prefix="recovery_from_files_") as scratch:
+      rows += measure(workdir, _IMAGES.value, names, scratch)
+  print("| run | P stored as | images | PSNR(O, R) dB, mean ± std |")
+  print("|---|---|---|---|")
+  for r in rows:
+    print(f"| {r['run']} | {r['stored']} | {r['images']} | "
+          f"{r['psnr_mean']:.2f} ± {r['psnr_std']:.2f} |")
+  if _JSON.value:
+    with open(_JSON.value, "w") as f:
+      json.dump(rows, f, indent=1)
+  return 0
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,80 @@
+"""experiments/recovery_from_files.py: G_R's recovery after P is stored as files."""
+
+import os
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+import privreid_jax
+from configs import anon_synthetic
+from experiments import recovery_from_files
+from privreid_jax import checkpoint
+from privreid_jax.methods import anonymization
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+  """A method-A workdir holding one checkpoint of a freshly initialised state."""
+  config = anon_synthetic.get_config("tiny")
+  method = anonymization.Method(config, num_classes=5, steps_per_epoch=1)
+  batch = {"image": np.zeros((2, 32, 16, 3), np.float32),
+           "target": np.zeros((2, 32, 16, 3), np.float32), "pid": np.zeros(2, np.int32)}
+  state = jax.jit(method.init)(jax.random.PRNGKey(5), batch)
+  workdir = tmp_path_factory.mktemp("anon_run")
+  ckpts = checkpoint.Checkpoints(str(workdir / "checkpoints"))
+  ckpts.save(3, state, {"next_batch": 3}, checkpoint.config_meta(config, step=3))
+  ckpts.close()
+  return str(workdir)
+
+
+def test_rows_and_the_lossless_row_equals_the_api_round_trip(run, tmp_path):
+  photos = tmp_path / "photos"
+  os.makedirs(photos)
+  rng = np.random.default_rng(1)
+  for i in range(7):
+    Image.fromarray(rng.integers(0, 256, (48, 20 + i, 3), dtype=np.uint8)).save(
+        photos / f"p{i}.png")
+  (photos / "notes.txt").write_text("not an image")
+  names = recovery_from_files.pick(str(photos), 5)
+  assert names == ["p0.png", "p1.png", "p2.png", "p3.png", "p4.png"]
+  assert recovery_from_files.pick(str(photos), 3) == ["p0.png", "p2.png", "p4.png"]
+  scratch = tmp_path / "scratch"
+  os.makedirs(scratch)
+  rows = recovery_from_files.measure(run, str(photos), names, str(scratch))
+  assert [r["stored"] for r in rows] == ["float", "png, model size", "jpeg, model size",
+                                         "png, input size", "jpeg, input size"]
+  assert all(r["images"] == 5 and np.isfinite(r["psnr_mean"]) for r in rows)
+  assert sorted(os.listdir(photos)) == sorted([*(f"p{i}.png" for i in range(7)),
+                                               "notes.txt"])     # read, never written
+  # Independently: P at the model's size as uint8 (what a lossless PNG holds), then G_R.
+  m = privreid_jax.load(run)
+  paths = [str(photos / n) for n in names]
+  original = np.stack([np.asarray(Image.open(p).convert("RGB").resize(
+      (m.width, m.height), Image.BILINEAR)) for p in paths]) / 255.0
+  back = m.recover(m.anonymize(paths, size="model"), size="model") / 255.0
+  want = recovery_from_files.psnr(original, back)
+  assert rows[1]["psnr_mean"] == pytest.approx(float(want.mean()), abs=1e-6)
+  assert rows[1]["psnr_std"] == pytest.approx(float(want.std()), abs=1e-6)
+  # Each row's P was stored as its name says (a fresh G's output is nearly flat, so the
+  # rows' values cannot tell the storage forms apart here; the files can).
+  sizes = {i: Image.open(photos / f"p{i}.png").size for i in range(5)}
+  for folder, fmt, at_model_size in (("png_model_size", "PNG", True),
+                                     ("jpeg_model_size", "JPEG", True),
+                                     ("png_input_size", "PNG", False),
+                                     ("jpeg_input_size", "JPEG", False)):
+    stored = sorted(os.listdir(scratch / folder / "P"))
+    assert len(stored) == 5, folder
+    for i, name in enumerate(stored):
+      with Image.open(scratch / folder / "P" / name) as img:
+        assert img.format == fmt, (folder, name)
+        assert img.size == ((m.width, m.height) if at_model_size else sizes[i]), folder
+
+
+def test_psnr():
+  a = np.zeros((2, 4, 4, 3))
+  b = a.copy()
+  b[0] += 0.1
+  b[1] += 0.01
+  assert recovery_from_files.psnr(a, b) == pytest.approx([20.0, 40.0])
