@@ -1,0 +1,149 @@
+"""Method A's rows when the anonymized images are released as files.
+
+  python -m experiments.released_files --run=RUN --outsider=THIRD_PARTY_RUN \
+      [--store=float,png_input,jpeg_input,png_model] [--json=OUT.json]
+
+A run's rows O->P, P->O, P->P (the authorized model C) and 3rd:P->O, 3rd:O->P,
+3rd:P->P (the outsider: a Re-ID model trained on raw images only) are measured
+on P = G(O) held in float. What a user releases is a folder of files written
+by `python -m privreid_jax.anonymize`: 8-bit, resized back to each photo's size
+by default, JPEG for JPEG photos. This writes the run's test query and gallery
+images with the CLI's own code (`anonymize.process_folder`) in each storage
+form of `--store`, and scores C and the outsider on those files, read back by
+the evaluation loader like any photo:
+
+  float       P in memory, as the run's own evaluation (a check: its rows must
+              equal the run's eval_metrics.jsonl)
+  png_input   PNG at each photo's size (the CLI's default for PNG photos)
+  jpeg_input  JPEG quality 95 at each photo's size (the default for JPEG photos)
+  png_model   PNG at the model's size (--size=model --format=png)
+
+The photos are read through symbolic links named .png or .jpg, so only P's
+storage differs between the forms. Nothing is chosen on these numbers: the
+test split is read to report what a released folder gives, for a run whose
+choices were all made on its validation split.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+
+from absl import app, flags
+
+_RUN = flags.DEFINE_string("run", None, "A method-A run (learned mode).")
+_OUTSIDER = flags.DEFINE_string("outsider", None, "The outsider: a baseline run on raw "
+                                "images (the run's config.evals.outsider.workdir).")
+_STORE = flags.DEFINE_list("store", ["float", "png_input", "jpeg_input", "png_model"],
+                           "Storage forms of P (module doc).")
+_JSON = flags.DEFINE_string("json", None, "Also write the rows to this JSON file.")
+
+# --store -> (anonymize --size, --format, the photos' link extension)
+FORMS = {"png_input": ("input", "same", ".png"), "jpeg_input": ("input", "same", ".jpg"),
+         "png_model": ("model", "png", ".png")}
+ROWS = {"O->O": ("O", "O"), "O->P": ("O", "P"), "P->O": ("P", "O"), "P->P": ("P", "P")}
+
+
+def store(anonymizer, split, form: str, folder: str):
+  """`split` with each image replaced by its anonymized file, stored as `form`."""
+  from privreid_jax import anonymize
+  from privreid_jax.data.records import Record
+  size, fmt, ext = FORMS[form]
+  photos, out = os.path.join(folder, "O"), os.path.join(folder, "P")
+  os.makedirs(photos)
+  names = [f"{i:06d}{ext}" for i in range(len(split))]
+  for i, name in enumerate(names):
+    os.symlink(os.path.abspath(split.source[i].path), os.path.join(photos, name))
+  anonymize.process_folder(anonymizer, photos, out, progress=False, size=size, fmt=fmt)
+  records = [Record(os.path.join(out, anonymize.output_name(n, fmt)), int(p), int(c))
+             for n, p, c in zip(names, split.pids, split.camids)]
+  return dataclasses.replace(split, source=records)
+
+
+def score(method, state, splits, data_cfg, eval_cfg, query: dict, gallery: dict,
+          rows: tuple[str, ...], prefix: str = "") -> dict:
+  """{prefix + row: metrics} for `rows` of ROWS; query / gallery map "O" and "P"
+  to the (split, kind) the row reads on that side."""
+  from privreid_jax import sharding
+  from privreid_jax.evaluation.reid import ReidEvaluator
+  out = {}
+  for row in rows:
+    q, g = ROWS[row]
+    (q_split, q_kind), (g_split, g_kind) = query[q], gallery[g]
+    evaluator = ReidEvaluator(method, dataclasses.replace(splits, query=q_split,
+                                                          gallery=g_split),
+                              data_cfg, eval_cfg, sharding.make_mesh())
+    out[prefix + row] = evaluator.run(state, {row: (q_kind, g_kind)})[row]
+  return out
+
+
+def measure(run: str, outsider: str, forms: list[str], scratch: str) -> list[dict]:
+  """The rows of every form (see the module doc)."""
+  import privreid_jax
+  from privreid_jax import anonymize
+  from privreid_jax.methods.anonymization import third_party
+  unknown = [f for f in forms if f != "float" and f not in FORMS]
+  if unknown:
+    raise app.UsageError(f"--store={unknown[0]}: expected float or {', '.join(FORMS)}")
+  from privreid_jax.data import splits as data_splits
+  model = privreid_jax.load(run)
+  data_cfg, eval_cfg = model.config.data, model.config.eval
+  splits = data_splits.open_splits(data_cfg)      # the run's test query / gallery
+  # The outsider as the run's evaluation sees it: our loader and normalisation, then
+  # its own (third_party.ThirdParty), so the float rows are the run's "3rd:" rows.
+  tp = third_party.ThirdParty.load(outsider, model.method, data_cfg)
+  tp_state = (model.state, tp.variables)
+  anonymizer = anonymize.Anonymizer(run)
+  results = []
+  for form in forms:
+    query = {"O": (splits.query, "raw")}
+    gallery = {"O": (splits.gallery, "raw")}
+    if form == "float":                  # P = G(O) inside the model
+      query["P"], gallery["P"] = (splits.query, "anon"), (splits.gallery, "anon")
+    else:
+      base = os.path.join(scratch, form)
+      query["P"] = (store(anonymizer, splits.query, form, os.path.join(base, "q")), "raw")
+      gallery["P"] = (store(anonymizer, splits.gallery, form, os.path.join(base, "g")),
+                      "raw")
+    names = tuple(ROWS) if form == "float" else ("O->P", "P->O", "P->P")  # O->O: once
+    rows = score(model.method, model.state, splits, data_cfg, eval_cfg, query, gallery,
+                 names)
+    rows.update(score(tp, tp_state, splits, data_cfg, eval_cfg, query, gallery, names,
+                      "3rd:"))
+    for row, metrics in rows.items():
+      results.append({"run": os.path.basename(os.path.normpath(run)), "store": form,
+                      "row": row, **metrics})
+  return results
+
+
+def reported_rows(run: str) -> dict:
+  """{row: metrics} of the run's last evaluation (eval_metrics.jsonl)."""
+  with open(os.path.join(run, "eval_metrics.jsonl")) as f:
+    rows = [json.loads(line) for line in f if line.strip()]
+  last = max(r["step"] for r in rows)
+  return {r["setting"]: r for r in rows if r["step"] == last}
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  if not _RUN.value or not _OUTSIDER.value:
+    raise app.UsageError("--run and --outsider are required")
+  with tempfile.TemporaryDirectory(prefix="released_files_") as scratch:
+    rows = measure(_RUN.value, _OUTSIDER.value, _STORE.value, scratch)
+  reported = reported_rows(_RUN.value)
+  print("| P stored as | row | Rank-1 | mAP | the run's Rank-1 (float P) |")
+  print("|---|---|---|---|---|")
+  for r in rows:
+    ref = reported.get(r["row"], {}).get("rank1")
+    print(f"| {r['store']} | {r['row']} | {100 * r['rank1']:.1f} | {100 * r['mAP']:.1f} | "
+          f"{'-' if ref is None else f'{100 * ref:.1f}'} |")
+  if _JSON.value:
+    with open(_JSON.value, "w") as f:
+      json.dump(rows, f, indent=1)
+
+
+if __name__ == "__main__":
+  app.run(main)

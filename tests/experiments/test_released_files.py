@@ -1,0 +1,57 @@
+"""experiments/released_files.py: method A's rows on anonymized images stored as files."""
+
+import os
+
+import pytest
+from PIL import Image
+
+from configs import anon_synthetic, synthetic
+from experiments import released_files
+from privreid_jax import trainer
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+  """A tiny outsider (raw images only) and a tiny method-A run scored by it."""
+  data_root = str(tmp_path_factory.mktemp("data"))
+  base = synthetic.get_config("tiny")
+  base.data.root = data_root
+  base.optim.epochs = 1
+  base_dir = str(tmp_path_factory.mktemp("outsider"))
+  trainer.run(base, base_dir)
+  config = anon_synthetic.get_config("tiny")
+  config.data.root = data_root
+  config.optim.epochs = 1
+  config.evals.outsider.workdir = base_dir
+  run_dir = str(tmp_path_factory.mktemp("anon"))
+  trainer.run(config, run_dir)
+  return run_dir, base_dir
+
+
+def test_float_rows_are_the_runs_own_and_files_are_stored_as_named(runs, tmp_path):
+  run, outsider = runs
+  rows = released_files.measure(run, outsider, ["float", "png_model", "jpeg_input"],
+                                str(tmp_path))
+  got = {(r["store"], r["row"]): r for r in rows}
+  assert sorted(r for s, r in got if s == "float") == sorted(
+      ["O->O", "O->P", "P->O", "P->P", "3rd:O->O", "3rd:O->P", "3rd:P->O", "3rd:P->P"])
+  assert sorted(r for s, r in got if s == "png_model") == sorted(
+      ["O->P", "P->O", "P->P", "3rd:O->P", "3rd:P->O", "3rd:P->P"])
+  # The float rows go through the same evaluator as the run: its reported rows exactly.
+  reported = released_files.reported_rows(run)
+  for (store, row), metrics in got.items():
+    if store == "float":
+      for key in ("rank1", "mAP", "mINP"):
+        assert metrics[key] == pytest.approx(reported[row][key], abs=1e-6), (row, key)
+  # What was scored is what the anonymize CLI writes in each form.
+  for form, fmt, model_size in (("png_model", "PNG", True), ("jpeg_input", "JPEG", False)):
+    for side in ("q", "g"):
+      folder = tmp_path / form / side / "P"
+      names = sorted(os.listdir(folder))
+      assert names, folder
+      with Image.open(folder / names[0]) as img:
+        assert img.format == fmt
+        if model_size:
+          assert img.size == (16, 32)
+  with pytest.raises(Exception, match="--store=webp"):
+    released_files.measure(run, outsider, ["webp"], str(tmp_path / "x"))
