@@ -26,16 +26,11 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 
 import numpy as np
-from absl import app, flags
 from PIL import Image
-
-_RUNS = flags.DEFINE_list("runs", None, "Method-A run workdirs (learned mode).")
-_IMAGES = flags.DEFINE_string("images", None, "Folder of photos (read, never written).")
-_LIMIT = flags.DEFINE_integer("limit", 240, "How many photos (every k-th file).")
-_JSON = flags.DEFINE_string("json", None, "Also write the rows to this JSON file.")
 
 # (row name, --size, --format, the link's extension)
 STORED = (("png, model size", "model", "png", ".png"),
@@ -46,6 +41,8 @@ STORED = (("png, model size", "model", "png", ".png"),
 
 def pick(folder: str, limit: int) -> list[str]:
   """Every k-th image file of `folder` (not recursive), `limit` of them."""
+  if not os.path.isdir(folder):
+    raise FileNotFoundError(f"--images={folder}: no such folder")
   names = sorted(n for n in os.listdir(folder)
                  if n.lower().endswith((".png", ".jpg", ".jpeg", ".bmp")))
   if not names:
@@ -98,26 +95,38 @@ def _row(workdir: str, stored: str, values: np.ndarray) -> dict:
           "psnr_std": float(values.std())}
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  if not _RUNS.value or not _IMAGES.value:
-    raise app.UsageError("--runs and --images are required")
-  names = pick(_IMAGES.value, _LIMIT.value)
-  rows = []
-  for workdir in _RUNS.value:
-    with tempfile.TemporaryDirectory(prefix="recovery_from_files_") as scratch:
-      rows += measure(workdir, _IMAGES.value, names, scratch)
+def main(argv=None) -> None:
+  from absl import flags
+  from privreid_jax import api
+  fv = flags.FlagValues()      # its own flags: importing this module defines none
+  flags.DEFINE_list("runs", None, "Method-A run workdirs (learned mode).", flag_values=fv)
+  flags.DEFINE_string("images", None, "Folder of photos (read, never written).",
+                      flag_values=fv)
+  flags.DEFINE_integer("limit", 240, "How many photos (every k-th file).", flag_values=fv)
+  flags.DEFINE_string("json", None, "Also write the rows to this JSON file.",
+                      flag_values=fv)
+  flags.mark_flags_as_required(["runs", "images"], flag_values=fv)
+  api.parse_flags(fv, list(sys.argv if argv is None else argv), __doc__)
+  if fv.limit < 1:
+    api.fail(f"--limit={fv.limit}: must be >= 1", 2)
+  try:
+    names = pick(fv.images, fv.limit)
+    rows = []
+    for workdir in fv.runs:
+      with tempfile.TemporaryDirectory(prefix="recovery_from_files_") as scratch:
+        rows += measure(workdir, fv.images, names, scratch)
+  except (FileNotFoundError, ValueError) as e:
+    api.fail(api.one_line(e))
   print("| run | P stored as | images | PSNR(O, R) dB, mean ± std |")
   print("|---|---|---|---|")
   for r in rows:
     print(f"| {r['run']} | {r['stored']} | {r['images']} | "
           f"{r['psnr_mean']:.2f} ± {r['psnr_std']:.2f} |")
-  if _JSON.value:
-    with open(_JSON.value, "w") as f:
+  if fv.json:
+    with open(fv.json, "w") as f:
       json.dump(rows, f, indent=1)
-  return 0
+      f.write("\n")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  main()

@@ -29,16 +29,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 import tempfile
-
-from absl import app, flags
-
-_RUN = flags.DEFINE_string("run", None, "A method-A run (learned mode).")
-_OUTSIDER = flags.DEFINE_string("outsider", None, "The outsider: a baseline run on raw "
-                                "images (the run's config.evals.outsider.workdir).")
-_STORE = flags.DEFINE_list("store", ["float", "png_input", "jpeg_input", "png_model"],
-                           "Storage forms of P (module doc).")
-_JSON = flags.DEFINE_string("json", None, "Also write the rows to this JSON file.")
 
 # --store -> (anonymize --size, --format, the photos' link extension)
 FORMS = {"png_input": ("input", "same", ".png"), "jpeg_input": ("input", "same", ".jpg"),
@@ -86,7 +78,7 @@ def measure(run: str, outsider: str, forms: list[str], scratch: str) -> list[dic
   from privreid_jax.methods.anonymization import third_party
   unknown = [f for f in forms if f != "float" and f not in FORMS]
   if unknown:
-    raise app.UsageError(f"--store={unknown[0]}: expected float or {', '.join(FORMS)}")
+    raise ValueError(f"--store={unknown[0]}: expected float or {', '.join(FORMS)}")
   from privreid_jax.data import splits as data_splits
   model = privreid_jax.load(run)
   data_cfg, eval_cfg = model.config.data, model.config.eval
@@ -126,24 +118,39 @@ def reported_rows(run: str) -> dict:
   return {r["setting"]: r for r in rows if r["step"] == last}
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  if not _RUN.value or not _OUTSIDER.value:
-    raise app.UsageError("--run and --outsider are required")
-  with tempfile.TemporaryDirectory(prefix="released_files_") as scratch:
-    rows = measure(_RUN.value, _OUTSIDER.value, _STORE.value, scratch)
-  reported = reported_rows(_RUN.value)
+def main(argv=None) -> None:
+  from absl import flags
+  from privreid_jax import api
+  fv = flags.FlagValues()      # its own flags: importing this module defines none
+  flags.DEFINE_string("run", None, "A method-A run (learned mode).", flag_values=fv)
+  flags.DEFINE_string("outsider", None, "The outsider: a baseline run on raw images "
+                      "(the run's config.evals.outsider.workdir).", flag_values=fv)
+  flags.DEFINE_list("store", ["float", "png_input", "jpeg_input", "png_model"],
+                    "Storage forms of P (module doc).", flag_values=fv)
+  flags.DEFINE_string("json", None, "Also write the rows to this JSON file.",
+                      flag_values=fv)
+  flags.mark_flags_as_required(["run", "outsider"], flag_values=fv)
+  api.parse_flags(fv, list(sys.argv if argv is None else argv), __doc__)
+  unknown = [f for f in fv.store if f != "float" and f not in FORMS]
+  if unknown:
+    api.fail(f"--store={unknown[0]}: expected float or {', '.join(FORMS)}", 2)
+  try:
+    with tempfile.TemporaryDirectory(prefix="released_files_") as scratch:
+      rows = measure(fv.run, fv.outsider, fv.store, scratch)
+    reported = reported_rows(fv.run)
+  except (FileNotFoundError, ValueError) as e:
+    api.fail(api.one_line(e))
   print("| P stored as | row | Rank-1 | mAP | the run's Rank-1 (float P) |")
   print("|---|---|---|---|---|")
   for r in rows:
     ref = reported.get(r["row"], {}).get("rank1")
     print(f"| {r['store']} | {r['row']} | {100 * r['rank1']:.1f} | {100 * r['mAP']:.1f} | "
           f"{'-' if ref is None else f'{100 * ref:.1f}'} |")
-  if _JSON.value:
-    with open(_JSON.value, "w") as f:
+  if fv.json:
+    with open(fv.json, "w") as f:
       json.dump(rows, f, indent=1)
+      f.write("\n")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  main()
