@@ -178,3 +178,73 @@ def test_a_results_table_row_is_its_kept_runs(doc, prefix, folder, group, specs)
       if "±" in text:
         std = statistics.pstdev(values) * scale
         assert _close(numbers[1], std), (prefix, setting, key, text, std)
+
+
+# Method A's images stored as files (experiments.released_files / recovery_from_files):
+# their rows are kept as JSON in experiments/results/anon_real_files.
+FILES = os.path.join(RESULTS, "anon_real_files")
+METHOD_A_DOC = os.path.join(REPO, "docs", "method_a.md")
+RELEASED_TABLE = "| desensitization | P stored as | O->P | P->O |"
+RELEASED_ROWS = ("O->P", "P->O", "P->P", "3rd:O->P", "3rd:P->O", "3rd:P->P")
+STORES = (("float (the table above)", "float"), ("PNG at the photo's size", "png_input"),
+          ("JPEG q95 at the photo's size", "jpeg_input"),
+          ("PNG at the model's size", "png_model"))
+RECOVERY_TABLE = "| P stored as | mosaic | blur |"
+RECOVERY_ROWS = (("float (the `R->O` case)", "float"),
+                 ("PNG at the model's size (`--size=model --format=png`)", "png, model size"),
+                 ("PNG at the photo's size (the default for PNG photos)", "png, input size"),
+                 ("JPEG q95 at the model's size (`--size=model`, JPEG photos)",
+                  "jpeg, model size"),
+                 ("JPEG q95 at the photo's size (the default for JPEG photos, e.g. "
+                  "Market-1501)", "jpeg, input size"))
+
+
+def _assert_cell(cell: str, values: list[float], where) -> None:
+  numbers = re.findall(NUMBER, cell)
+  assert len(numbers) == 2 and "±" in cell, (where, cell)
+  assert _close(numbers[0], statistics.fmean(values)), (where, cell, values)
+  assert _close(numbers[1], statistics.pstdev(values)), (where, cell, values)
+
+
+def _load(name: str):
+  import json
+  with open(os.path.join(FILES, name)) as f:
+    return json.load(f)
+
+
+@pytest.mark.parametrize("desensitization", ["mosaic", "blur"])
+@pytest.mark.parametrize("label,store", STORES)
+def test_released_files_row_is_its_kept_rows(desensitization, label, store):
+  seeds = [_load(f"released_full_{desensitization}_s{s}.json") for s in range(3)]
+  prefix = f"| {desensitization} | {label} |"
+  cells = _cells(_doc_line((REAL, RELEASED_TABLE), prefix), prefix)
+  assert len(cells) == len(RELEASED_ROWS), cells
+  for cell, row in zip(cells, RELEASED_ROWS):
+    values = [100 * next(r["rank1"] for r in rows if r["store"] == store and r["row"] == row)
+              for rows in seeds]
+    _assert_cell(cell, values, (prefix, row))
+
+
+def test_released_files_float_rows_are_the_tables_runs():
+  """The float rows were scored again by experiments.released_files: they must be the
+  kept runs' own last evaluation rows (the table above it in the doc)."""
+  for d in ("mosaic", "blur"):
+    for seed in range(3):
+      rows = _load(f"released_full_{d}_s{seed}.json")
+      (run,) = [r for r in report_runs.find_runs(os.path.join(RESULTS, "anon_real_table"))
+                if r.name == f"full_{d}_s{seed}"]
+      for r in rows:
+        if r["store"] == "float":
+          assert r["rank1"] == pytest.approx(run.value(r["row"], "rank1"), abs=1e-9), r
+
+
+@pytest.mark.parametrize("label,stored", RECOVERY_ROWS)
+def test_recovery_from_files_row_is_its_kept_rows(label, stored):
+  rows = _load("recovery.json")
+  prefix = f"| {label} |"
+  cells = _cells(_doc_line((METHOD_A_DOC, RECOVERY_TABLE), prefix), prefix)
+  for cell, d in zip(cells, ("mosaic", "blur")):
+    values = [r["psnr_mean"] for r in rows
+              if r["stored"] == stored and re.fullmatch(rf"full_{d}_s\d", r["run"])]
+    assert len(values) == 3, (label, d)
+    _assert_cell(cell, values, (prefix, d))
