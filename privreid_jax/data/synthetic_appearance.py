@@ -1,12 +1,13 @@
 """What the synthetic pedestrians and cameras look like: palettes, prints, people, drawing.
 
-The appearance half of the synthetic dataset (`synthetic.py` plans the splits,
-names and files): each identity's coarse cues come from small palettes shared
-by a group of look-alikes, with a per-person shade and a checked print on the
-shirt that tells the members of a group apart; each camera has its own
-background, light, colour cast and viewpoint. `render` draws a batch of posed
-people with NumPy alone, deterministic in its generator. Changing anything here
-changes the images: bump `synthetic.VERSION` so cached datasets are regenerated.
+The appearance part of the synthetic dataset (`synthetic_plan.py` plans the
+splits, names and poses, `synthetic.py` writes the files): each identity's
+coarse cues come from small palettes shared by a group of look-alikes, with a
+per-person shade and a checked print on the shirt that tells the members of a
+group apart; each camera has its own background, light, colour cast and
+viewpoint. `render` draws a batch of posed people with NumPy alone,
+deterministic in its generator. Changing anything here changes the images:
+bump `synthetic.VERSION` so cached datasets are regenerated.
 """
 
 from __future__ import annotations
