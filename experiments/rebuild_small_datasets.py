@@ -71,15 +71,14 @@ never decoded. Real data belongs outside the repository (e.g. /tmp/realdata).
 
 from __future__ import annotations
 
-import dataclasses
-import filecmp
 import io
 import os
 import re
-import shutil
-import subprocess
 import sys
 from typing import Sequence
+
+from experiments.rebuild_small_datasets_io import (CUHK01_FOLDER, Plan, Source, SourceError,
+                                                   refuse_cuhk03, write)
 
 DATASETS = ("viper", "grid", "prid2011", "cuhk01", "ilids")
 NEEDS = {"viper": ("ml_data",), "grid": ("ml_data", "trackviz"),
@@ -87,7 +86,6 @@ NEEDS = {"viper": ("ml_data",), "grid": ("ml_data", "trackviz"),
 PETA = "PETA dataset"
 PETA_FOLDERS = {"viper": "VIPeR", "grid": "GRID", "prid2011": "PRID", "ilids": "i-LID"}
 PETA_SKIP = ("Label.txt",)           # PETA's attribute labels, not images
-CUHK01_FOLDER = "CUHK01/campus"      # the only folder read from manideep2510/CUHK03_dataset
 TRACKVIZ_FOLDER = "data/grid"
 GRID_PAIRED = 250                    # GRID: pids 1-250 have a probe and a gallery image
 GRID_FOLDS = 10
@@ -96,102 +94,6 @@ ILIDS_PEOPLE = 119                   # PETA's i-LID has one more (0120, one imag
 GRID_MAT = "features_and_partitions.mat"
 MAT_HEADER = (b"MATLAB 5.0 MAT-file, written by experiments.rebuild_small_datasets: "
               b"a stand-in for GRID's partitions")
-
-
-class SourceError(ValueError):
-  """A source that is missing, refused or not laid out as expected."""
-
-
-def refuse_cuhk03(where: str, folder: str) -> None:
-  """Raises unless `where` (a source path and folder) avoids CUHK03 or is CUHK01/campus."""
-  if "cuhk03" in where.lower() and folder.strip("/") != CUHK01_FOLDER:
-    raise SourceError(f"refusing {where}: nothing of CUHK03 is used (only "
-                      f"{CUHK01_FOLDER} of manideep2510/CUHK03_dataset, as --cuhk01)")
-
-
-class Source:
-  """One source repository: a git dir read at `rev`, or a plain folder."""
-
-  def __init__(self, flag: str, path: str, rev: str = "HEAD"):
-    self.flag, self.path, self.rev = flag, os.path.abspath(os.path.expanduser(path)), rev
-    self._cat = None
-    if not os.path.isdir(self.path):
-      raise SourceError(f"--{flag}: no folder {self.path}")
-    self.is_git = self._git_ok(["rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"])
-
-  def _git_ok(self, args) -> bool:
-    try:
-      return subprocess.run(["git", "--git-dir", self.path, *args], capture_output=True,
-                            check=False).returncode == 0 and os.path.isfile(
-                                os.path.join(self.path, "HEAD"))
-    except FileNotFoundError:  # no git installed: only plain folders
-      return False
-
-  def where(self, folder: str) -> str:
-    return f"{self.path}:{self.rev}:{folder}" if self.is_git else os.path.join(self.path, folder)
-
-  def files(self, folder: str) -> list[str]:
-    """Names of the files directly in `folder`, sorted; hidden ones left out."""
-    where = self.where(folder)
-    refuse_cuhk03(where, folder)
-    if self.is_git:
-      res = subprocess.run(["git", "--git-dir", self.path, "ls-tree", "-z",
-                            f"{self.rev}:{folder}"], capture_output=True, check=False)
-      if res.returncode:
-        raise SourceError(f"--{self.flag}: no folder {where}")
-      names = []
-      for entry in res.stdout.decode().split("\0"):
-        if entry:
-          meta, name = entry.split("\t", 1)
-          if meta.split()[1] == "blob":
-            names.append(name)
-    else:
-      if not os.path.isdir(where):
-        raise SourceError(f"--{self.flag}: no folder {where}")
-      names = [n for n in os.listdir(where) if os.path.isfile(os.path.join(where, n))]
-    return sorted(n for n in names if not n.startswith("."))
-
-  def read(self, folder: str, name: str) -> bytes:
-    refuse_cuhk03(self.where(folder), folder)
-    if not self.is_git:
-      with open(os.path.join(self.path, folder, name), "rb") as f:
-        return f.read()
-    if self._cat is None:
-      self._cat = subprocess.Popen(["git", "--git-dir", self.path, "cat-file", "--batch"],
-                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    self._cat.stdin.write(f"{self.rev}:{folder}/{name}\n".encode())
-    self._cat.stdin.flush()
-    header = self._cat.stdout.readline().decode().split()
-    if len(header) != 3 or header[1] != "blob":
-      raise SourceError(f"--{self.flag}: cannot read {self.where(folder + '/' + name)} "
-                        f"({' '.join(header) or 'no answer from git'}; a large file "
-                        "missing from a partial copy?)")
-    data = self._cat.stdout.read(int(header[2]))
-    self._cat.stdout.read(1)
-    return data
-
-  def close(self) -> None:
-    if self._cat is not None:
-      self._cat.stdin.close()
-      self._cat.wait()
-      self._cat = None
-
-
-@dataclasses.dataclass
-class Plan:
-  """What one dataset's folder will hold: copies of source files and generated bytes."""
-  name: str
-  copies: dict[str, tuple[Source, str, str]] = dataclasses.field(default_factory=dict)
-  data: dict[str, bytes] = dataclasses.field(default_factory=dict)
-  notes: list[str] = dataclasses.field(default_factory=list)
-
-  def copy(self, dst: str, src: Source, folder: str, name: str) -> None:
-    if dst in self.copies:
-      first, first_folder, first_name = self.copies[dst]
-      raise SourceError(f"{src.where(folder + '/' + name)} and "
-                        f"{first.where(first_folder + '/' + first_name)} would both be "
-                        f"{self.name}/{dst}")
-    self.copies[dst] = (src, folder, name)
 
 
 def _parse(src: Source, folder: str, pattern: str, form: str, skip=()) -> list[tuple]:
@@ -383,46 +285,6 @@ def plan_grid(ml: Source, tv: Source) -> Plan:
       f"{'/'.join(sorted({str(len(f)) for f in folds}))}); no features or other "
       "variables, own first two struct fields, fold order assumed to be the original's")
   return plan
-
-
-def _tree(root: str) -> list[str]:
-  out = []
-  for folder, _, names in os.walk(root):
-    out += [os.path.relpath(os.path.join(folder, n), root) for n in names]
-  return sorted(out)
-
-
-def write(plan: Plan, out: str) -> str:
-  """Writes the plan to OUT/<name>; returns 'written' or 'unchanged'."""
-  final = os.path.join(out, plan.name)
-  tmp = os.path.join(out, f".{plan.name}.partial")
-  shutil.rmtree(tmp, ignore_errors=True)
-  try:
-    for dst in sorted({**plan.copies, **plan.data}):
-      path = os.path.join(tmp, dst)
-      os.makedirs(os.path.dirname(path), exist_ok=True)
-      data = plan.data.get(dst)
-      if data is None:
-        src, folder, name = plan.copies[dst]
-        data = src.read(folder, name)
-      with open(path, "wb") as f:
-        f.write(data)
-    if not os.path.exists(final):
-      os.replace(tmp, final)
-      return "written"
-    old, new = _tree(final), _tree(tmp)
-    for rel in sorted(set(old) | set(new)):
-      if rel not in new:
-        raise SourceError(f"{os.path.join(final, rel)} is not part of the rebuild; "
-                          f"remove {final} to rebuild it")
-      if rel not in old or not filecmp.cmp(os.path.join(final, rel),
-                                           os.path.join(tmp, rel), shallow=False):
-        raise SourceError(f"{os.path.join(final, rel)} "
-                          f"{'is missing' if rel not in old else 'differs from the rebuild'}; "
-                          f"remove {final} to rebuild it")
-    return "unchanged"
-  finally:
-    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def split0_counts(name: str, out: str) -> str:
