@@ -224,6 +224,8 @@ def _check_optim(config) -> None:
   need_number(config, "optim.warmup_factor", 0.0, low_open=True)
   need_number(config, "optim.gamma", 0.0, low_open=True)
   need_int(config, "optim.steps_per_epoch", 0)
+  if "epoch_offset" in config.optim:      # < 0 would make the first warm-up lrs negative
+    need_int(config, "optim.epoch_offset", 0)
   milestones = config.optim.milestones
   if (not isinstance(milestones, (tuple, list))
       or not all(_is_int(m) and m >= 0 for m in milestones)):

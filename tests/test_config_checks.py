@@ -91,6 +91,9 @@ def test_batch_and_eval_batch_divisible_by_devices():
     ("optim.epochs", 0, r"config\.optim\.epochs=0"),
     ("optim.lr", 0.0, r"config\.optim\.lr=0\.0"),
     ("optim.lr", math.inf, r"config\.optim\.lr=inf"),
+    # A negative offset gave the first epochs a negative learning rate (BoT's warm-up
+    # line extended below k = 0): gradient ascent, without a word.
+    ("optim.epoch_offset", -3, r"config\.optim\.epoch_offset=-3: expected an integer >= 0"),
     ("model.backbone", "resnet19", r"config\.model\.backbone='resnet19': expected "
                                     r"resnet18 \| resnet34 \| resnet50 \(did you mean"),
     ("model.width", 0, r"config\.model\.width=0"),
