@@ -70,12 +70,14 @@ def output_name(name: str, fmt: str = "same") -> str:
 
 
 def check_folders(input_dir: str, output_dir: str, overwrite: bool = False,
-                  fmt: str = "same") -> None:
+                  fmt: str = "same") -> str | None:
   """One-line errors for a missing or empty input, an output that could touch
   it, two inputs that would write one output (`fmt="png"`: a.jpg and a.png), an
   output that already holds files of the outputs' names (unless `overwrite`), an
   output that is a file or that cannot be created or written (it is created
-  here, empty, when the checks pass)."""
+  here, empty, when the checks pass). Returns the topmost folder it created
+  (None when the output existed), which `remove_empty` takes away again when
+  the run then fails before writing anything."""
   if not os.path.exists(input_dir):
     raise FileNotFoundError(f"--input={input_dir}: no such folder")
   if not os.path.isdir(input_dir):
@@ -108,6 +110,10 @@ def check_folders(input_dir: str, output_dir: str, overwrite: bool = False,
   parent = paths.existing_ancestor(output_dir)
   if not os.path.isdir(parent):
     raise NotADirectoryError(f"--output={output_dir}: {parent} is a file, not a folder")
+  top = os.path.abspath(output_dir)
+  while os.path.dirname(top) != parent and os.path.dirname(top) != top:
+    top = os.path.dirname(top)
+  created = None if os.path.exists(output_dir) else top
   try:
     os.makedirs(output_dir, exist_ok=True)
   except OSError as e:
@@ -115,6 +121,17 @@ def check_folders(input_dir: str, output_dir: str, overwrite: bool = False,
                           f"({e.strerror or e})") from None
   if not os.access(output_dir, os.W_OK | os.X_OK):
     raise PermissionError(f"--output={output_dir} is not writable")
+  return created
+
+
+def remove_empty(folder: str | None) -> None:
+  """Removes `folder` and the folders under it if none holds a file."""
+  if folder is None or not os.path.isdir(folder):
+    return
+  for root, dirs, names in os.walk(folder, topdown=False):
+    if names or any(os.path.exists(os.path.join(root, d)) for d in dirs):
+      return
+    os.rmdir(root)
 
 
 def _files(folder: str) -> list[str]:
@@ -232,15 +249,20 @@ def main(argv):
   if len(argv) > 1:
     cli.fail(f"unexpected arguments: {' '.join(argv[1:])}", cli.USAGE_EXIT)
   logging.set_verbosity(logging.WARNING)
+  created = None
   try:
     with interrupts.handled():
       if _BATCH.value < 1:
         raise ValueError(f"--batch_size={_BATCH.value}: must be >= 1")
-      check_folders(_INPUT.value, _OUTPUT.value, _OVERWRITE.value, _FORMAT.value)
-      anonymizer = Anonymizer(_CHECKPOINT.value, recover=_RECOVER.value)
-      summary = process_folder(anonymizer, _INPUT.value, _OUTPUT.value, _BATCH.value,
-                               overwrite=_OVERWRITE.value, size=_SIZE.value,
-                               fmt=_FORMAT.value)
+      created = check_folders(_INPUT.value, _OUTPUT.value, _OVERWRITE.value, _FORMAT.value)
+      try:
+        anonymizer = Anonymizer(_CHECKPOINT.value, recover=_RECOVER.value)
+        summary = process_folder(anonymizer, _INPUT.value, _OUTPUT.value, _BATCH.value,
+                                 overwrite=_OVERWRITE.value, size=_SIZE.value,
+                                 fmt=_FORMAT.value)
+      except BaseException:
+        remove_empty(created)     # a failure before any image leaves no empty --output
+        raise
   except KeyboardInterrupt as e:
     cli.fail(f"interrupted by {getattr(e, 'signal_name', 'SIGINT')}: the images "
              f"written so far are in {_OUTPUT.value} (add --overwrite to run again into "

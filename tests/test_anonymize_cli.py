@@ -251,3 +251,33 @@ def test_size_and_format_flags(run, images, tmp_path):
                        env=env, cwd=root)
   assert bad.returncode == 2 and "--format" in bad.stderr
   assert len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+
+
+def test_a_failed_run_leaves_no_empty_output_folder_it_made(run, images, tmp_path):
+  """The output is created before the (slow) load so that path errors come first;
+  when the load or the run then fails before any image is written, the folders
+  it made are removed again. A folder that existed before stays."""
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  out = tmp_path / "new" / "deeper" / "out"
+  cmd = [sys.executable, "-m", "privreid_jax.anonymize", f"--checkpoint={tmp_path / 'nope'}",
+         f"--input={images}", f"--output={out}"]
+  done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=root)
+  assert done.returncode == 1 and "no such folder" in done.stderr, done.stderr
+  assert not (tmp_path / "new").exists()
+  os.makedirs(tmp_path / "kept")
+  done = subprocess.run(cmd[:-1] + [f"--output={tmp_path / 'kept'}"], capture_output=True,
+                        text=True, env=env, cwd=root)
+  assert done.returncode == 1 and (tmp_path / "kept").is_dir()
+  unreadable = tmp_path / "unreadable"
+  os.makedirs(unreadable)
+  (unreadable / "a.jpg").write_bytes(b"not an image")
+  done = subprocess.run([sys.executable, "-m", "privreid_jax.anonymize",
+                         f"--checkpoint={run[0]}", f"--input={unreadable}",
+                         f"--output={tmp_path / 'o3'}"], capture_output=True, text=True,
+                        env=env, cwd=root)
+  assert done.returncode == 1 and "none of its 1 files" in done.stderr, done.stderr
+  assert not (tmp_path / "o3").exists()
+  assert anonymize.check_folders(str(images), str(tmp_path / "kept")) is None
+  assert anonymize.check_folders(str(images), str(tmp_path / "n1" / "n2")) == str(
+      tmp_path / "n1")
