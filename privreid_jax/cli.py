@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import sys
 from typing import NoReturn, Sequence
 
@@ -130,6 +131,9 @@ def explain(argv: list[str], error: BaseException, fv=None) -> str:
   text = text.replace("Flag --", "--").replace("flag --", "--")
   if "must have a value other than None" in text:
     text = text.split(":", 1)[0].split("=", 1)[0] + " is required"
+  # ml_collections' boolean override reports a tuple: say what it wants instead.
+  text = re.sub(r"\('Non-boolean argument to boolean flag', ('.*')\)",
+                r"expected true or false, got \1", text)
   return text
 
 

@@ -63,6 +63,8 @@ def assert_one_line(stderr, pattern):
     (["--config=configs/synthetic.py:tinyy"], r"unknown variant 'tinyy'"),
     ([TINY, "--config.optim.lr=abc"], r"--config\.optim\.lr=abc: could not convert"),
     ([TINY, "--nope=1"], r"Unknown command line flag 'nope'"),
+    ([TINY, "--config.eval.rerank=maybe"],      # was absl's tuple text
+     r"^error: --config\.eval\.rerank=maybe: expected true or false, got 'maybe'$"),
 ])
 def test_bad_command_line_is_one_line_exit_2(tmp_path, args, pattern):
   code, _, stderr = run_cli(args + [f"--workdir={tmp_path}"])
