@@ -1,6 +1,7 @@
 """Re-ID features of a folder of images with a trained run.
 
   python -m privreid_jax.extract --checkpoint=WORKDIR --input=IMAGES --output=feats.npz [--kind=raw]
+  python -m privreid_jax.extract ... --epsilon=100 [--delta=1e-5]   # a DP release of the features
 
 Loads the latest checkpoint of WORKDIR (any method), embeds every image under
 --input (recursively, sorted; resized and normalised as training's
@@ -16,6 +17,17 @@ evaluation) and writes one .npz file:
 
 --kind=anon (method A) embeds G(O) instead of the raw image. Files that cannot
 be read as images are skipped with a warning and counted.
+
+--epsilon releases the features through the Gaussian mechanism instead, as
+method B's stage 2 releases its gallery (privacy/dp.py, docs/method_b.md): each
+feature is L2-normalised and gets N(0, sigma^2 I) noise, sigma calibrated by
+dp-accounting for per-image (epsilon, delta)-DP under replace-one adjacency
+(L2 sensitivity 2), the noise key drawn from os.urandom. Only the released
+features are written (`features`; match them by cosine similarity), with
+`epsilon`, `delta`, `sigma`, `k_max` (the most images of one parsed pid) and
+`epsilon_per_identity` (the k_max-fold composition; the per-image epsilon when
+no name parsed) and `guarantee` (what the release does and does not protect,
+also printed).
 """
 
 from __future__ import annotations
@@ -113,16 +125,37 @@ def extract_folder(model: api.Model, input_dir: str, kind: str = "raw",
                   np.array([ok for _, _, ok in ids], bool), skipped)
 
 
-def save(path: str, out: Features, *, kind: str, step: int, checkpoint: str) -> None:
-  """Writes `out` as the .npz of the module doc (exactly at `path`, atomically)."""
+def release(out: Features, epsilon: float, delta: float) -> tuple[Features, dict]:
+  """`out` with its features released with per-image (epsilon, delta)-DP (module
+  doc), and what to store about the release."""
+  import dataclasses as dc
+  from privreid_jax.privacy import dp
+  sigma = dp.gaussian_sigma(epsilon, delta)
+  k_max, _ = dp.gallery_k(np.where(out.parsed, out.pids, -1))
+  per_identity = (dp.composed_epsilon(sigma, dp.DEFAULT_SENSITIVITY, delta, k_max)
+                  if k_max > 1 else float(epsilon))
+  released = np.asarray(dp.release_gallery(out.features, None, epsilon=epsilon,
+                                           delta=delta))
+  info = {"epsilon": float(epsilon), "delta": float(delta), "sigma": float(sigma),
+          "k_max": int(k_max), "epsilon_per_identity": float(per_identity),
+          "guarantee": dp.describe_guarantee(epsilon, delta,
+                                             k_values=sorted({1, int(k_max)}))}
+  return dc.replace(out, features=released), info
+
+
+def save(path: str, out: Features, *, kind: str, step: int, checkpoint: str,
+         dp_release: dict | None = None) -> None:
+  """Writes `out` as the .npz of the module doc (exactly at `path`, atomically);
+  `dp_release` (from `release`) adds the release's fields."""
   folder = os.path.dirname(os.path.abspath(path))
   os.makedirs(folder, exist_ok=True)
+  extra = {k: np.array(v) for k, v in (dp_release or {}).items()}
   tmp = path + ".tmp"
   with open(tmp, "wb") as f:
     np.savez(f, features=out.features.astype(np.float32), names=np.array(out.names, str),
              pids=out.pids, camids=out.camids, parsed=out.parsed,
              skipped=np.array(out.skipped, str).reshape(-1), kind=np.array(kind),
-             step=np.array(step, np.int64), checkpoint=np.array(checkpoint))
+             step=np.array(step, np.int64), checkpoint=np.array(checkpoint), **extra)
   os.replace(tmp, path)
 
 
@@ -137,6 +170,10 @@ def _define(fv):
                       "(G(O)) or recovered.", flag_values=fv)
   flags.DEFINE_integer("batch_size", api.DEFAULT_BATCH, "Images per forward pass.",
                        flag_values=fv)
+  flags.DEFINE_float("epsilon", None, "Release the features with per-image (epsilon, "
+                     "delta)-DP (the Gaussian mechanism; module doc) instead of as they are.",
+                     flag_values=fv)
+  flags.DEFINE_float("delta", 1e-5, "The release's delta (with --epsilon).", flag_values=fv)
   for name in ("checkpoint", "input", "output"):
     flags.mark_flag_as_required(name, flag_values=fv)
   return fv
@@ -146,6 +183,12 @@ def main(argv=None) -> None:
   from absl import flags
   fv = _define(flags.FlagValues())
   api.parse_flags(fv, argv, __doc__)
+  if fv.epsilon is not None:
+    from privreid_jax.privacy import dp
+    try:
+      dp.gaussian_sigma(fv.epsilon, fv.delta)      # the values' own one-line errors
+    except ValueError as e:
+      api.fail(f"--epsilon={fv.epsilon} --delta={fv.delta}: {api.one_line(e)}", 2)
   try:
     check_paths(fv.input, fv.output)
   except (FileNotFoundError, ValueError) as e:
@@ -154,12 +197,19 @@ def main(argv=None) -> None:
   try:
     out = extract_folder(model, fv.input, fv.kind, fv.batch_size,
                          progress=True)
-    save(fv.output, out, kind=fv.kind, step=model.step, checkpoint=model.path)
+    info = None
+    if fv.epsilon is not None:
+      out, info = release(out, fv.epsilon, fv.delta)
+    save(fv.output, out, kind=fv.kind, step=model.step, checkpoint=model.path,
+         dp_release=info)
   except (FileNotFoundError, ValueError, OSError) as e:
     api.fail(api.one_line(e))
-  print(f"extracted {len(out.names)} features ({out.features.shape[1]}-d, kind "
+  what = "extracted" if info is None else "released"
+  print(f"{what} {len(out.names)} features ({out.features.shape[1]}-d, kind "
         f"{fv.kind}, checkpoint step {model.step}) into {fv.output}; skipped "
         f"{len(out.skipped)} unreadable files")
+  if info is not None:
+    print(info["guarantee"])
 
 
 if __name__ == "__main__":

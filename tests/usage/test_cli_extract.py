@@ -69,3 +69,44 @@ def test_command_line_method_a_anon_kind(runs, image_dir, tmp_path):
   m = privreid_jax.load(runs.anon)
   want = m.embed([str(image_dir / n) for n in z["names"]], kind="anon")
   np.testing.assert_allclose(z["features"], want, rtol=1e-4, atol=1e-4)
+
+
+def test_epsilon_writes_only_the_dp_release(runs, image_dir, tmp_path, capsys):
+  """--epsilon: L2-normalised features plus N(0, sigma^2) noise, sigma from
+  dp-accounting; the clean features are not in the file; noise differs per run."""
+  from privreid_jax.privacy import dp
+  outs = [tmp_path / "r1.npz", tmp_path / "r2.npz"]
+  for out in outs:
+    extract.main(["prog", f"--checkpoint={runs.base}", f"--input={image_dir}",
+                  f"--output={out}", "--epsilon=50", "--delta=1e-6"])
+  std = capsys.readouterr().out
+  assert "released 4 features" in std and "Per image: (50, 1e-06)-DP" in std
+  z1, z2 = np.load(outs[0]), np.load(outs[1])
+  assert set(z1.files) == {"features", "names", "pids", "camids", "parsed", "skipped",
+                           "kind", "step", "checkpoint", "epsilon", "delta", "sigma",
+                           "k_max", "epsilon_per_identity", "guarantee"}
+  sigma = dp.gaussian_sigma(50, 1e-6)
+  assert float(z1["sigma"]) == sigma and float(z1["epsilon"]) == 50.0
+  m = privreid_jax.load(runs.base)
+  clean = m.embed([str(image_dir / n) for n in z1["names"]])
+  unit = clean / np.linalg.norm(clean, axis=1, keepdims=True)
+  noise = z1["features"] - unit
+  assert abs(noise.std() / sigma - 1) < 0.25, (noise.std(), sigma)   # N*D draws
+  assert abs(noise.mean()) < 4 * sigma / np.sqrt(noise.size)
+  assert not np.allclose(z1["features"], z2["features"])              # fresh os noise
+  assert not np.allclose(z1["features"], clean, atol=1e-3)
+  k_max, _ = dp.gallery_k(np.where(z1["parsed"], z1["pids"], -1))
+  assert int(z1["k_max"]) == k_max
+  want = (dp.composed_epsilon(sigma, 2.0, 1e-6, k_max) if k_max > 1 else 50.0)
+  assert float(z1["epsilon_per_identity"]) == want
+
+
+def test_epsilon_user_errors(runs, image_dir, tmp_path, cli_error):
+  ok = [f"--checkpoint={runs.base}", f"--input={image_dir}",
+        f"--output={tmp_path / 'f.npz'}"]
+  assert cli_error(extract.main, ok + ["--epsilon=0"], code=2) == (
+      "error: --epsilon=0.0 --delta=1e-05: epsilon must be > 0, got epsilon=0.0")
+  assert "delta must be in (0, 1)" in cli_error(extract.main,
+                                                 ok + ["--epsilon=1", "--delta=1"], code=2)
+  assert "no privacy" in cli_error(extract.main, ok + ["--epsilon=inf"], code=2)
+  assert not os.path.exists(tmp_path / "f.npz")
