@@ -24,13 +24,14 @@ lossless image in every row; only P's storage differs.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import tempfile
 
 import numpy as np
 from PIL import Image
+
+from experiments import released_files
 
 # (row name, --size, --format, the link's extension)
 STORED = (("png, model size", "model", "png", ".png"),
@@ -71,20 +72,13 @@ def measure(workdir: str, folder: str, names: list[str], scratch: str) -> list[d
   r = np.asarray(method.recover(state, method.anonymize(state, x)))
   r = np.clip(r * anonymizer.std + anonymizer.mean, 0.0, 1.0)
   rows = [_row(workdir, "float", psnr(original, r))]
+  photos = [os.path.join(folder, n) for n in names]
   for label, size, fmt, ext in STORED:
     base = os.path.join(scratch, f"{label.replace(', ', '_').replace(' ', '_')}")
-    photos = os.path.join(base, "O")
-    os.makedirs(photos)
-    stems = [f"{i:05d}" for i in range(len(names))]
-    for stem, name in zip(stems, names):
-      os.symlink(os.path.abspath(os.path.join(folder, name)),
-                 os.path.join(photos, stem + ext))
-    anonymize.process_folder(anonymizer, photos, os.path.join(base, "P"),
-                             progress=False, size=size, fmt=fmt)
-    anonymize.process_folder(recoverer, os.path.join(base, "P"), os.path.join(base, "R"),
-                             progress=False, size="model", fmt="png")
-    back = np.stack([np.asarray(Image.open(os.path.join(base, "R", s + ".png")))
-                     for s in stems]).astype(np.float32) / 255.0
+    stored = released_files.write_anonymized(anonymizer, photos, base, size, fmt, ext)
+    back = released_files.write_anonymized(recoverer, stored, os.path.join(base, "back"),
+                                           "model", "png", ".png")
+    back = np.stack([np.asarray(Image.open(f)) for f in back]).astype(np.float32) / 255.0
     rows.append(_row(workdir, label, psnr(original, back)))
   return rows
 
@@ -123,9 +117,7 @@ def main(argv=None) -> None:
     print(f"| {r['run']} | {r['stored']} | {r['images']} | "
           f"{r['psnr_mean']:.2f} ± {r['psnr_std']:.2f} |")
   if fv.json:
-    with open(fv.json, "w") as f:
-      json.dump(rows, f, indent=1)
-      f.write("\n")
+    released_files.write_rows(fv.json, rows)
 
 
 if __name__ == "__main__":

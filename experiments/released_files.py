@@ -38,19 +38,31 @@ FORMS = {"png_input": ("input", "same", ".png"), "jpeg_input": ("input", "same",
 ROWS = {"O->O": ("O", "O"), "O->P": ("O", "P"), "P->O": ("P", "O"), "P->P": ("P", "P")}
 
 
+def write_anonymized(anonymizer, photos: list[str], folder: str, size: str, fmt: str,
+                     ext: str) -> list[str]:
+  """Runs the anonymize CLI's `process_folder` on `photos` (linked into FOLDER/O as
+  00000<ext>, 00001<ext>, ...) into FOLDER/P; returns each photo's output file."""
+  from privreid_jax import anonymize
+  links, out = os.path.join(folder, "O"), os.path.join(folder, "P")
+  os.makedirs(links)
+  names = [f"{i:06d}{ext}" for i in range(len(photos))]
+  for photo, name in zip(photos, names):
+    os.symlink(os.path.abspath(photo), os.path.join(links, name))
+  anonymize.process_folder(anonymizer, links, out, progress=False, size=size, fmt=fmt)
+  return [os.path.join(out, anonymize.output_name(n, fmt)) for n in names]
+
+
+def write_rows(path: str, rows: list[dict]) -> None:
+  with open(path, "w") as f:
+    json.dump(rows, f, indent=1)
+    f.write("\n")
+
+
 def store(anonymizer, split, form: str, folder: str):
   """`split` with each image replaced by its anonymized file, stored as `form`."""
-  from privreid_jax import anonymize
   from privreid_jax.data.records import Record
-  size, fmt, ext = FORMS[form]
-  photos, out = os.path.join(folder, "O"), os.path.join(folder, "P")
-  os.makedirs(photos)
-  names = [f"{i:06d}{ext}" for i in range(len(split))]
-  for i, name in enumerate(names):
-    os.symlink(os.path.abspath(split.source[i].path), os.path.join(photos, name))
-  anonymize.process_folder(anonymizer, photos, out, progress=False, size=size, fmt=fmt)
-  records = [Record(os.path.join(out, anonymize.output_name(n, fmt)), int(p), int(c))
-             for n, p, c in zip(names, split.pids, split.camids)]
+  files = write_anonymized(anonymizer, [r.path for r in split.source], folder, *FORMS[form])
+  records = [Record(f, int(p), int(c)) for f, p, c in zip(files, split.pids, split.camids)]
   return dataclasses.replace(split, source=records)
 
 
@@ -147,9 +159,7 @@ def main(argv=None) -> None:
     print(f"| {r['store']} | {r['row']} | {100 * r['rank1']:.1f} | {100 * r['mAP']:.1f} | "
           f"{'-' if ref is None else f'{100 * ref:.1f}'} |")
   if fv.json:
-    with open(fv.json, "w") as f:
-      json.dump(rows, f, indent=1)
-      f.write("\n")
+    write_rows(fv.json, rows)
 
 
 if __name__ == "__main__":

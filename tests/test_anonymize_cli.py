@@ -5,14 +5,12 @@ import os
 import subprocess
 import sys
 
-import jax
 import numpy as np
 import pytest
 from PIL import Image
 
-from configs import anon_synthetic
 from privreid_jax import anonymize, checkpoint
-from privreid_jax.methods import anonymization
+from tests import anon_runs
 
 SIZES = {"a.png": (40, 20), "sub/b.png": (64, 30), "c.png": (32, 16)}
 
@@ -20,15 +18,8 @@ SIZES = {"a.png": (40, 20), "sub/b.png": (64, 30), "c.png": (32, 16)}
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
   """A method-A workdir holding one checkpoint of a freshly initialised state."""
-  config = anon_synthetic.get_config("tiny")
-  method = anonymization.Method(config, num_classes=5, steps_per_epoch=1)
-  batch = {"image": np.zeros((2, 32, 16, 3), np.float32),
-           "target": np.zeros((2, 32, 16, 3), np.float32), "pid": np.zeros(2, np.int32)}
-  state = jax.jit(method.init)(jax.random.PRNGKey(3), batch)
   workdir = tmp_path_factory.mktemp("anon_ckpt")
-  ckpts = checkpoint.Checkpoints(str(workdir / "checkpoints"))
-  ckpts.save(7, state, {"next_batch": 7}, checkpoint.config_meta(config, step=7))
-  ckpts.close()
+  method, state, config = anon_runs.fresh_checkpoint(workdir)
   return str(workdir), method, state, config
 
 
@@ -184,15 +175,8 @@ def test_a_base_mode_run_applies_its_desensitization(tmp_path, images):
   """Base mode has no G: the folder gets the run's fixed mosaic, as the API's
   anonymize gives it; --recover is refused (no G_R) in one line."""
   import privreid_jax
-  config = anon_synthetic.get_config("base,mosaic,tiny")
-  method = anonymization.Method(config, num_classes=5, steps_per_epoch=1)
-  batch = {"image": np.zeros((2, 32, 16, 3), np.float32),
-           "target": np.zeros((2, 32, 16, 3), np.float32), "pid": np.zeros(2, np.int32)}
-  state = jax.jit(method.init)(jax.random.PRNGKey(3), batch)
   workdir = tmp_path / "base"
-  ckpts = checkpoint.Checkpoints(str(workdir / "checkpoints"))
-  ckpts.save(2, state, {"next_batch": 2}, checkpoint.config_meta(config, step=2))
-  ckpts.close()
+  anon_runs.fresh_checkpoint(workdir, "base,mosaic,tiny", step=2)
   out = tmp_path / "out"
   summary = anonymize.process_folder(anonymize.Anonymizer(str(workdir)), str(images),
                                      str(out), batch_size=4, progress=False)

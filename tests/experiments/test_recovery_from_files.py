@@ -2,30 +2,20 @@
 
 import os
 
-import jax
 import numpy as np
 import pytest
 from PIL import Image
 
 import privreid_jax
-from configs import anon_synthetic
 from experiments import recovery_from_files
-from privreid_jax import checkpoint
-from privreid_jax.methods import anonymization
+from tests import anon_runs
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
   """A method-A workdir holding one checkpoint of a freshly initialised state."""
-  config = anon_synthetic.get_config("tiny")
-  method = anonymization.Method(config, num_classes=5, steps_per_epoch=1)
-  batch = {"image": np.zeros((2, 32, 16, 3), np.float32),
-           "target": np.zeros((2, 32, 16, 3), np.float32), "pid": np.zeros(2, np.int32)}
-  state = jax.jit(method.init)(jax.random.PRNGKey(5), batch)
   workdir = tmp_path_factory.mktemp("anon_run")
-  ckpts = checkpoint.Checkpoints(str(workdir / "checkpoints"))
-  ckpts.save(3, state, {"next_batch": 3}, checkpoint.config_meta(config, step=3))
-  ckpts.close()
+  anon_runs.fresh_checkpoint(workdir, seed=5, step=3)
   return str(workdir)
 
 

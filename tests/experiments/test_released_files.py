@@ -5,27 +5,15 @@ import os
 import pytest
 from PIL import Image
 
-from configs import anon_synthetic, synthetic
 from experiments import released_files
-from privreid_jax import trainer
+from tests import anon_runs
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
   """A tiny outsider (raw images only) and a tiny method-A run scored by it."""
-  data_root = str(tmp_path_factory.mktemp("data"))
-  base = synthetic.get_config("tiny")
-  base.data.root = data_root
-  base.optim.epochs = 1
-  base_dir = str(tmp_path_factory.mktemp("outsider"))
-  trainer.run(base, base_dir)
-  config = anon_synthetic.get_config("tiny")
-  config.data.root = data_root
-  config.optim.epochs = 1
-  config.evals.outsider.workdir = base_dir
-  run_dir = str(tmp_path_factory.mktemp("anon"))
-  trainer.run(config, run_dir)
-  return run_dir, base_dir
+  outsider, _, run, _ = anon_runs.trained_with_outsider(tmp_path_factory)
+  return run, outsider
 
 
 def test_float_rows_are_the_runs_own_and_files_are_stored_as_named(runs, tmp_path):

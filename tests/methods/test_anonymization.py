@@ -14,6 +14,7 @@ from privreid_jax import checkpoint, errors, metric_writers, trainer
 from privreid_jax.data import pipeline
 from privreid_jax.methods import anonymization
 from privreid_jax.ops import desensitize, image_metrics
+from tests import anon_runs
 
 NETWORKS = ("G", "G_R", "D1", "D2", "reid")
 
@@ -237,18 +238,7 @@ def test_run_image_quality_of_m_matches_an_independent_computation(run_dir):
 @pytest.fixture(scope="module")
 def third_party_runs(tmp_path_factory):
   """A tiny baseline (raw images only) and a tiny method-A run scored by it."""
-  from configs import synthetic
-  data_root = str(tmp_path_factory.mktemp("tp_data"))
-  base_cfg = synthetic.get_config("tiny")
-  base_cfg.data.root = data_root
-  base_cfg.optim.epochs = 1
-  base_dir = str(tmp_path_factory.mktemp("tp_baseline"))
-  base_results = trainer.run(base_cfg, base_dir).metrics
-  config = anon_synthetic.get_config("tiny")
-  config.data.root = data_root
-  config.optim.epochs = 1
-  config.evals.outsider.workdir = base_dir
-  results = trainer.run(config, str(tmp_path_factory.mktemp("tp_anon"))).metrics
+  base_dir, base_results, _, results = anon_runs.trained_with_outsider(tmp_path_factory)
   return base_dir, base_results, results
 
 
