@@ -13,6 +13,14 @@ from privreid_jax import anonymize, checkpoint
 from tests import anon_runs
 
 SIZES = {"a.png": (40, 20), "sub/b.png": (64, 30), "c.png": (32, 16)}
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _cli(*args):
+  """`python -m privreid_jax.anonymize ARGS` from the repository root, on the CPU."""
+  return subprocess.run([sys.executable, "-m", "privreid_jax.anonymize", *map(str, args)],
+                        capture_output=True, text=True, cwd=ROOT,
+                        env={**os.environ, "JAX_PLATFORMS": "cpu"})
 
 
 @pytest.fixture(scope="module")
@@ -86,11 +94,9 @@ def test_an_empty_input_or_one_without_a_readable_image_is_an_error(run, tmp_pat
   empty = tmp_path / "empty"
   os.makedirs(empty / ".hidden")
   (empty / ".DS_Store").write_bytes(b"x")
-  cmd = [sys.executable, "-m", "privreid_jax.anonymize", f"--checkpoint={run[0]}",
+  cmd = [f"--checkpoint={run[0]}",
          f"--input={empty}", f"--output={tmp_path / 'o1'}"]
-  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=root)
+  done = _cli(*cmd)
   assert done.returncode == 1
   assert done.stderr.strip().splitlines() == [f"error: --input={empty}: no files"]
   assert not (tmp_path / "o1").exists()          # refused before anything is created
@@ -121,19 +127,15 @@ def test_rejects_a_non_method_a_checkpoint(tmp_path, run):
 
 def test_command_line(run, images, tmp_path):
   out = tmp_path / "cli_out"
-  cmd = [sys.executable, "-m", "privreid_jax.anonymize", f"--checkpoint={run[0]}",
-         f"--input={images}", f"--output={out}"]
-  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=root)
+  cmd = [f"--checkpoint={run[0]}", f"--input={images}", f"--output={out}"]
+  done = _cli(*cmd)
   assert done.returncode == 0, done.stderr
   assert "anonymized 3 images" in done.stdout and "skipped 1 unreadable" in done.stdout
   model = anonymize.Anonymizer(run[0])
   assert f"run at the model's {model.height}x{model.width} and resized" in done.stdout
   assert "broken.jpg" in done.stderr
   assert sorted(_digest(out)) == sorted(SIZES)
-  bad = subprocess.run(cmd[:-1] + [f"--output={images / 'x'}"], capture_output=True,
-                       text=True, env=env, cwd=root)
+  bad = _cli(*cmd[:-1], f"--output={images / 'x'}")
   assert bad.returncode == 1 and "is inside" in bad.stderr
   assert len(bad.stderr.strip().splitlines()) == 1
 
@@ -153,17 +155,13 @@ def test_files_already_in_the_output_are_kept_unless_overwrite(run, images, tmp_
     anonymize.process_folder(anonymizer, str(images), str(out), progress=False)
   assert sorted(_digest(out)) == ["notes.txt", "sub/b.png"]
   assert (out / "sub" / "b.png").read_bytes() == b"an earlier result"
-  cmd = [sys.executable, "-m", "privreid_jax.anonymize", f"--checkpoint={run[0]}",
-         f"--input={images}", f"--output={out}"]
-  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=root)
+  cmd = [f"--checkpoint={run[0]}", f"--input={images}", f"--output={out}"]
+  done = _cli(*cmd)
   assert done.returncode == 1
   assert done.stderr.strip().splitlines()[-1].startswith(
       f"error: --output={out} already holds 1 of the 4 output files")
   assert (out / "sub" / "b.png").read_bytes() == b"an earlier result"
-  done = subprocess.run(cmd + ["--overwrite"], capture_output=True, text=True, env=env,
-                        cwd=root)
+  done = _cli(*cmd, "--overwrite")
   assert done.returncode == 0, done.stderr
   assert sorted(_digest(out)) == sorted([*SIZES, "notes.txt"])
   assert (out / "notes.txt").read_text() == "mine"
@@ -223,16 +221,13 @@ def test_model_size_and_png_keep_what_recovery_needs(run, images, tmp_path):
 
 def test_size_and_format_flags(run, images, tmp_path):
   out = tmp_path / "cli_small"
-  cmd = [sys.executable, "-m", "privreid_jax.anonymize", f"--checkpoint={run[0]}",
+  cmd = [f"--checkpoint={run[0]}",
          f"--input={images}", f"--output={out}", "--size=model", "--format=png"]
-  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=root)
+  done = _cli(*cmd)
   assert done.returncode == 0, done.stderr
   assert "run at the model's 32x16 and written at that size" in done.stdout
   assert {Image.open(out / n).size for n in SIZES} == {(16, 32)}
-  bad = subprocess.run(cmd[:-1] + ["--format=webp"], capture_output=True, text=True,
-                       env=env, cwd=root)
+  bad = _cli(*cmd[:-1], "--format=webp")
   assert bad.returncode == 2 and "--format" in bad.stderr
   assert len(bad.stderr.strip().splitlines()) == 1, bad.stderr
 
@@ -241,25 +236,18 @@ def test_a_failed_run_leaves_no_empty_output_folder_it_made(run, images, tmp_pat
   """The output is created before the (slow) load so that path errors come first;
   when the load or the run then fails before any image is written, the folders
   it made are removed again. A folder that existed before stays."""
-  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   out = tmp_path / "new" / "deeper" / "out"
-  cmd = [sys.executable, "-m", "privreid_jax.anonymize", f"--checkpoint={tmp_path / 'nope'}",
-         f"--input={images}", f"--output={out}"]
-  done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=root)
+  cmd = [f"--checkpoint={tmp_path / 'nope'}", f"--input={images}", f"--output={out}"]
+  done = _cli(*cmd)
   assert done.returncode == 1 and "no such folder" in done.stderr, done.stderr
   assert not (tmp_path / "new").exists()
   os.makedirs(tmp_path / "kept")
-  done = subprocess.run(cmd[:-1] + [f"--output={tmp_path / 'kept'}"], capture_output=True,
-                        text=True, env=env, cwd=root)
+  done = _cli(*cmd[:-1], f"--output={tmp_path / 'kept'}")
   assert done.returncode == 1 and (tmp_path / "kept").is_dir()
   unreadable = tmp_path / "unreadable"
   os.makedirs(unreadable)
   (unreadable / "a.jpg").write_bytes(b"not an image")
-  done = subprocess.run([sys.executable, "-m", "privreid_jax.anonymize",
-                         f"--checkpoint={run[0]}", f"--input={unreadable}",
-                         f"--output={tmp_path / 'o3'}"], capture_output=True, text=True,
-                        env=env, cwd=root)
+  done = _cli(f"--checkpoint={run[0]}", f"--input={unreadable}", f"--output={tmp_path / 'o3'}")
   assert done.returncode == 1 and "none of its 1 files" in done.stderr, done.stderr
   assert not (tmp_path / "o3").exists()
   assert anonymize.check_folders(str(images), str(tmp_path / "kept")) is None
