@@ -9,11 +9,12 @@ item), runs G (or G_R with --recover) on every image under --input, and writes
 the result under --output with the same relative path, file name and size
 (each image is resized to the model's size and back, PIL bilinear; JPEG files at
 quality 95). `--size=model` keeps the model's size instead, and `--format=png`
-writes every image as PNG (the extension becomes .png): anonymized images meant to
-be recovered need both, as the resizing and JPEG's loss cost G_R several dB
-(docs/method_a.md). A Base-mode
-run (config.anon.mode='base') has no G: it applies its fixed desensitization
-(mosaic / blur / noise, the seed of its config) and has nothing to --recover.
+writes every image as PNG (the extension becomes .png): anonymized images meant
+to be recovered need both, as the resizing and JPEG's loss cost G_R several dB
+(docs/method_a.md). A Base-mode run (config.anon.mode='base') has no G: it
+applies its fixed desensitization (mosaic / blur / noise, the seed of its
+config) and has nothing to --recover. A run that fails before writing an image
+removes the output folders it created.
 Files that cannot be read as images are skipped with a warning and counted; an
 input with no files, or with none that is a readable image, is an error. Nothing
 is overwritten: the input is never written to (an output folder equal to, inside
@@ -110,10 +111,11 @@ def check_folders(input_dir: str, output_dir: str, overwrite: bool = False,
   parent = paths.existing_ancestor(output_dir)
   if not os.path.isdir(parent):
     raise NotADirectoryError(f"--output={output_dir}: {parent} is a file, not a folder")
-  top = os.path.abspath(output_dir)
-  while os.path.dirname(top) != parent and os.path.dirname(top) != top:
-    top = os.path.dirname(top)
-  created = None if os.path.exists(output_dir) else top
+  created = None                       # the topmost folder makedirs will create
+  if not os.path.exists(output_dir):
+    created = os.path.abspath(output_dir)
+    while os.path.dirname(created) != parent:
+      created = os.path.dirname(created)
   try:
     os.makedirs(output_dir, exist_ok=True)
   except OSError as e:
@@ -264,9 +266,10 @@ def main(argv):
         remove_empty(created)     # a failure before any image leaves no empty --output
         raise
   except KeyboardInterrupt as e:
-    cli.fail(f"interrupted by {getattr(e, 'signal_name', 'SIGINT')}: the images "
-             f"written so far are in {_OUTPUT.value} (add --overwrite to run again into "
-             "it)", 128 + getattr(e, "signum", 2))
+    where = (f"the images written so far are in {_OUTPUT.value} (add --overwrite to run "
+             "again into it)" if os.path.isdir(_OUTPUT.value) else "no image written")
+    cli.fail(f"interrupted by {getattr(e, 'signal_name', 'SIGINT')}: {where}",
+             128 + getattr(e, "signum", 2))
   except Exception as e:  # pylint: disable=broad-except
     if not (errors.is_user_error(e) or type(e) is ValueError):
       raise
