@@ -128,7 +128,6 @@ def extract_folder(model: api.Model, input_dir: str, kind: str = "raw",
 def release(out: Features, epsilon: float, delta: float) -> tuple[Features, dict]:
   """`out` with its features released with per-image (epsilon, delta)-DP (module
   doc), and what to store about the release."""
-  import dataclasses as dc
   from privreid_jax.privacy import dp
   sigma = dp.gaussian_sigma(epsilon, delta)
   k_max, _ = dp.gallery_k(np.where(out.parsed, out.pids, -1))
@@ -140,7 +139,7 @@ def release(out: Features, epsilon: float, delta: float) -> tuple[Features, dict
           "k_max": int(k_max), "epsilon_per_identity": float(per_identity),
           "guarantee": dp.describe_guarantee(epsilon, delta,
                                              k_values=sorted({1, int(k_max)}))}
-  return dc.replace(out, features=released), info
+  return dataclasses.replace(out, features=released), info
 
 
 def save(path: str, out: Features, *, kind: str, step: int, checkpoint: str,
