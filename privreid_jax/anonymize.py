@@ -197,17 +197,31 @@ def _batches(items: list, size: int) -> Iterator[list]:
 
 
 def _save(image: np.ndarray, dest: str) -> None:
-  os.makedirs(os.path.dirname(dest), exist_ok=True)
-  jpeg = dest.lower().endswith((".jpg", ".jpeg"))
-  Image.fromarray(image).save(dest, **({"quality": 95} if jpeg else {}))
+  """Writes `image` at `dest` in the format its extension names (JPEG at quality
+  95) through a hidden temporary file, so a killed run leaves no half-written
+  image under an output's name. ValueError for an extension PIL cannot write."""
+  folder, name = os.path.split(dest)
+  kind = Image.registered_extensions().get(os.path.splitext(name)[1].lower())
+  if kind is None or kind not in Image.SAVE:
+    raise ValueError(f"no image format for the extension of {name!r}")
+  os.makedirs(folder, exist_ok=True)
+  tmp = os.path.join(folder, f".{name}.partial")
+  try:
+    Image.fromarray(image).save(tmp, format=kind,
+                                **({"quality": 95} if kind == "JPEG" else {}))
+    os.replace(tmp, dest)
+  finally:
+    if os.path.lexists(tmp):
+      os.remove(tmp)
 
 
 def process_folder(anonymizer: Anonymizer, input_dir: str, output_dir: str,
                    batch_size: int = 16, progress: bool = True,
                    overwrite: bool = False, size: str = "input",
-                   fmt: str = "same") -> Summary:
+                   fmt: str = "same", summary: Summary | None = None) -> Summary:
   """Runs `anonymizer` on every readable image under input_dir (see the module doc);
-  `size` and `fmt` are --size and --format."""
+  `size` and `fmt` are --size and --format. `summary`, if given, is filled as the
+  run goes (so an interrupted caller knows how many images were written)."""
   from tqdm import tqdm
   if size not in ("input", "model") or fmt not in ("same", "png"):
     raise ValueError(f"size={size!r}, fmt={fmt!r}: expected 'input' | 'model' and "
@@ -217,7 +231,7 @@ def process_folder(anonymizer: Anonymizer, input_dir: str, output_dir: str,
     raise ValueError(f"--batch_size={batch_size}: must be >= 1")
   files = _files(input_dir)
   h, w = anonymizer.height, anonymizer.width
-  summary = Summary(0, [])
+  summary = Summary(0, []) if summary is None else summary
   with tqdm(total=len(files), unit="img", disable=not progress) as bar:
     for names in _batches(files, batch_size):
       loaded = []
@@ -237,7 +251,12 @@ def process_folder(anonymizer: Anonymizer, input_dir: str, output_dir: str,
           if size == "input":
             out = np.asarray(Image.fromarray(out).resize((img.shape[1], img.shape[0]),
                                                          Image.BILINEAR))
-          _save(out, os.path.join(output_dir, output_name(name, fmt)))
+          try:
+            _save(out, os.path.join(output_dir, output_name(name, fmt)))
+          except ValueError as e:            # e.g. a readable image named without a suffix
+            logging.warning("skipping %s: %s; --format=png writes it as PNG", name, e)
+            summary.skipped.append(name)
+            continue
           summary.written += 1
       bar.update(len(names))
   if not summary.written:
@@ -251,23 +270,24 @@ def main(argv):
   if len(argv) > 1:
     cli.fail(f"unexpected arguments: {' '.join(argv[1:])}", cli.USAGE_EXIT)
   logging.set_verbosity(logging.WARNING)
+  if _BATCH.value < 1:
+    cli.fail(f"--batch_size={_BATCH.value}: must be >= 1", cli.USAGE_EXIT)
   created = None
+  summary = Summary(0, [])
   try:
     with interrupts.handled():
-      if _BATCH.value < 1:
-        raise ValueError(f"--batch_size={_BATCH.value}: must be >= 1")
       created = check_folders(_INPUT.value, _OUTPUT.value, _OVERWRITE.value, _FORMAT.value)
       try:
         anonymizer = Anonymizer(_CHECKPOINT.value, recover=_RECOVER.value)
-        summary = process_folder(anonymizer, _INPUT.value, _OUTPUT.value, _BATCH.value,
-                                 overwrite=_OVERWRITE.value, size=_SIZE.value,
-                                 fmt=_FORMAT.value)
+        process_folder(anonymizer, _INPUT.value, _OUTPUT.value, _BATCH.value,
+                       overwrite=_OVERWRITE.value, size=_SIZE.value, fmt=_FORMAT.value,
+                       summary=summary)
       except BaseException:
         remove_empty(created)     # a failure before any image leaves no empty --output
         raise
   except KeyboardInterrupt as e:
-    where = (f"the images written so far are in {_OUTPUT.value} (add --overwrite to run "
-             "again into it)" if os.path.isdir(_OUTPUT.value) else "no image written")
+    where = (f"the {summary.written} images written so far are in {_OUTPUT.value} (add "
+             "--overwrite to run again into it)" if summary.written else "no image written")
     cli.fail(f"interrupted by {getattr(e, 'signal_name', 'SIGINT')}: {where}",
              128 + getattr(e, "signum", 2))
   except Exception as e:  # pylint: disable=broad-except

@@ -253,3 +253,43 @@ def test_a_failed_run_leaves_no_empty_output_folder_it_made(run, images, tmp_pat
   assert anonymize.check_folders(str(images), str(tmp_path / "kept")) is None
   assert anonymize.check_folders(str(images), str(tmp_path / "n1" / "n2")) == str(
       tmp_path / "n1")
+
+
+def test_an_image_named_without_a_format_is_skipped_not_a_crash(run, images, tmp_path):
+  """A readable PNG named `noext` has no format to be written in with
+  --format=same: it is skipped with a warning (it was PIL's 'unknown file
+  extension' error half way through the folder); --format=png writes it."""
+  Image.fromarray(np.full((40, 20, 3), 7, np.uint8)).save(images / "noext", format="PNG")
+  anonymizer = anonymize.Anonymizer(run[0])
+  summary = anonymize.process_folder(anonymizer, str(images), str(tmp_path / "o1"),
+                                     progress=False)
+  assert summary.written == 3 and sorted(summary.skipped) == ["broken.jpg", "noext"]
+  summary = anonymize.process_folder(anonymizer, str(images), str(tmp_path / "o2"),
+                                     progress=False, fmt="png")
+  assert summary.written == 4 and (tmp_path / "o2" / "noext.png").is_file()
+
+
+def test_outputs_are_written_whole_or_not_at_all(run, images, tmp_path, monkeypatch):
+  """An image is written to a hidden temporary name and renamed: a write that
+  fails (or a killed run) leaves no half-written file under an output's name."""
+  real_save = Image.Image.save
+
+  def failing_save(self, fp, *args, **kwargs):
+    real_save(self, fp, *args, **kwargs)
+    with open(fp, "r+b") as f:      # half the bytes on disk, then the disk fills up
+      f.truncate(os.path.getsize(fp) // 2)
+    raise OSError(28, "No space left on device")
+
+  monkeypatch.setattr(Image.Image, "save", failing_save)
+  with pytest.raises(OSError, match="No space left"):
+    anonymize.process_folder(anonymize.Anonymizer(run[0]), str(images),
+                             str(tmp_path / "out"), progress=False)
+  assert [n for _, _, ns in os.walk(tmp_path / "out") for n in ns] == []
+
+
+def test_batch_size_below_one_is_a_command_line_error(run, images, tmp_path):
+  done = _cli(f"--checkpoint={run[0]}", f"--input={images}", f"--output={tmp_path / 'o'}",
+              "--batch_size=0")
+  assert done.returncode == 2
+  assert done.stderr.strip().splitlines() == ["error: --batch_size=0: must be >= 1"]
+  assert not (tmp_path / "o").exists()
