@@ -16,14 +16,17 @@ evaluation) and writes one .npz file:
   kind, step, checkpoint     what was embedded with what
 
 --kind=anon (method A) embeds G(O) instead of the raw image. Files that cannot
-be read as images are skipped with a warning and counted.
+be read as images are skipped with a warning and counted. An existing --output
+is refused unless --overwrite is given.
 
 --epsilon releases the features through the Gaussian mechanism instead, as
 method B's stage 2 releases its gallery (privacy/dp.py, docs/method_b.md): each
 feature is L2-normalised and gets N(0, sigma^2 I) noise, sigma calibrated by
 dp-accounting for per-image (epsilon, delta)-DP under replace-one adjacency
-(L2 sensitivity 2), the noise key drawn from os.urandom. Only the released
-features are written (`features`; match them by cosine similarity), with
+(L2 sensitivity 2), the noise key drawn from os.urandom. The clean features are
+not written, only the released ones (`features`; match them by cosine
+similarity); the names, pids and camids stay in the file in clear (the
+guarantee does not cover them: drop those keys before publishing), with
 `epsilon`, `delta`, `sigma`, `k_max` (the most images of one parsed pid) and
 `epsilon_per_identity` (the k_max-fold composition; the per-image epsilon when
 no name parsed) and `guarantee` (what the release does and does not protect,
@@ -71,15 +74,18 @@ def market_ids(name: str) -> tuple[int, int, bool]:
   return pid, cam - 1, True
 
 
-def check_paths(input_dir: str, output: str) -> None:
+def check_paths(input_dir: str, output: str, overwrite: bool = True) -> None:
   """One-line errors for a missing input folder, an output that is a folder or
-  one under a file."""
+  one under a file, and an existing output unless `overwrite`."""
   from privreid_jax import cli
   if not os.path.isdir(input_dir):
     raise FileNotFoundError(f"--input={input_dir}: no such folder")
   if os.path.isdir(output) or output.endswith(os.sep):
     raise ValueError(f"--output={output} is a folder; give a file name such as "
                      f"{os.path.join(output, 'features.npz')}")
+  if not overwrite and os.path.lexists(output):
+    raise FileExistsError(f"--output={output} exists; pass --overwrite to replace it, or "
+                          "pick another name")
   problem = cli.output_parent_error("output", output)
   if problem:
     raise ValueError(problem)
@@ -173,6 +179,8 @@ def _define(fv):
                      "delta)-DP (the Gaussian mechanism; module doc) instead of as they are.",
                      flag_values=fv)
   flags.DEFINE_float("delta", 1e-5, "The release's delta (with --epsilon).", flag_values=fv)
+  flags.DEFINE_bool("overwrite", False, "Replace an existing --output file (refused "
+                    "otherwise).", flag_values=fv)
   for name in ("checkpoint", "input", "output"):
     flags.mark_flag_as_required(name, flag_values=fv)
   return fv
@@ -182,6 +190,11 @@ def main(argv=None) -> None:
   from absl import flags
   fv = _define(flags.FlagValues())
   api.parse_flags(fv, argv, __doc__)
+  if fv.batch_size < 1:
+    api.fail(f"--batch_size={fv.batch_size}: must be >= 1", 2)
+  if fv.epsilon is None and fv["delta"].present:   # clean features, meant as a release?
+    api.fail(f"--delta={fv.delta} without --epsilon: give --epsilon for a DP release, "
+             "or drop --delta for the clean features", 2)
   if fv.epsilon is not None:
     from privreid_jax.privacy import dp
     try:
@@ -189,8 +202,8 @@ def main(argv=None) -> None:
     except ValueError as e:
       api.fail(f"--epsilon={fv.epsilon} --delta={fv.delta}: {api.one_line(e)}", 2)
   try:
-    check_paths(fv.input, fv.output)
-  except (FileNotFoundError, ValueError) as e:
+    check_paths(fv.input, fv.output, fv.overwrite)
+  except (OSError, ValueError) as e:
     api.fail(api.one_line(e))
   model = api.load_for_cli(fv.checkpoint)
   try:

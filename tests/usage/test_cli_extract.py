@@ -110,3 +110,25 @@ def test_epsilon_user_errors(runs, image_dir, tmp_path, cli_error):
                                                  ok + ["--epsilon=1", "--delta=1"], code=2)
   assert "no privacy" in cli_error(extract.main, ok + ["--epsilon=inf"], code=2)
   assert not os.path.exists(tmp_path / "f.npz")
+
+
+def test_existing_output_needs_overwrite_and_delta_needs_epsilon(runs, image_dir, tmp_path,
+                                                                 cli_error, capsys):
+  """A second release over the first (twice the privacy budget spent) or over a
+  clean-features file was replaced without a word; --delta alone wrote clean
+  features as if released."""
+  out = tmp_path / "f.npz"
+  ok = [f"--checkpoint={runs.base}", f"--input={image_dir}", f"--output={out}"]
+  extract.main(["prog", *ok])
+  before = out.read_bytes()
+  assert cli_error(extract.main, ok + ["--epsilon=10"]) == (
+      f"error: --output={out} exists; pass --overwrite to replace it, or pick another name")
+  assert out.read_bytes() == before
+  extract.main(["prog", *ok, "--epsilon=10", "--overwrite"])
+  assert float(np.load(out)["epsilon"]) == 10.0
+  capsys.readouterr()
+  assert cli_error(extract.main, [*ok[:2], f"--output={tmp_path / 'g.npz'}", "--delta=1e-3"],
+                   code=2).startswith("error: --delta=0.001 without --epsilon")
+  assert "--batch_size=0: must be >= 1" in cli_error(
+      extract.main, [*ok[:2], f"--output={tmp_path / 'g.npz'}", "--batch_size=0"], code=2)
+  assert not (tmp_path / "g.npz").exists()
