@@ -120,6 +120,7 @@ def test_existing_output_needs_overwrite_and_delta_needs_epsilon(runs, image_dir
   out = tmp_path / "f.npz"
   ok = [f"--checkpoint={runs.base}", f"--input={image_dir}", f"--output={out}"]
   extract.main(["prog", *ok])
+  capsys.readouterr()
   before = out.read_bytes()
   assert cli_error(extract.main, ok + ["--epsilon=10"]) == (
       f"error: --output={out} exists; pass --overwrite to replace it, or pick another name")
