@@ -103,6 +103,8 @@ def main(argv=None) -> None:
   api.parse_flags(fv, list(sys.argv if argv is None else argv), __doc__)
   if fv.limit < 1:
     api.fail(f"--limit={fv.limit}: must be >= 1", 2)
+  if released_files.json_error(fv.json):
+    api.fail(released_files.json_error(fv.json))
   try:
     names = pick(fv.images, fv.limit)
     rows = []

@@ -52,7 +52,17 @@ def write_anonymized(anonymizer, photos: list[str], folder: str, size: str, fmt:
   return [os.path.join(out, anonymize.output_name(n, fmt)) for n in names]
 
 
+def json_error(path: str | None) -> str | None:
+  """The one-line error for a --json path that cannot be written (checked before
+  the measurement, which can take long), else None."""
+  from privreid_jax import cli
+  if path and os.path.isdir(path):
+    return f"--json={path} is a folder; give a file name"
+  return cli.output_parent_error("json", path) if path else None
+
+
 def write_rows(path: str, rows: list[dict]) -> None:
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   with open(path, "w") as f:
     json.dump(rows, f, indent=1)
     f.write("\n")
@@ -146,6 +156,8 @@ def main(argv=None) -> None:
   unknown = [f for f in fv.store if f != "float" and f not in FORMS]
   if unknown:
     api.fail(f"--store={unknown[0]}: expected float or {', '.join(FORMS)}", 2)
+  if json_error(fv.json):
+    api.fail(json_error(fv.json))
   try:
     with tempfile.TemporaryDirectory(prefix="released_files_") as scratch:
       rows = measure(fv.run, fv.outsider, fv.store, scratch)

@@ -68,3 +68,16 @@ def test_psnr():
   b[0] += 0.1
   b[1] += 0.01
   assert recovery_from_files.psnr(a, b) == pytest.approx([20.0, 40.0])
+
+
+def test_a_json_path_that_cannot_be_written_fails_before_the_measurement(tmp_path, capsys):
+  """The measurement can take long: a --json under a file, or a folder, is one
+  line before any run is read (it was a traceback after it, the rows lost)."""
+  (tmp_path / "afile").write_text("x")
+  for bad, said in ((tmp_path / "afile" / "x.json", "is a file, not a folder"),
+                    (tmp_path, "is a folder; give a file name")):
+    with pytest.raises(SystemExit) as info:
+      recovery_from_files.main(["prog", f"--runs={tmp_path / 'no_run'}",
+                                f"--images={tmp_path}", f"--json={bad}"])
+    assert info.value.code == 1
+    assert said in capsys.readouterr().err
