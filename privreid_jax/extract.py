@@ -99,8 +99,10 @@ def extract_folder(model: api.Model, input_dir: str, kind: str = "raw",
   if not os.path.isdir(input_dir):
     raise FileNotFoundError(f"--input={input_dir}: no such folder")
   if kind not in model.kinds:
+    base = getattr(model.method, "mode", None) == "base"
     raise ValueError(f"--kind={kind}: a {model.config.method!r} run embeds "
-                     f"{' | '.join(model.kinds)}")
+                     f"{' | '.join(model.kinds)}"
+                     + (" (Base mode, config.anon.mode='base': no G_R)" if base else ""))
   if batch_size < 1:
     raise ValueError(f"--batch_size={batch_size}: must be >= 1")
   files = list_files(input_dir)
