@@ -61,8 +61,9 @@ def psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def measure(workdir: str, folder: str, names: list[str], scratch: str) -> list[dict]:
   """The rows of one run (see the module doc)."""
   from privreid_jax import anonymize
-  anonymizer = anonymize.Anonymizer(workdir)
-  recoverer = anonymize.Anonymizer(workdir, recover=True)
+  with released_files.named_flag("runs", workdir):
+    anonymizer = anonymize.Anonymizer(workdir)
+    recoverer = anonymize.Anonymizer(workdir, recover=True)
   h, w = anonymizer.height, anonymizer.width
   small = np.stack([np.asarray(Image.open(os.path.join(folder, n)).convert("RGB")
                                .resize((w, h), Image.BILINEAR)) for n in names])

@@ -26,9 +26,11 @@ choices were all made on its validation split.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
+import re
 import sys
 import tempfile
 
@@ -50,6 +52,20 @@ def write_anonymized(anonymizer, photos: list[str], folder: str, size: str, fmt:
     os.symlink(os.path.abspath(photo), os.path.join(links, name))
   anonymize.process_folder(anonymizer, links, out, progress=False, size=size, fmt=fmt)
   return [os.path.join(out, anonymize.output_name(n, fmt)) for n in names]
+
+
+@contextlib.contextmanager
+def named_flag(flag: str, value: str):
+  """Errors of loading `value` as the library words them (`--checkpoint=...:`,
+  `privreid_jax.load(...):`, `config.evals.outsider.workdir=...:`) re-worded to
+  name this tool's flag: `--<flag>=<value>: <reason>`."""
+  try:
+    yield
+  except (FileNotFoundError, ValueError) as e:
+    from privreid_jax import api
+    reason = re.sub(r"^(--checkpoint=\S+|privreid_jax\.load\(.*?\)|"
+                    r"config\.evals\.outsider\.workdir='[^']*'): ", "", api.one_line(e))
+    raise type(e)(f"--{flag}={value}: {reason}") from None
 
 
 def json_error(path: str | None) -> str | None:
@@ -102,14 +118,16 @@ def measure(run: str, outsider: str, forms: list[str], scratch: str) -> list[dic
   if unknown:
     raise ValueError(f"--store={unknown[0]}: expected float or {', '.join(FORMS)}")
   from privreid_jax.data import splits as data_splits
-  model = privreid_jax.load(run)
+  with named_flag("run", run):
+    model = privreid_jax.load(run)
+    anonymizer = anonymize.Anonymizer(run)
   data_cfg, eval_cfg = model.config.data, model.config.eval
   splits = data_splits.open_splits(data_cfg)      # the run's test query / gallery
   # The outsider as the run's evaluation sees it: our loader and normalisation, then
   # its own (third_party.ThirdParty), so the float rows are the run's "3rd:" rows.
-  tp = third_party.ThirdParty.load(outsider, model.method, data_cfg)
+  with named_flag("outsider", outsider):
+    tp = third_party.ThirdParty.load(outsider, model.method, data_cfg)
   tp_state = (model.state, tp.variables)
-  anonymizer = anonymize.Anonymizer(run)
   results = []
   for form in forms:
     query = {"O": (splits.query, "raw")}

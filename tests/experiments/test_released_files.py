@@ -43,3 +43,15 @@ def test_float_rows_are_the_runs_own_and_files_are_stored_as_named(runs, tmp_pat
           assert img.size == (16, 32)
   with pytest.raises(Exception, match="--store=webp"):
     released_files.measure(run, outsider, ["webp"], str(tmp_path / "x"))
+
+
+def test_load_errors_name_this_tools_flags(runs, tmp_path):
+  """The library words these as --checkpoint=... or config.evals.outsider.workdir=...;
+  the tool's flags are --run and --outsider."""
+  run, outsider = runs
+  with pytest.raises(FileNotFoundError, match=rf"^--run={tmp_path / 'nope'}: no such folder$"):
+    released_files.measure(str(tmp_path / "nope"), outsider, ["float"], str(tmp_path / "a"))
+  with pytest.raises(ValueError, match=rf"^--run={outsider}: a 'baseline' run, not method A"):
+    released_files.measure(outsider, outsider, ["float"], str(tmp_path / "b"))
+  with pytest.raises(FileNotFoundError, match=rf"^--outsider={tmp_path}: no checkpoint there"):
+    released_files.measure(run, str(tmp_path), ["float"], str(tmp_path / "c"))
