@@ -92,21 +92,39 @@ def store(anonymizer, split, form: str, folder: str):
   return dataclasses.replace(split, source=records)
 
 
-def score(method, state, splits, data_cfg, eval_cfg, query: dict, gallery: dict,
-          rows: tuple[str, ...], prefix: str = "") -> dict:
-  """{prefix + row: metrics} for `rows` of ROWS; query / gallery map "O" and "P"
-  to the (split, kind) the row reads on that side."""
-  from privreid_jax import sharding
-  from privreid_jax.evaluation.reid import ReidEvaluator
-  out = {}
-  for row in rows:
-    q, g = ROWS[row]
-    (q_split, q_kind), (g_split, g_kind) = query[q], gallery[g]
-    evaluator = ReidEvaluator(method, dataclasses.replace(splits, query=q_split,
-                                                          gallery=g_split),
-                              data_cfg, eval_cfg, sharding.make_mesh())
-    out[prefix + row] = evaluator.run(state, {row: (q_kind, g_kind)})[row]
-  return out
+class Scorer:
+  """One model's rows on any query / gallery splits, each split's features computed
+  once (as the run's evaluation computes them: ReidEvaluator, the run's eval config)."""
+
+  def __init__(self, method, state, splits, data_cfg, eval_cfg):
+    from privreid_jax import sharding
+    self.method, self.state, self.splits = method, state, splits
+    self.data_cfg, self.eval_cfg, self.mesh = data_cfg, eval_cfg, sharding.make_mesh()
+    self._features: dict[tuple[int, str], tuple] = {}
+
+  def features(self, split, kind: str):
+    key = (id(split), kind)
+    if key not in self._features:     # the split is kept with them: its id stays its own
+      from privreid_jax.evaluation.reid import ReidEvaluator
+      evaluator = ReidEvaluator(self.method, dataclasses.replace(self.splits, query=split),
+                                self.data_cfg, self.eval_cfg, self.mesh)
+      self._features[key] = (split, evaluator.features(self.state, "query", kind))
+    return self._features[key][1]
+
+  def rows(self, query: dict, gallery: dict, names: tuple[str, ...],
+           prefix: str = "") -> dict:
+    """{prefix + row: metrics} for `names` of ROWS; query / gallery map "O" and "P"
+    to the (split, kind) the row reads on that side."""
+    from privreid_jax.evaluation import ranking, reid
+    out = {}
+    for row in names:
+      (q, q_kind), (g, g_kind) = query[ROWS[row][0]], gallery[ROWS[row][1]]
+      result = ranking.evaluate_features(
+          self.features(q, q_kind), self.features(g, g_kind), q.pids, g.pids, q.camids,
+          g.camids, metric=self.eval_cfg.distance, rerank=self.eval_cfg.rerank,
+          max_rank=self.eval_cfg.max_rank)
+      out[prefix + row] = reid.summarize(result)
+    return out
 
 
 def measure(run: str, outsider: str, forms: list[str], scratch: str) -> list[dict]:
@@ -127,7 +145,8 @@ def measure(run: str, outsider: str, forms: list[str], scratch: str) -> list[dic
   # its own (third_party.ThirdParty), so the float rows are the run's "3rd:" rows.
   with named_flag("outsider", outsider):
     tp = third_party.ThirdParty.load(outsider, model.method, data_cfg)
-  tp_state = (model.state, tp.variables)
+  ours = Scorer(model.method, model.state, splits, data_cfg, eval_cfg)
+  theirs = Scorer(tp, (model.state, tp.variables), splits, data_cfg, eval_cfg)
   results = []
   for form in forms:
     query = {"O": (splits.query, "raw")}
@@ -140,10 +159,7 @@ def measure(run: str, outsider: str, forms: list[str], scratch: str) -> list[dic
       gallery["P"] = (store(anonymizer, splits.gallery, form, os.path.join(base, "g")),
                       "raw")
     names = tuple(ROWS) if form == "float" else ("O->P", "P->O", "P->P")  # O->O: once
-    rows = score(model.method, model.state, splits, data_cfg, eval_cfg, query, gallery,
-                 names)
-    rows.update(score(tp, tp_state, splits, data_cfg, eval_cfg, query, gallery, names,
-                      "3rd:"))
+    rows = {**ours.rows(query, gallery, names), **theirs.rows(query, gallery, names, "3rd:")}
     for row, metrics in rows.items():
       results.append({"run": os.path.basename(os.path.normpath(run)), "store": form,
                       "row": row, **metrics})

@@ -41,10 +41,7 @@ def _run() -> dict:
   from privreid_jax import config_checks, trainer
   from privreid_jax.methods import base as methods_base
   config = _CONFIG.value
-  try:
-    config_checks.check(config)
-  except errors.ConfigError as e:
-    cli.fail(errors.describe(e), cli.USAGE_EXIT)
+  config_checks.check(config)        # a ConfigError: main's one line, exit 2
   logging.set_verbosity(logging.INFO)
   # A method may drive several trainer runs itself (method A's progressive stages).
   run = methods_base.load(config.method).driver or trainer.run
@@ -61,7 +58,7 @@ def main(argv):
     signum = getattr(e, "signum", 2)
     message = e.message() if isinstance(e, interrupts.Interrupted) else "interrupted"
     cli.fail(message, 128 + signum)
-  except errors.ConfigError as e:   # a config value found wrong as the run starts
+  except errors.ConfigError as e:   # config_checks, or a value found wrong as the run starts
     cli.fail(errors.describe(e), cli.USAGE_EXIT)
   except Exception as e:  # pylint: disable=broad-except
     if not errors.is_user_error(e):
