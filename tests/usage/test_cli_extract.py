@@ -133,3 +133,12 @@ def test_existing_output_needs_overwrite_and_delta_needs_epsilon(runs, image_dir
   assert "--batch_size=0: must be >= 1" in cli_error(
       extract.main, [*ok[:2], f"--output={tmp_path / 'g.npz'}", "--batch_size=0"], code=2)
   assert not (tmp_path / "g.npz").exists()
+
+
+def test_recovered_kind_of_a_base_mode_run_says_why(image_dir, tmp_path, cli_error):
+  from tests import anon_runs
+  anon_runs.fresh_checkpoint(tmp_path / "base", "base,mosaic,tiny")
+  assert cli_error(extract.main, [f"--checkpoint={tmp_path / 'base'}", f"--input={image_dir}",
+                                  f"--output={tmp_path / 'f.npz'}", "--kind=recovered"]) == (
+      "error: --kind=recovered: a 'anonymization' run embeds raw | anon (Base mode, "
+      "config.anon.mode='base': no G_R)")
