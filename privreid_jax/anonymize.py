@@ -20,8 +20,9 @@ input with no files, or with none that is a readable image, is an error. Nothing
 is overwritten: the input is never written to (an output folder equal to, inside
 or containing the input is refused, symbolic links resolved), and an output
 folder that already holds a file of an input's name is refused unless
---overwrite is given. So are an output that is a file and a folder that cannot
-be written, all before anything is loaded. Every such user error is one line on
+--overwrite is given (a folder named like an output file, or a file where an
+output's folder goes, is refused even then). So are an output that is a file and
+a folder that cannot be written, all before anything is loaded. Every such user error is one line on
 stderr (exit code 1; 2 for a bad command line).
 """
 
@@ -74,11 +75,32 @@ def check_folders(input_dir: str, output_dir: str, overwrite: bool = False,
                   fmt: str = "same") -> str | None:
   """One-line errors for a missing or empty input, an output that could touch
   it, two inputs that would write one output (`fmt="png"`: a.jpg and a.png), an
-  output that already holds files of the outputs' names (unless `overwrite`), an
+  output that already holds files of the outputs' names (unless `overwrite`) or
+  a folder where an output file goes (or a file where its folder goes), an
   output that is a file or that cannot be created or written (it is created
   here, empty, when the checks pass). Returns the topmost folder it created
   (None when the output existed), which `remove_empty` takes away again when
   the run then fails before writing anything."""
+  return _checked(input_dir, output_dir, overwrite, fmt)[0]
+
+
+def _blocked(output_dir: str, out: str) -> str | None:
+  """Why output file `out` (relative) cannot be written under `output_dir`, even
+  with --overwrite: a folder of its name, or a file where one of its folders goes."""
+  if os.path.isdir(os.path.join(output_dir, out)):
+    return f"{out} is a folder"
+  parent = os.path.dirname(out)
+  while parent:
+    if os.path.lexists(os.path.join(output_dir, parent)) and not os.path.isdir(
+        os.path.join(output_dir, parent)):
+      return f"{parent} is a file, where the folder of {out} goes"
+    parent = os.path.dirname(parent)
+  return None
+
+
+def _checked(input_dir: str, output_dir: str, overwrite: bool,
+             fmt: str) -> tuple[str | None, list[str]]:
+  """`check_folders`, and the input's files (listed once)."""
   if not os.path.exists(input_dir):
     raise FileNotFoundError(f"--input={input_dir}: no such folder")
   if not os.path.isdir(input_dir):
@@ -101,6 +123,12 @@ def check_folders(input_dir: str, output_dir: str, overwrite: bool = False,
       raise ValueError(f"--input={input_dir}: {outputs[out]} and {name} would both be "
                        f"written as {out} (--format={fmt}); move one of them")
     outputs[out] = name
+  if os.path.isdir(output_dir):
+    for out in outputs:
+      why = _blocked(output_dir, out)
+      if why:
+        raise FileExistsError(f"--output={output_dir}: cannot write {out} there: {why}; "
+                              "move it or pick another folder")
   if not overwrite and os.path.isdir(output_dir):
     taken = [out for out in outputs if os.path.lexists(os.path.join(output_dir, out))]
     if taken:
@@ -123,7 +151,7 @@ def check_folders(input_dir: str, output_dir: str, overwrite: bool = False,
                           f"({e.strerror or e})") from None
   if not os.access(output_dir, os.W_OK | os.X_OK):
     raise PermissionError(f"--output={output_dir} is not writable")
-  return created
+  return created, files
 
 
 def remove_empty(folder: str | None) -> None:
@@ -226,10 +254,9 @@ def process_folder(anonymizer: Anonymizer, input_dir: str, output_dir: str,
   if size not in ("input", "model") or fmt not in ("same", "png"):
     raise ValueError(f"size={size!r}, fmt={fmt!r}: expected 'input' | 'model' and "
                      "'same' | 'png'")
-  check_folders(input_dir, output_dir, overwrite, fmt)
   if batch_size < 1:
     raise ValueError(f"--batch_size={batch_size}: must be >= 1")
-  files = _files(input_dir)
+  files = _checked(input_dir, output_dir, overwrite, fmt)[1]
   h, w = anonymizer.height, anonymizer.width
   summary = Summary(0, []) if summary is None else summary
   with tqdm(total=len(files), unit="img", disable=not progress) as bar:

@@ -169,6 +169,29 @@ def test_files_already_in_the_output_are_kept_unless_overwrite(run, images, tmp_
   assert np.max(np.abs(b - _expected(run, images / "sub" / "b.png", "anonymize"))) <= 1
 
 
+@pytest.mark.parametrize("overwrite", [False, True])
+@pytest.mark.parametrize("in_the_way,why", [
+    ("sub/b.png/", "sub/b.png is a folder"),
+    ("sub", "sub is a file, where the folder of sub/b.png goes")])
+def test_a_folder_or_file_in_an_outputs_way_is_refused_even_with_overwrite(
+    run, images, tmp_path, overwrite, in_the_way, why):
+  """An output folder holding a folder named like an output file (or a file
+  where an output's folder goes) cannot take the run's images: refused before
+  anything is written, with or without --overwrite, naming the path."""
+  out = tmp_path / "out"
+  if in_the_way.endswith("/"):
+    os.makedirs(out / in_the_way / "kept")
+  else:
+    os.makedirs(out)
+    (out / in_the_way).write_text("mine")
+  before = _digest(out)
+  with pytest.raises(FileExistsError,
+                     match=rf"^--output={out}: cannot write sub/b\.png there: {why}; "):
+    anonymize.process_folder(anonymize.Anonymizer(run[0]), str(images), str(out),
+                             progress=False, overwrite=overwrite)
+  assert _digest(out) == before and not (out / "a.png").exists()
+
+
 def test_a_base_mode_run_applies_its_desensitization(tmp_path, images):
   """Base mode has no G: the folder gets the run's fixed mosaic, as the API's
   anonymize gives it; --recover is refused (no G_R) in one line."""
