@@ -30,7 +30,8 @@ guarantee does not cover them: drop those keys before publishing), with
 `epsilon`, `delta`, `sigma`, `k_max` (the most images of one parsed pid) and
 `epsilon_per_identity` (the k_max-fold composition; the per-image epsilon when
 no name parsed) and `guarantee` (what the release does and does not protect,
-also printed).
+also printed). A --delta not below 1/N (N images released) is warned about: a
+guarantee with such a delta is met even by releasing one image in the clear.
 """
 
 from __future__ import annotations
@@ -214,6 +215,11 @@ def main(argv=None) -> None:
     info = None
     if fv.epsilon is not None:
       out, info = release(out, fv.epsilon, fv.delta)
+      if fv.delta >= 1.0 / len(out.names):
+        api.warn(f"--delta={fv.delta:g} is not below 1/N = 1/{len(out.names)}: an "
+                 "(epsilon, delta) guarantee with such a delta is met even by releasing "
+                 f"one of the N images as it is; pick delta well below 1/N, e.g. "
+                 f"{0.01 / len(out.names):.1g}")
     save(fv.output, out, kind=fv.kind, step=model.step, checkpoint=model.path,
          dp_release=info)
   except (FileNotFoundError, ValueError, OSError) as e:

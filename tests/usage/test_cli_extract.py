@@ -112,6 +112,18 @@ def test_epsilon_user_errors(runs, image_dir, tmp_path, cli_error):
   assert not os.path.exists(tmp_path / "f.npz")
 
 
+def test_a_delta_not_below_one_over_n_is_warned_about(runs, image_dir, tmp_path, capsys):
+  """delta >= 1/N: (epsilon, delta)-DP then allows releasing one of the N images
+  in the clear, so the release is written but the user is told (4 images here)."""
+  ok = [f"--checkpoint={runs.base}", f"--input={image_dir}", "--epsilon=10", "--overwrite"]
+  extract.main(["prog", *ok, f"--output={tmp_path / 'a.npz'}", "--delta=0.25"])
+  err = capsys.readouterr().err
+  assert "warning: --delta=0.25 is not below 1/N = 1/4: " in err and "e.g. 0.003" in err
+  extract.main(["prog", *ok, f"--output={tmp_path / 'b.npz'}", "--delta=0.2"])
+  assert "--delta" not in capsys.readouterr().err
+  assert float(np.load(tmp_path / "a.npz")["delta"]) == 0.25
+
+
 def test_existing_output_needs_overwrite_and_delta_needs_epsilon(runs, image_dir, tmp_path,
                                                                  cli_error, capsys):
   """A second release over the first (twice the privacy budget spent) or over a
