@@ -10,7 +10,8 @@ resized back to the photo's size. This runs the anonymize CLI's own code
 file in name order), stores P in each of the ways below, recovers each stored
 folder with the CLI (at the model's size, as lossless PNG) and prints
 PSNR(O, R) per image, mean ± std, O being the image at the model's size as the
-model sees it:
+model sees it (and, for runs named alike but for a `_s<seed>` suffix, the mean ±
+std over them, as the docs' tables):
 
   float            P kept in memory (the R->O row's case)
   png, model size  --size=model --format=png
@@ -25,6 +26,8 @@ lossless image in every row; only P's storage differs.
 from __future__ import annotations
 
 import os
+import re
+import statistics
 import sys
 import tempfile
 
@@ -84,6 +87,19 @@ def measure(workdir: str, folder: str, names: list[str], scratch: str) -> list[d
   return rows
 
 
+def over_seeds(rows: list[dict]) -> list[dict]:
+  """The rows of runs that differ only in a `_s<seed>` suffix, as one row per
+  setting and storage form: mean ± population std of psnr_mean over the runs
+  (the docs' tables), for settings with at least two runs; in first-seen order."""
+  groups: dict[tuple[str, str], list[float]] = {}
+  for r in rows:
+    groups.setdefault((re.sub(r"_s\d+$", "", r["run"]), r["stored"]), []).append(
+        r["psnr_mean"])
+  return [{"setting": setting, "stored": stored, "runs": len(v),
+           "mean": statistics.fmean(v), "std": statistics.pstdev(v)}
+          for (setting, stored), v in groups.items() if len(v) > 1]
+
+
 def _row(workdir: str, stored: str, values: np.ndarray) -> dict:
   return {"run": os.path.basename(os.path.normpath(workdir)), "stored": stored,
           "images": int(values.size), "psnr_mean": float(values.mean()),
@@ -119,6 +135,13 @@ def main(argv=None) -> None:
   for r in rows:
     print(f"| {r['run']} | {r['stored']} | {r['images']} | "
           f"{r['psnr_mean']:.2f} ± {r['psnr_std']:.2f} |")
+  summary = over_seeds(rows)
+  if summary:
+    print("\n| setting | P stored as | runs | PSNR(O, R) dB, mean ± std over the runs |")
+    print("|---|---|---|---|")
+    for r in summary:
+      print(f"| {r['setting']} | {r['stored']} | {r['runs']} | "
+            f"{r['mean']:.2f} ± {r['std']:.2f} |")
   if fv.json:
     released_files.write_rows(fv.json, rows)
 

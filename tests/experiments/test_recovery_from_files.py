@@ -62,6 +62,21 @@ def test_rows_and_the_lossless_row_equals_the_api_round_trip(run, tmp_path):
         assert img.size == ((m.width, m.height) if at_model_size else sizes[i]), folder
 
 
+def test_over_seeds_groups_runs_by_setting_without_the_seed():
+  rows = [{"run": f"full_{d}_s{s}", "stored": st, "psnr_mean": v}
+          for d, s, st, v in [("mosaic", 0, "float", 25.0), ("mosaic", 1, "float", 26.0),
+                              ("mosaic", 0, "png", 20.0), ("mosaic", 1, "png", 23.0),
+                              ("blur", 2, "float", 24.0), ("blur_s1x", 0, "float", 1.0)]]
+  rows.append({"run": "mosaic_s10", "stored": "float", "psnr_mean": 7.0})
+  rows.append({"run": "mosaic_s11", "stored": "float", "psnr_mean": 9.0})
+  got = recovery_from_files.over_seeds(rows)
+  assert [(g["setting"], g["stored"], g["runs"]) for g in got] == [
+      ("full_mosaic", "float", 2), ("full_mosaic", "png", 2), ("mosaic", "float", 2)]
+  assert got[0]["mean"] == 25.5 and got[0]["std"] == 0.5       # population std
+  assert got[1]["mean"] == 21.5 and got[1]["std"] == 1.5
+  assert got[2]["mean"] == 8.0 and got[2]["std"] == 1.0
+
+
 def test_psnr():
   a = np.zeros((2, 4, 4, 3))
   b = a.copy()
