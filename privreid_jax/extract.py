@@ -25,13 +25,19 @@ feature is L2-normalised and gets N(0, sigma^2 I) noise, sigma calibrated by
 dp-accounting for per-image (epsilon, delta)-DP under replace-one adjacency
 (L2 sensitivity 2), the noise key drawn from os.urandom. The clean features are
 not written, only the released ones (`features`; match them by cosine
-similarity); the names, pids and camids stay in the file in clear (the
-guarantee does not cover them: drop those keys before publishing), with
+similarity), in a random order (sorted file names would put one person's rows
+together); the names, pids and camids stay in the file in clear, aligned with
+the rows (the guarantee does not cover them: drop those keys before
+publishing), with
 `epsilon`, `delta`, `sigma`, `k_max` (the most images of one parsed pid) and
 `epsilon_per_identity` (the k_max-fold composition; the per-image epsilon when
 no name parsed) and `guarantee` (what the release does and does not protect,
 also printed). A --delta not below 1/N (N images released) is warned about: a
 guarantee with such a delta is met even by releasing one image in the clear.
+The (epsilon, delta) is the ideal Gaussian mechanism's: the float32 noise of
+this implementation does not meet it against an attacker who holds a
+candidate image's exact feature (privreid_jax/privacy/dp.py), so treat the file
+as a research release, not a certified one.
 """
 
 from __future__ import annotations
@@ -134,10 +140,18 @@ def extract_folder(model: api.Model, input_dir: str, kind: str = "raw",
                   np.array([ok for _, _, ok in ids], bool), skipped)
 
 
-def release(out: Features, epsilon: float, delta: float) -> tuple[Features, dict]:
-  """`out` with its features released with per-image (epsilon, delta)-DP (module
-  doc), and what to store about the release."""
+def release(out: Features, epsilon: float, delta: float,
+            rng: np.random.Generator | None = None) -> tuple[Features, dict]:
+  """`out` with its features released through the Gaussian mechanism (module
+  doc), its rows in a random order (`rng`; default seeded from os.urandom), and
+  what to store about the release."""
   from privreid_jax.privacy import dp
+  if rng is None:
+    rng = np.random.default_rng(int.from_bytes(os.urandom(16), "little"))
+  order = rng.permutation(len(out.names))      # sorted names group a person's rows
+  out = dataclasses.replace(out, features=out.features[order],
+                            names=[out.names[i] for i in order], pids=out.pids[order],
+                            camids=out.camids[order], parsed=out.parsed[order])
   sigma = dp.gaussian_sigma(epsilon, delta)
   k_max, _ = dp.gallery_k(np.where(out.parsed, out.pids, -1))
   per_identity = (dp.composed_epsilon(sigma, dp.DEFAULT_SENSITIVITY, delta, k_max)

@@ -22,10 +22,23 @@ What the numbers mean:
   per-image epsilon (tens to hundreds), where the formal guarantee is weak:
   `describe_guarantee` writes this down for a given setting.
 - The noise key must be unpredictable (`os_key`): noise drawn from a known seed
-  can be subtracted. The sampler is jax's floating-point Gaussian, not a
-  side-channel-hardened discrete sampler (Mironov, CCS 2012); treat the release as
-  a research measurement of the privacy/utility trade-off, not a certified
-  deployment.
+  can be subtracted.
+- The (epsilon, delta) above is the ideal, real-valued Gaussian mechanism's. This
+  implementation does not meet it: the noise is jax's float32 Gaussian,
+  sqrt(2) erfinv(u) of one of 2^23 uniform values, so (a) it never leaves
+  [-5.42, 5.22] sigma, and where two features differ by more than that in a
+  coordinate their releases cannot both occur (for e1 against -e1 the realised
+  delta is at least 6.4e-4 at epsilon 10 and ~1 from epsilon 100 up, against
+  the stated 1e-5); (b) each released value is one of 2^23
+  float32 numbers given the clean feature, so an attacker holding a candidate
+  image's exact float32 feature and sigma can check whether a released row
+  could have come from it (the floating-point attack of Mironov, CCS 2012): in
+  a check on 2048-d features the true image fitted all 2048 coordinates and a
+  wrong one 10-14% of them, at every epsilon from 1 to 1000
+  (experiments/dp_float_attack.py measures both). Treat the
+  release as a measurement of the privacy/utility trade-off of the ideal
+  mechanism, not as a deployed guarantee (a discrete Gaussian on a grid,
+  Canonne, Kamath & Steinke 2020, would be the fix; docs/method_b.md).
 """
 
 from __future__ import annotations
@@ -165,7 +178,8 @@ def l2_normalize(features: jax.Array, eps: float = 1e-12) -> jax.Array:
 @jax.jit
 def add_gaussian_noise(features: jax.Array, key: jax.Array, sigma: jax.Array
                        ) -> jax.Array:
-  """Pure, jittable core of the release: L2-normalise rows, add N(0, sigma^2 I)."""
+  """Pure, jittable core of the release: L2-normalise rows, add N(0, sigma^2 I)
+  (float32 noise: see the module doc for what that does to the guarantee)."""
   normed = l2_normalize(features)
   return normed + sigma * jax.random.normal(key, normed.shape, jnp.float32)
 
@@ -196,7 +210,14 @@ def release_gallery(features: jax.Array, key: Optional[jax.Array], *, epsilon: f
   sigma = gaussian_sigma(epsilon, delta, sensitivity)
   if key is None:
     key = os_key()
-  return add_gaussian_noise(features, key, jnp.float32(sigma))
+  return add_gaussian_noise(features, key, jnp.asarray(sigma_float32(sigma)))
+
+
+def sigma_float32(sigma: float) -> np.float32:
+  """`sigma` as a float32 that is not smaller (a cast may round down, and less
+  noise than calibrated means a larger delta)."""
+  s = np.float32(sigma)
+  return s if float(s) >= sigma else np.nextafter(s, np.float32(np.inf))
 
 
 def gallery_k(pids) -> tuple[int, float]:
@@ -232,7 +253,13 @@ def describe_guarantee(epsilon: float, delta: float,
       "another (except with probability delta); above a few units this is a weak "
       "guarantee.",
       "Not covered: query features (released clean), the trained model and its training "
-      "identities, and metadata such as camera ids or how many images a person has.",
+      "identities, and metadata such as names, pids, camera ids or how many images a "
+      "person has; releasing the same images again composes like k above.",
+      "Caveat: these figures are the ideal Gaussian mechanism's. The noise here is "
+      "float32 (bounded, on a finite set of values), so an attacker who holds a "
+      "candidate image's exact feature can test whether a released row came from it: "
+      "the release does not meet this (epsilon, delta) as implemented "
+      "(privreid_jax/privacy/dp.py, docs/method_b.md).",
       "Useful retrieval on high-dimensional features needs small sigma, i.e. large "
       "per-image epsilon; report the epsilon next to every accuracy number.",
   ]

@@ -155,6 +155,23 @@ def test_rank1_falls_monotonically_as_epsilon_falls():
   assert ranks[0] > 0.95 and ranks[-1] < 0.1, ranks
 
 
+def test_sigma_float32_never_rounds_down():
+  rng = np.random.default_rng(0)
+  sigmas = rng.uniform(0.01, 10.0, 2000)
+  casts = sigmas.astype(np.float32).astype(np.float64)
+  assert (casts < sigmas).sum() > 500            # a plain cast rounds down about half the time
+  got = np.array([float(dp.sigma_float32(s)) for s in sigmas])
+  assert np.all(got >= sigmas)
+  assert np.all(got <= np.nextafter(casts.astype(np.float32), np.float32(np.inf)))
+  assert all(dp.sigma_float32(s).dtype == np.float32 for s in sigmas[:3])
+
+
+def test_describe_guarantee_says_the_float_release_does_not_meet_it():
+  text = dp.describe_guarantee(100.0, 1e-5, k_values=(1,))
+  assert "does not meet this (epsilon, delta) as implemented" in text
+  assert "names, pids" in text and "composes" in text
+
+
 def test_describe_guarantee_states_scope_and_numbers():
   text = dp.describe_guarantee(8.0, 1e-5, 2.0, k_values=(1, 10))
   sigma = dp.gaussian_sigma(8.0, 1e-5)

@@ -112,6 +112,26 @@ def test_epsilon_user_errors(runs, image_dir, tmp_path, cli_error):
   assert not os.path.exists(tmp_path / "f.npz")
 
 
+def test_the_release_shuffles_rows_and_keeps_them_aligned(runs, image_dir):
+  """Sorted names put one person's rows together, which the released features
+  would show after the names are dropped; `release` permutes every per-row field
+  together (the clean feature of names[i] is row i's, before the noise)."""
+  import privreid_jax
+  m = privreid_jax.load(runs.base)
+  out = extract.extract_folder(m, str(image_dir), progress=False)
+  n = len(out.names)
+  order = np.random.default_rng(5).permutation(n)
+  assert list(order) != list(range(n))
+  got, info = extract.release(out, 1e6, 1e-5, rng=np.random.default_rng(5))
+  assert got.names == [out.names[i] for i in order]
+  for field in ("pids", "camids", "parsed"):
+    np.testing.assert_array_equal(getattr(got, field), getattr(out, field)[order])
+  unit = out.features / np.linalg.norm(out.features, axis=1, keepdims=True)
+  noise = np.linalg.norm(got.features - unit[order], axis=1)     # ~ sigma * sqrt(D)
+  apart = np.linalg.norm(unit[:, None] - unit[None], axis=-1)[~np.eye(n, dtype=bool)]
+  assert noise.max() < apart.min() / 4, (noise.max(), apart.min())   # rows told apart
+
+
 def test_a_delta_not_below_one_over_n_is_warned_about(runs, image_dir, tmp_path, capsys):
   """delta >= 1/N: (epsilon, delta)-DP then allows releasing one of the N images
   in the clear, so the release is written but the user is told (4 images here)."""
