@@ -37,8 +37,9 @@ What the numbers mean:
   wrong one 10-14% of them, at every epsilon from 1 to 1000
   (experiments/dp_float_attack.py measures both). Treat the
   release as a measurement of the privacy/utility trade-off of the ideal
-  mechanism, not as a deployed guarantee (a discrete Gaussian on a grid,
-  Canonne, Kamath & Steinke 2020, would be the fix; docs/method_b.md).
+  mechanism, not as a deployed guarantee. A release meant to be published goes
+  through `dp_exact` (OpenDP's exact discrete-Gaussian sampler on a grid), as
+  `python -m privreid_jax.extract --epsilon` does.
 """
 
 from __future__ import annotations
@@ -259,7 +260,7 @@ def describe_guarantee(epsilon: float, delta: float,
       "float32 (bounded, on a finite set of values), so an attacker who holds a "
       "candidate image's exact feature can test whether a released row came from it: "
       "the release does not meet this (epsilon, delta) as implemented "
-      "(privreid_jax/privacy/dp.py, docs/method_b.md).",
+      "(privreid_jax/privacy/dp.py, docs/method_b.md); privacy/dp_exact.py does.",
       "Useful retrieval on high-dimensional features needs small sigma, i.e. large "
       "per-image epsilon; report the epsilon next to every accuracy number.",
   ]

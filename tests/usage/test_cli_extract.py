@@ -72,33 +72,40 @@ def test_command_line_method_a_anon_kind(runs, image_dir, tmp_path):
 
 
 def test_epsilon_writes_only_the_dp_release(runs, image_dir, tmp_path, capsys):
-  """--epsilon: L2-normalised features plus N(0, sigma^2) noise, sigma from
-  dp-accounting; the clean features are not in the file; noise differs per run."""
-  from privreid_jax.privacy import dp
+  """--epsilon: L2-normalised features plus OpenDP's Gaussian noise at the scale
+  OpenDP's own map calibrates for (epsilon, delta); the clean features are not in
+  the file; noise differs per run."""
+  from privreid_jax.privacy import dp, dp_exact
   outs = [tmp_path / "r1.npz", tmp_path / "r2.npz"]
   for out in outs:
     extract.main(["prog", f"--checkpoint={runs.base}", f"--input={image_dir}",
                   f"--output={out}", "--epsilon=50", "--delta=1e-6"])
   std = capsys.readouterr().out
   assert "released 4 features" in std and "Per image: (50, 1e-06)-DP" in std
+  assert "OpenDP's Gaussian mechanism" in std
   z1, z2 = np.load(outs[0]), np.load(outs[1])
   assert set(z1.files) == {"features", "names", "pids", "camids", "parsed", "skipped",
                            "kind", "step", "checkpoint", "epsilon", "delta", "sigma",
-                           "k_max", "epsilon_per_identity", "guarantee"}
-  sigma = dp.gaussian_sigma(50, 1e-6)
-  assert float(z1["sigma"]) == sigma and float(z1["epsilon"]) == 50.0
+                           "k_max", "epsilon_per_identity", "mechanism", "guarantee"}
+  dim = z1["features"].shape[1]
+  scale = dp_exact.scale_for(50.0, 1e-6, dim)
+  assert float(z1["sigma"]) == scale and float(z1["epsilon"]) == 50.0
+  assert 1.0 < scale / dp.gaussian_sigma(50, 1e-6) < 1.1     # zCDP: a little more noise
+  eps, delta = dp_exact._approx(dp_exact._measurement(dim, scale), 1e-6).map(2.0)
+  assert eps <= 50.0 + 1e-9 and delta == 1e-6
   m = privreid_jax.load(runs.base)
   clean = m.embed([str(image_dir / n) for n in z1["names"]])
   unit = clean / np.linalg.norm(clean, axis=1, keepdims=True)
   noise = z1["features"] - unit
-  assert abs(noise.std() / sigma - 1) < 0.25, (noise.std(), sigma)   # N*D draws
-  assert abs(noise.mean()) < 4 * sigma / np.sqrt(noise.size)
-  assert not np.allclose(z1["features"], z2["features"])              # fresh os noise
+  assert abs(noise.std() / scale - 1) < 0.25, (noise.std(), scale)   # N*D draws
+  assert abs(noise.mean()) < 4 * scale / np.sqrt(noise.size)
+  assert not np.allclose(z1["features"], z2["features"])              # fresh noise
   assert not np.allclose(z1["features"], clean, atol=1e-3)
   k_max, _ = dp.gallery_k(np.where(z1["parsed"], z1["pids"], -1))
   assert int(z1["k_max"]) == k_max
-  want = (dp.composed_epsilon(sigma, 2.0, 1e-6, k_max) if k_max > 1 else 50.0)
-  assert float(z1["epsilon_per_identity"]) == want
+  assert float(z1["epsilon_per_identity"]) == dp_exact.epsilon_of(scale, 1e-6, k_max, dim)
+  if k_max > 1:
+    assert 50.0 < float(z1["epsilon_per_identity"]) < 50.0 * k_max
 
 
 def test_epsilon_user_errors(runs, image_dir, tmp_path, cli_error):
@@ -109,6 +116,8 @@ def test_epsilon_user_errors(runs, image_dir, tmp_path, cli_error):
   assert "delta must be in (0, 1)" in cli_error(extract.main,
                                                  ok + ["--epsilon=1", "--delta=1"], code=2)
   assert "no privacy" in cli_error(extract.main, ok + ["--epsilon=inf"], code=2)
+  assert "OpenDP cannot calibrate the noise for epsilon=1e+06" in cli_error(
+      extract.main, ok + ["--epsilon=1e6"], code=2)
   assert not os.path.exists(tmp_path / "f.npz")
 
 
@@ -122,14 +131,15 @@ def test_the_release_shuffles_rows_and_keeps_them_aligned(runs, image_dir):
   n = len(out.names)
   order = np.random.default_rng(5).permutation(n)
   assert list(order) != list(range(n))
-  got, info = extract.release(out, 1e6, 1e-5, rng=np.random.default_rng(5))
+  got, info = extract.release(out, 1e4, 1e-5, rng=np.random.default_rng(5))
   assert got.names == [out.names[i] for i in order]
   for field in ("pids", "camids", "parsed"):
     np.testing.assert_array_equal(getattr(got, field), getattr(out, field)[order])
   unit = out.features / np.linalg.norm(out.features, axis=1, keepdims=True)
-  noise = np.linalg.norm(got.features - unit[order], axis=1)     # ~ sigma * sqrt(D)
+  noise = np.linalg.norm(got.features - unit[order], axis=1)     # ~ scale * sqrt(D)
   apart = np.linalg.norm(unit[:, None] - unit[None], axis=-1)[~np.eye(n, dtype=bool)]
-  assert noise.max() < apart.min() / 4, (noise.max(), apart.min())   # rows told apart
+  # a wrong row would be >= apart - noise away, above apart / 2 whenever this holds
+  assert noise.max() < apart.min() / 2, (noise.max(), apart.min())
 
 
 def test_a_delta_not_below_one_over_n_is_warned_about(runs, image_dir, tmp_path, capsys):
