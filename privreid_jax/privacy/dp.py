@@ -234,6 +234,27 @@ def gallery_k(pids) -> tuple[int, float]:
   return int(counts.max()), float(np.median(counts))
 
 
+def per_image_line(epsilon: float, delta: float,
+                   sensitivity: float = DEFAULT_SENSITIVITY) -> str:
+  """The per-image line of a gallery release's statement (both mechanisms)."""
+  return (f"Per image: ({epsilon:g}, {delta:g})-DP for replacing one gallery image by "
+          f"any other, i.e. one released L2-normalised feature (L2 sensitivity "
+          f"{sensitivity:g}).")
+
+
+def scope_lines(epsilon: float) -> list[str]:
+  """What epsilon means and what a gallery release does not cover (both mechanisms)."""
+  return [
+      f"Epsilon {epsilon:g} lets any outcome be up to e^epsilon = "
+      f"{math.exp(min(epsilon, 700.0)):.3g} times likelier under one image than under "
+      "another (except with probability delta); above a few units this is a weak "
+      "guarantee.",
+      "Not covered: query features (released clean), the trained model and its training "
+      "identities, and metadata such as names, pids, camera ids or how many images a "
+      "person has; releasing the same images again composes like k above.",
+  ]
+
+
 def describe_guarantee(epsilon: float, delta: float,
                        sensitivity: float = DEFAULT_SENSITIVITY,
                        k_values: Iterable[int] = (1, 5, 10, 20)) -> str:
@@ -245,17 +266,10 @@ def describe_guarantee(epsilon: float, delta: float,
   lines = [
       f"Gallery release: Gaussian mechanism, sigma={sigma:.4g} per coordinate "
       f"(analytic calibration, dp-accounting).",
-      f"Per image: ({epsilon:g}, {delta:g})-DP for replacing one gallery image by any "
-      f"other, i.e. one released L2-normalised feature (L2 sensitivity {sensitivity:g}).",
+      per_image_line(epsilon, delta, sensitivity),
       f"Per identity with k gallery images (k-fold composition, PLD accountant, same "
       f"delta): {per_id}.",
-      f"Epsilon {epsilon:g} lets any outcome be up to e^epsilon = "
-      f"{math.exp(min(epsilon, 700.0)):.3g} times likelier under one image than under "
-      "another (except with probability delta); above a few units this is a weak "
-      "guarantee.",
-      "Not covered: query features (released clean), the trained model and its training "
-      "identities, and metadata such as names, pids, camera ids or how many images a "
-      "person has; releasing the same images again composes like k above.",
+      *scope_lines(epsilon),
       "Caveat: these figures are the ideal Gaussian mechanism's. The noise here is "
       "float32 (bounded, on a finite set of values), so an attacker who holds a "
       "candidate image's exact feature can test whether a released row came from it: "

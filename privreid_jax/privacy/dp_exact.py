@@ -58,6 +58,7 @@ def _approx(measurement, delta: float, k: int = 1):
   return odp.c.make_fix_delta(odp.c.make_zCDP_to_approxDP(measurement), float(delta))
 
 
+@functools.lru_cache(maxsize=256)
 def epsilon_of(scale: float, delta: float, k: int = 1, dim: int = 2048,
                sensitivity: float = dp.DEFAULT_SENSITIVITY) -> float:
   """Epsilon at `delta` of k releases of one identity with noise `scale`."""
@@ -105,13 +106,7 @@ def describe(epsilon: float, delta: float, scale: float, k_max: int, dim: int) -
   return "\n".join([
       f"Gallery release: OpenDP's Gaussian mechanism (exact discrete-Gaussian sampler on a "
       f"2^{GRID_K} grid), scale={scale:.4g} per coordinate, rho={rho:.4g} zCDP per image.",
-      f"Per image: ({epsilon:g}, {delta:g})-DP for replacing one gallery image by any other, "
-      f"i.e. one released L2-normalised feature (L2 sensitivity {dp.DEFAULT_SENSITIVITY:g}).",
+      dp.per_image_line(epsilon, delta),
       f"Per identity with k gallery images (k * rho, same delta): {per_id}.",
-      f"Epsilon {epsilon:g} lets any outcome be up to e^epsilon = "
-      f"{math.exp(min(epsilon, 700.0)):.3g} times likelier under one image than under "
-      "another (except with probability delta); above a few units this is a weak guarantee.",
-      "Not covered: query features, the trained model and its training identities, "
-      "metadata such as names, pids, camera ids or how many images a person has; "
-      "releasing the same images again composes like k above.",
+      *dp.scope_lines(epsilon),
   ])
